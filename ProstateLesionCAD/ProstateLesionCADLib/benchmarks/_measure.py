@@ -1,0 +1,45 @@
+"""Time and peak memory of one stage, measured in a fresh child process.
+
+A child process gives an honest peak resident set size for that stage alone (the
+parent's peak is monotonic and would mix stages). `func` must be importable at module
+level (spawn start method) and return something picklable.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import resource
+import time
+from typing import Any, Callable
+
+
+def _child(conn, func, args, kwargs):
+    start = time.perf_counter()
+    try:
+        result = func(*args, **kwargs)
+        error = None
+    except Exception as exc:  # reported in the bench table, not raised
+        result, error = None, f"{type(exc).__name__}: {exc}"
+    seconds = time.perf_counter() - start
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kB
+    conn.send((result, seconds, peak_mb, error))
+    conn.close()
+
+
+def measure(func: Callable[..., Any], *args, **kwargs) -> dict[str, Any]:
+    """Run func(*args, **kwargs) in a spawned child; return result, seconds, peak_mb, error."""
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(child, func, args, kwargs))
+    proc.start()
+    child.close()
+    result, seconds, peak_mb, error = parent.recv()
+    proc.join()
+    return {"result": result, "seconds": seconds, "peak_mb": peak_mb, "error": error}
+
+
+def table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    """A small Markdown table from dict rows."""
+    head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
+    body = "".join("| " + " | ".join(str(r.get(c, "")) for c in columns) + " |\n" for r in rows)
+    return head + body

@@ -1,0 +1,1 @@
+"""One module per `prostate-cad` verb (see cli.py for the contract)."""

@@ -1,0 +1,35 @@
+"""Shared fixtures: the real ProstateX studies and reference data in ../shared."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("PROSTATE_CAD_SHARED", REPO.parent / "shared"))
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not (SHARED / "data").is_dir():
+        pytest.fail(f"../shared not found at {SHARED}: the real test data must sit beside the clone.")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def prostatex_dir(shared_dir) -> Path:
+    return shared_dir / "data" / "prostatex"
+
+
+@pytest.fixture(scope="session")
+def reference_dir(shared_dir) -> Path:
+    return shared_dir / "reference"
+
+
+@pytest.fixture(scope="session")
+def repo_dir() -> Path:
+    return REPO
