@@ -1,0 +1,32 @@
+"""prostate-cad models <sub-verb>: manage model packages.
+
+Each sub-verb lives in the library module that implements it, as
+`add_<sub>_arguments(parser)` and `run_<sub>(args) -> int`; add one line to SUBVERBS.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+HELP = "Manage model packages: list what is installed/available, install from a file or URL."
+
+# sub-verb -> (library module, help)
+SUBVERBS = {
+    "list": ("model_catalog", "List installed model packages and catalogued ones that can be installed."),
+    "install": ("model_catalog", "Install a model package from a folder, .zip/.tar.gz, URL or catalogue name."),
+}
+
+
+def add_arguments(parser) -> None:
+    sub = parser.add_subparsers(dest="models_verb", metavar="<sub-verb>")
+    sub.required = True
+    for name, (module_name, help_text) in SUBVERBS.items():
+        module = importlib.import_module(f"..{module_name}", __package__)
+        func = name.replace("-", "_")
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        getattr(module, f"add_{func}_arguments")(p)
+        p.set_defaults(_models_run=getattr(module, f"run_{func}"))
+
+
+def run(args) -> int:
+    return args._models_run(args)
