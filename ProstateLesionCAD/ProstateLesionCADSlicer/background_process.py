@@ -1,0 +1,152 @@
+"""Run a `prostate-cad` verb as a child process of Slicer's Python, without blocking the GUI.
+
+This is the Qt-free core (testable in plain Python): it builds the command line, starts
+the process with its output piped, and a reader thread queues the lines. The panel's
+QTimer calls `poll()` a few times per second, which turns `PROGRESS <pct> <msg>` lines
+into (percent, message) and reports when the process ended, with the CLI's one-sentence
+error on failure. `cancel()` terminates the child (then kills it if it lingers). The
+caller reads results only after success, so a cancelled or failed run leaves the scene
+as it was; the temporary folder is removed by `cleanup()`.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+from ProstateLesionCADLib.progress import parse_progress_line
+
+RUNNING, SUCCEEDED, FAILED, CANCELLED = "running", "succeeded", "failed", "cancelled"
+
+
+def python_executable() -> str:
+    """Slicer's Python launcher when running inside Slicer, else this interpreter."""
+    return shutil.which("PythonSlicer") or sys.executable
+
+
+def library_search_path() -> list[str]:
+    """Folders that must be on the child's PYTHONPATH for `import ProstateLesionCADLib` etc."""
+    import importlib
+
+    paths = []
+    for name in ("ProstateLesionCADLib", "ZonalSegmentationLib"):
+        try:
+            package = importlib.import_module(name)
+        except ImportError:
+            continue
+        for folder in package.__path__:
+            parent = str(Path(folder).resolve().parent)
+            if parent not in paths:
+                paths.append(parent)
+    return paths
+
+
+def cli_command(verb: str, arguments: Sequence[str], python: Optional[str] = None) -> list[str]:
+    """argv running `prostate-cad <verb> <arguments>` through the library's module entry point."""
+    return [python or python_executable(), "-m", "ProstateLesionCADLib", verb, *map(str, arguments)]
+
+
+@dataclass
+class PollResult:
+    state: str
+    percent: Optional[float] = None  # last PROGRESS percentage seen, if any
+    message: str = ""
+    new_lines: list[str] = field(default_factory=list)
+    error: str = ""  # the CLI's error sentence when state == FAILED
+
+
+class BackgroundProcess:
+    """One child process; `start()`, then `poll()` until its state is no longer RUNNING."""
+
+    def __init__(self, argv: Sequence[str], env: Optional[dict] = None, extra_python_path: Sequence[str] = (),
+                 work_dir: Optional[Path] = None):
+        self.argv = list(argv)
+        self.env = dict(os.environ if env is None else env)
+        if extra_python_path:
+            existing = self.env.get("PYTHONPATH", "")
+            self.env["PYTHONPATH"] = os.pathsep.join([*extra_python_path, *([existing] if existing else [])])
+        self.env.setdefault("PYTHONUNBUFFERED", "1")
+        self.work_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="ProstateLesionCAD-"))
+        self.log: list[str] = []
+        self.percent: Optional[float] = None
+        self.message = ""
+        self._lines: "queue.Queue[Optional[str]]" = queue.Queue()
+        self._process: Optional[subprocess.Popen] = None
+        self._cancelled = False
+        self._finished = False
+        self._state = RUNNING
+
+    def start(self) -> None:
+        creation = getattr(subprocess, "CREATE_NO_WINDOW", 0)  # no console window on Windows
+        self._process = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=self.env,
+                                         cwd=str(self.work_dir), text=True, encoding="utf-8", errors="replace",
+                                         bufsize=1, creationflags=creation)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self._process is not None and self._process.stdout is not None
+        for line in self._process.stdout:
+            self._lines.put(line.rstrip("\n"))
+        self._lines.put(None)  # end of output
+
+    def poll(self) -> PollResult:
+        new = []
+        while True:
+            try:
+                line = self._lines.get_nowait()
+            except queue.Empty:
+                break
+            if line is None:
+                self._finished = True
+                break
+            new.append(line)
+            parsed = parse_progress_line(line)
+            if parsed:
+                self.percent, self.message = parsed
+        self.log.extend(new)
+        if self._state == RUNNING and self._finished and self._process is not None:
+            code = self._process.wait()
+            self._state = CANCELLED if self._cancelled else (SUCCEEDED if code == 0 else FAILED)
+        return PollResult(self._state, self.percent, self.message, new, self.error() if self._state == FAILED else "")
+
+    def wait(self, timeout: Optional[float] = None) -> PollResult:
+        """Block until the process ends (scripts and tests; the panel polls instead)."""
+        if self._process is not None:
+            self._process.wait(timeout)
+        result = self.poll()
+        while result.state == RUNNING:
+            result = self.poll()
+        return result
+
+    def error(self) -> str:
+        errors = [line[len("error: "):] for line in self.log if line.startswith("error: ")]
+        if errors:
+            return errors[-1]
+        code = self._process.returncode if self._process else None
+        tail = next((line for line in reversed(self.log) if line.strip()), "")
+        return f"the command ended with status {code}" + (f": {tail}" if tail else ".")
+
+    def cancel(self, grace_seconds: float = 5.0) -> None:
+        if self._process is None or self._process.poll() is not None:
+            return
+        self._cancelled = True
+        self._process.terminate()
+        try:
+            self._process.wait(grace_seconds)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.work_dir, ignore_errors=True)

@@ -1,0 +1,103 @@
+"""SimpleITK images <-> MRML volume nodes, and MRML transforms -> ITK files.
+
+Geometry goes through ProstateLesionCADLib.coordinates (the only LPS <-> RAS helper):
+SimpleITK/ITK geometry is LPS, a volume node's IJKToRAS matrix is RAS.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import SimpleITK as sitk
+import slicer
+import vtk
+from vtk.util import numpy_support
+
+from ProstateLesionCADLib import coordinates
+
+
+def vtk_matrix(array: np.ndarray) -> vtk.vtkMatrix4x4:
+    m = vtk.vtkMatrix4x4()
+    for r in range(4):
+        for c in range(4):
+            m.SetElement(r, c, float(array[r, c]))
+    return m
+
+
+def numpy_matrix(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def image_to_volume_node(scene, image: sitk.Image, name: str, node=None, label: bool = False):
+    """Put a 3D SimpleITK image into a (new or given) scalar/label volume node."""
+    if node is None:
+        node = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode" if label else "vtkMRMLScalarVolumeNode", name)
+    array = sitk.GetArrayFromImage(image)
+    if array.ndim != 3:
+        raise ValueError(f"{name}: expected a 3D scalar image, got an array of shape {array.shape}.")
+    data = vtk.vtkImageData()
+    data.SetDimensions(*image.GetSize())
+    data.GetPointData().SetScalars(numpy_support.numpy_to_vtk(np.ascontiguousarray(array).ravel(), deep=True))
+    node.SetIJKToRASMatrix(vtk_matrix(coordinates.image_ijk_to_ras_matrix(image)))
+    node.SetAndObserveImageData(data)
+    if node.GetDisplayNode() is None:
+        node.CreateDefaultDisplayNodes()
+    return node
+
+
+def volume_node_to_image(node) -> sitk.Image:
+    """The voxels of a scalar volume node as a SimpleITK image in LPS (parent transforms ignored)."""
+    data = node.GetImageData()
+    if data is None:
+        raise ValueError(f"Volume '{node.GetName()}' has no image data.")
+    dims = data.GetDimensions()
+    array = numpy_support.vtk_to_numpy(data.GetPointData().GetScalars())
+    if array.ndim != 1:
+        raise ValueError(f"Volume '{node.GetName()}' has {array.shape[1]} components; a scalar volume is needed.")
+    image = sitk.GetImageFromArray(array.reshape(dims[2], dims[1], dims[0]).copy())
+    ijk_to_ras = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(ijk_to_ras)
+    origin, spacing, direction = coordinates.itk_geometry_from_ijk_to_ras(numpy_matrix(ijk_to_ras))
+    image.SetOrigin(origin)
+    image.SetSpacing(spacing)
+    image.SetDirection(direction)
+    return image
+
+
+def ras_to_ijk(node, ras) -> tuple[float, float, float]:
+    """Continuous voxel index of a RAS point in a volume node."""
+    m = vtk.vtkMatrix4x4()
+    node.GetRASToIJKMatrix(m)
+    return tuple(float(v) for v in (numpy_matrix(m) @ np.array([*ras, 1.0]))[:3])
+
+
+def write_transform_to_itk_file(scene, transform_node, path: Path) -> Path:
+    """Write a transform node as an ITK transform file (the registration library reads it)."""
+    storage = scene.AddNewNodeByClass("vtkMRMLTransformStorageNode")
+    try:
+        storage.SetFileName(str(path))
+        if not storage.WriteData(transform_node):
+            raise OSError(f"could not write transform '{transform_node.GetName()}' to {path}.")
+    finally:
+        scene.RemoveNode(storage)
+    return Path(path)
+
+
+def read_transform_node(scene, path: Path, name: str, node=None):
+    """Load an ITK transform file (e.g. `prostate-cad register`'s transform.h5) into a transform node."""
+    storage = scene.AddNewNodeByClass("vtkMRMLTransformStorageNode")
+    try:
+        storage.SetFileName(str(path))
+        if node is None:
+            node = scene.AddNewNodeByClass("vtkMRMLTransformNode", name)
+        if not storage.ReadData(node):
+            raise OSError(f"could not read a transform from {path}.")
+    finally:
+        scene.RemoveNode(storage)
+    return node
+
+
+def parent_transform(node) -> Optional[object]:
+    return node.GetParentTransformNode() if node is not None else None
