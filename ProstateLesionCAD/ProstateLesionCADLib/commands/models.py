@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import importlib
 
-HELP = "Manage model packages: list what is installed/available, install from a file or URL."
+HELP = "Manage model packages: list, install from a file or URL, import-mdt, fetch-published."
 
 # sub-verb -> (library module, help)
 SUBVERBS = {
     "list": ("model_catalog", "List installed model packages and catalogued ones that can be installed."),
     "install": ("model_catalog", "Install a model package from a folder, .zip/.tar.gz, URL or catalogue name."),
+    "import-mdt": ("retina_unet.published", "Convert a folder of Medical Detection Toolkit Retina U-Net checkpoints into a model package."),
+    "fetch-published": ("retina_unet.published", "Download the authors' 25 published checkpoints, verify their git blob ids, import them."),
 }
 
 

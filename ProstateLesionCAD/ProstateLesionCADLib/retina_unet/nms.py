@@ -1,0 +1,44 @@
+"""Greedy 3D non-maximum suppression in plain torch (no torchvision), FACTS.md section 5."""
+
+from __future__ import annotations
+
+import torch
+
+from .box_coding import iou_matrix
+
+
+def nms_3d(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float,
+           max_keep: int | None = None) -> torch.Tensor:
+    """Indices of kept boxes, highest score first.
+
+    A box is dropped when its IoU (no +1 convention) with a kept, higher-scoring box exceeds
+    `iou_threshold`. With `max_keep`, only the best `max_keep` survivors are returned (greedy
+    NMS finds survivors in score order, so stopping early changes nothing above them). Each step compares the best remaining box with all remaining ones, so
+    memory stays linear in the number of boxes (tens of thousands of candidates per class).
+    """
+    if boxes.numel() == 0:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    order = torch.argsort(scores, descending=True, stable=True)
+    # Boxes of zero volume overlap nothing (IoU 0): they are always kept and suppress nothing.
+    size = boxes[:, [2, 3, 5]] - boxes[:, [0, 1, 4]]
+    empty = (size <= 0).any(dim=1)
+    kept = _greedy(boxes, order[~empty[order]], iou_threshold, max_keep)
+    merged = torch.cat([kept, order[empty[order]]])
+    merged = merged[torch.argsort(scores[merged], descending=True, stable=True)]
+    return merged if max_keep is None else merged[:max_keep]
+
+
+def _greedy(boxes: torch.Tensor, remaining: torch.Tensor, iou_threshold: float,
+            max_keep: int | None) -> torch.Tensor:
+    if remaining.numel() == 0:
+        return remaining
+    keep = []
+    while remaining.numel() > 0:
+        best = remaining[0]
+        keep.append(best)
+        if remaining.numel() == 1 or (max_keep is not None and len(keep) >= max_keep):
+            break
+        rest = remaining[1:]
+        iou = iou_matrix(boxes[best].unsqueeze(0), boxes[rest])[0]
+        remaining = rest[iou <= iou_threshold]
+    return torch.stack(keep)
