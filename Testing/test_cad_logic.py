@@ -261,15 +261,19 @@ def test_export_case_writes_what_the_views_show(tmp_path, case_files, scene_logi
     case_json = logic.export_case(tmp_path / "case")
     data = json.loads(case_json.read_text())
     assert data["format"] == "prostate-cad-case/1" and data["case_id"] == "P1"
-    assert data["roles"]["DWI"] == {"1400": "dwi-b1400.nrrd"} and data["roles"]["zones"] == "zones.nrrd"
-    t2 = sitk.ReadImage(str(tmp_path / "case" / data["roles"]["T2"]))
-    assert np.allclose(t2.GetDirection(), DIRECTION) and np.allclose(t2.GetOrigin(), (-10.0, 5.0, -60.0))
-    moved = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "case" / "adc.nrrd")))
+    assert data["DWI"] == {"1400": "dwi-b1400.nrrd"} and data["zones"] == "zones.nrrd"
+    # read back by the library's own loader, exactly what `prostate-cad detect` will see
+    from ProstateLesionCADLib.case_loading import load_case
+
+    case = load_case(case_json)
+    assert np.allclose(case.t2.GetDirection(), DIRECTION) and np.allclose(case.t2.GetOrigin(), (-10.0, 5.0, -60.0))
+    assert np.array_equal(sitk.GetArrayFromImage(case.t2), sitk.GetArrayFromImage(case_files["t2"]))
+    moved = sitk.GetArrayFromImage(case.adc)
     assert np.unravel_index(np.argmax(moved), moved.shape) == (5, 20, 15)  # +5 mm R = -5 voxels in L
-    unmoved = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "case" / "dwi-b1400.nrrd")))
+    unmoved = sitk.GetArrayFromImage(case.dwi[1400.0])
     assert np.unravel_index(np.argmax(unmoved), unmoved.shape) == (5, 20, 20)
-    zones = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "case" / "zones.nrrd")))
-    assert np.array_equal(zones, sitk.GetArrayFromImage(case_files["zones"]))
+    assert np.array_equal(sitk.GetArrayFromImage(case.zones), sitk.GetArrayFromImage(case_files["zones"]))
+    assert not list(tmp_path.glob(".case-work*"))
 
 
 def test_registration_result_and_reset(tmp_path, case_files, scene_logic):
@@ -378,3 +382,33 @@ def test_lesion_mask_rules(case_files):
     assert lesion_masks.detection_mask(far, t2) is None
     grid = lesion_masks.reference_grid([det])
     assert lesion_masks.detection_mask(det, grid).voxels > 0
+
+
+def test_load_study_fills_the_roles_and_the_real_lesion_lands_at_its_voxel(tmp_path):
+    """The bundled ProstateX-0000 through the library's loader into MRML nodes."""
+    from ProstateLesionCADLib.resources import sample_case_dir
+
+    scene = slicer.vtkMRMLScene()
+    logic = CadLogic(scene)
+    created = logic.load_study(sample_case_dir())
+    p = logic.params
+    assert p.case_id == "ProstateX-0000" and set(created) == {"T2", "ADC", "DWI_LOW", "DWI_HIGH"}
+    assert (p.dwi_low.GetAttribute("ProstateLesionCAD.BValue"), p.dwi_high.GetAttribute("ProstateLesionCAD.BValue")) \
+        == ("400", "800")  # measured b400/b800 chosen over b50 and the computed b1000
+    assert p.t2.GetImageData().GetDimensions() == (384, 384, 19)
+    # the biopsied lesion (data/README.md), LPS (25.7457, 31.8707, -38.511): same voxel via RAS in MRML
+    lesion_lps = (25.7457, 31.8707, -38.511)
+    t2_image = sitk.ReadImage(str(sample_case_dir() / "t2.nrrd"))
+    expected = t2_image.TransformPhysicalPointToContinuousIndex(lesion_lps)
+    assert np.allclose(mrml_volumes.ras_to_ijk(p.t2, coordinates.lps_to_ras(lesion_lps)), expected, atol=1e-4)
+    assert np.allclose(expected, (166.80, 223.92, 8.50), atol=0.01)
+    # a detection there becomes an ROI centred on that voxel
+    path = tmp_path / "detections.json"
+    box = (tuple(v - 5 for v in lesion_lps), tuple(v + 5 for v in lesion_lps))
+    write_detections(DetectionSet([DetectionCase("ProstateX-0000", [Detection(1, 3, 0.9, lesion_lps, box)])]), path)
+    _, _, infos = logic.load_detections(path)
+    roi = _nodes(scene, "vtkMRMLMarkupsROINode")[0]
+    center = [0.0] * 3
+    roi.GetCenter(center)
+    assert np.allclose(mrml_volumes.ras_to_ijk(p.t2, center), expected, atol=1e-4)
+    assert infos[0].name == "Lesion 1 · GGG3+ · 0.90"

@@ -9,12 +9,10 @@ writes from the nodes (`export_case`), and their outputs come back as nodes
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import SimpleITK as sitk
 
 from ProstateLesionCADLib import coordinates, formats, ggg_palette, lesion_masks
@@ -24,7 +22,6 @@ from . import lesion_nodes, mrml_volumes
 from .background_process import cli_command
 from .parameters import CadParameters, parameters
 
-CASE_FORMAT = "prostate-cad-case/1"
 B_VALUE_ATTRIBUTE = "ProstateLesionCAD.BValue"
 TIME_ATTRIBUTE = "ProstateLesionCAD.TimeSeconds"
 ROLE_ATTRIBUTE = "ProstateLesionCAD.Role"
@@ -163,47 +160,51 @@ class CadLogic:
         finally:
             path.unlink(missing_ok=True)
 
-    def export_case(self, out_dir) -> Path:
-        """Write the selected inputs as NRRD + case.json (format prostate-cad-case/1) for the CLI."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+    def case_from_nodes(self, work_dir) -> "Case":
+        """The selected inputs as the library's Case (ADC/DWI as registered, zones if any)."""
+        from ProstateLesionCADLib.case import Case, SeriesInfo
+
         p = self.params
         if p.t2 is None:
             raise CaseError("Select a T2 volume (the T2 input is required).")
-        roles: dict = {}
-
-        def write(image: sitk.Image, name: str) -> str:
-            sitk.WriteImage(image, str(out / name), useCompression=True)
-            return name
-
-        roles["T2"] = write(mrml_volumes.volume_node_to_image(p.t2), "t2.nrrd")
+        work = Path(work_dir)
+        work.mkdir(parents=True, exist_ok=True)
+        case = Case(case_id=p.case_id or p.t2.GetName(), t2=mrml_volumes.volume_node_to_image(p.t2))
+        used = [("T2", p.t2)]
         if p.adc is not None:
-            roles["ADC"] = write(self._moving_image(p.adc, out), "adc.nrrd")
-        dwi = {}
+            case.adc = self._moving_image(p.adc, work)
+            used.append(("ADC", p.adc))
         for role in ("DWI_LOW", "DWI_HIGH"):
             node = p.input(role)
             if node is not None:
                 b = self.b_value_of(node, role)
-                dwi[f"{b:g}"] = write(self._moving_image(node, out), f"dwi-b{b:g}.nrrd")
-        if dwi:
-            roles["DWI"] = dwi
+                case.dwi[b] = self._moving_image(node, work)
+                used.append((f"DWI:{b:g}", node))
         if p.ktrans is not None:
-            roles["KTRANS"] = write(mrml_volumes.volume_node_to_image(p.ktrans), "ktrans.nrrd")
+            case.ktrans = mrml_volumes.volume_node_to_image(p.ktrans)
+            used.append(("KTRANS", p.ktrans))
         dce = self._dce_volumes()
-        if dce:
-            files = [write(mrml_volumes.volume_node_to_image(n), f"dce-{i:03d}.nrrd") for i, n in enumerate(dce)]
-            entry: dict = {"files": files}
-            times = [n.GetAttribute(TIME_ATTRIBUTE) for n in dce]
-            if all(times):
-                entry["times_s"] = [float(t) for t in times]
-            roles["DCE"] = entry
-        zones = self.zones_image()
-        if zones is not None:
-            roles["zones"] = write(zones, "zones.nrrd")
-        case_json = out / "case.json"
-        case_json.write_text(json.dumps({"format": CASE_FORMAT, "case_id": p.case_id or p.t2.GetName(),
-                                         "roles": roles}, indent=1), encoding="utf-8")
-        return case_json
+        case.dce = [mrml_volumes.volume_node_to_image(n) for n in dce]
+        times = [n.GetAttribute(TIME_ATTRIBUTE) for n in dce]
+        case.dce_times = [float(t) for t in times] if dce and all(times) else []
+        used += [("DCE", n) for n in dce[:1]]
+        case.zones = self.zones_image()
+        case.used = [SeriesInfo(role=role, description=node.GetName(), source=node.GetID(), reason="selected in Slicer")
+                     for role, node in used]
+        return case
+
+    def export_case(self, out_dir) -> Path:
+        """Write the selected inputs as NRRD + case.json (the library's case format) for the CLI."""
+        from ProstateLesionCADLib.case_files import write_case_files
+
+        out = Path(out_dir)
+        case = self.case_from_nodes(out.parent / f".{out.name}-work")
+        try:
+            return write_case_files(case, out)
+        finally:
+            import shutil
+
+            shutil.rmtree(out.parent / f".{out.name}-work", ignore_errors=True)
 
     def _dce_volumes(self) -> list:
         nodes = []
