@@ -1,0 +1,67 @@
+"""prostate-cad evaluate: lesion/patient ROC, working points, CIs, DSC and FROC of a detector."""
+
+from __future__ import annotations
+
+HELP = ("Evaluate detections against ground truth as in Pellicer-Valero et al. 2022 (Table 1): "
+        "metrics.json, ROC plots, report.md; optional FocalNet-style FROC.")
+
+
+def _criteria(text: str) -> list[int]:
+    from ..errors import ParameterError
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ParameterError(f"--criteria must be comma-separated integers among 1, 2, 3, got {text!r}.") from None
+    return values
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--detections", required=True, help="detections JSON (prostate-cad-detections/1)")
+    parser.add_argument("--ground-truth", required=True, help="ground-truth JSON (prostate-cad-ground-truth/1)")
+    parser.add_argument("--out", required=True, help="output folder (metrics.json, scores.json, ROC PNGs, report.md)")
+    parser.add_argument("--criteria", default="1,2,3", help="significance criteria GGG>=k to evaluate (default 1,2,3)")
+    parser.add_argument("--distance-mm", type=float, default=15.0, help="lesion matching radius in mm (default 15)")
+    parser.add_argument("--k", type=float, default=2.0, dest="k_match",
+                        help="weight of proximity in the matching score p + k(1 - d/15mm) (default 2)")
+    parser.add_argument("--thresholds", default=None, metavar="FILE|MODEL",
+                        help="also evaluate at given thresholds: a prostate-cad-thresholds/1 JSON file, "
+                             "a model package folder or an installed model's name")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples over patients for 95%% CIs (0: none)")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    parser.add_argument("--froc", action="store_true", help="also compute FROC (sensitivity vs false positives per patient)")
+    parser.add_argument("--froc-hit-mm", type=float, default=5.0, help="FROC hit distance in mm (default 5, FocalNet)")
+    parser.add_argument("--froc-same-slice", action="store_true", help="FROC hits must lie in the lesion's slice (FocalNet)")
+    parser.add_argument("--froc-slice-mm", type=float, default=3.0,
+                        help="slice thickness for the same-slice test when no lesion mask is given (default 3)")
+    parser.add_argument("--no-dice", action="store_true", help="skip the DSC of probability maps vs lesion masks")
+    parser.add_argument("--missing-cases", choices=("error", "empty", "skip"), default="error",
+                        help="ground-truth cases without detections entry (and the reverse): stop with an error "
+                             "(default), score them as without detections (empty), or leave them out (skip)")
+
+
+def run(args) -> int:
+    from ..evaluation.evaluate import evaluate
+    from ..evaluation.froc import HitRule
+    from ..evaluation.report import markdown_report, write_report
+    from ..evaluation.thresholds import load_given_thresholds
+    from ..formats import read_detections, read_ground_truth
+    from ..output_files import staged_output_dir
+    from ..progress import ConsoleProgress
+
+    criteria = _criteria(args.criteria)
+    detections = read_detections(args.detections)
+    ground_truth = read_ground_truth(args.ground_truth)
+    given, source = (None, None)
+    if args.thresholds:
+        given, source = load_given_thresholds(args.thresholds)
+    progress = ConsoleProgress()
+    result = evaluate(detections, ground_truth, criteria=criteria, distance_mm=args.distance_mm, k_match=args.k_match,
+                      given_thresholds=given, thresholds_source=source, bootstrap=args.bootstrap, seed=args.seed,
+                      missing_cases=args.missing_cases, with_froc=args.froc,
+                      froc_rule=HitRule(args.froc_hit_mm, args.froc_same_slice, args.froc_slice_mm),
+                      with_dice=not args.no_dice, progress=progress)
+    with staged_output_dir(args.out) as stage:
+        write_report(result, stage)
+    print(markdown_report(result), end="")
+    print(f"Wrote {args.out}/metrics.json, report.md and ROC plots.")
+    return 0

@@ -1,0 +1,204 @@
+"""Evaluate a detector's output against ground truth exactly as the main paper does.
+
+Pellicer-Valero et al. 2022, Methods "Lesion matching and evaluation" and Results
+(Table 1, Supplementary Tables 1-2, lesion DSC): for each significance criterion GGG>=k,
+lesion-level and patient-level ROC AUC with bootstrap 95% CIs over patients, the
+`max_sensitivity` and `balanced` working points (sensitivity, specificity, PPV, NPV,
+counts), metrics at given (a-priori) thresholds, DSC of the probability maps at 0.25/0.5
+and, when asked, FocalNet-style FROC (Cao et al. 2019, Sec. II-E3).
+
+`evaluate(detections, ground_truth, ...) -> dict` works on the in-memory sets of
+`formats.py`, so training code can call it on validation folds without files; the
+`prostate-cad evaluate` command and `report.py` write it to disk.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..errors import FormatError, ParameterError
+from ..formats import DetectionCase, DetectionSet, GroundTruthCase, GroundTruthSet
+from ..progress import ProgressCallback, silent
+from .bootstrap import percentile_ci, resample_counts, sample_weights, weighted_auc, weighted_rate
+from .dice import DICE_THRESHOLDS, case_dice, dice_summary, read_image
+from .froc import FP_RATES, HitRule, froc
+from .lesion_matching import DEFAULT_DISTANCE_MM, DEFAULT_K_MATCH, lesion_scores, patient_score
+from .roc import auc_note, metrics_at, predicted_positive, roc_auc, working_points
+from .thresholds import criterion_key
+
+METRICS_FORMAT = "prostate-cad-metrics/1"
+MISSING_POLICIES = ("error", "empty", "skip")
+
+
+def _names(ids: Sequence[str], limit: int = 5) -> str:
+    shown = ", ".join(ids[:limit])
+    return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+def pair_cases(detections: DetectionSet, ground_truth: GroundTruthSet, missing_cases: str = "error"
+               ) -> tuple[list[tuple[GroundTruthCase, Optional[DetectionCase]]], dict[str, Any]]:
+    """Pair GT cases with their detections according to the missing-cases policy.
+
+    - error: any GT case without a detections entry, or detections for a case absent from
+      the GT, stops the evaluation with a message naming them;
+    - empty: a GT case without an entry is evaluated as having no detections (scores 0);
+    - skip: such a GT case is left out.
+    Detections of cases absent from the GT cannot be scored; with empty/skip they are
+    ignored. Either way the lists are reported.
+    """
+    if missing_cases not in MISSING_POLICIES:
+        raise ParameterError(f"--missing-cases must be one of {', '.join(MISSING_POLICIES)}, got {missing_cases!r}.")
+    det_by_case = detections.by_case()
+    gt_ids = {c.case_id for c in ground_truth.cases}
+    no_detections = [c.case_id for c in ground_truth.cases if c.case_id not in det_by_case]
+    no_truth = [c.case_id for c in detections.cases if c.case_id not in gt_ids]
+    if missing_cases == "error" and no_detections:
+        raise FormatError(f"{len(no_detections)} ground-truth case(s) have no entry in the detections "
+                          f"({_names(no_detections)}); use --missing-cases empty to score them 0 or skip to leave them out.")
+    if missing_cases == "error" and no_truth:
+        raise FormatError(f"The detections contain {len(no_truth)} case(s) absent from the ground truth "
+                          f"({_names(no_truth)}); use --missing-cases skip to ignore them.")
+    pairs = [(c, det_by_case.get(c.case_id)) for c in ground_truth.cases
+             if c.case_id in det_by_case or missing_cases == "empty"]
+    if not pairs:
+        raise FormatError("No case appears in both the detections and the ground truth; nothing to evaluate.")
+    report = {"policy": missing_cases, "ground_truth_without_detections": no_detections,
+              "detections_without_ground_truth": no_truth,
+              "handling": {"error": "stop", "empty": "scored as without detections",
+                           "skip": "left out"}[missing_cases]}
+    return pairs, report
+
+
+def _check_parameters(criteria: Sequence[int], distance_mm: float, k_match: float, bootstrap: int,
+                      froc_rule: HitRule) -> None:
+    if not criteria or any(k not in (1, 2, 3) for k in criteria):
+        raise ParameterError(f"--criteria must list values among 1, 2, 3, got {list(criteria)}.")
+    if not distance_mm > 0:
+        raise ParameterError(f"--distance-mm must be positive, got {distance_mm}.")
+    if not k_match >= 0:
+        raise ParameterError(f"--k must be zero or positive, got {k_match}.")
+    if bootstrap < 0:
+        raise ParameterError(f"--bootstrap must be 0 (no confidence intervals) or a number of resamples, got {bootstrap}.")
+    if not froc_rule.distance_mm >= 0 or not froc_rule.slice_mm > 0:
+        raise ParameterError("--froc-hit-mm must be zero or positive and the slice thickness positive.")
+
+
+def _level(scores: np.ndarray, labels: np.ndarray, owners: np.ndarray, counts: np.ndarray, seed: int,
+           given: Optional[dict[str, float]], given_source: Optional[str]) -> dict[str, Any]:
+    """n, n_positive, auc (+CI), working points (+CIs) and given-threshold metrics of one level."""
+    n_pos = int(labels.sum())
+    n_neg = int(labels.size - n_pos)
+    out: dict[str, Any] = {"n": int(labels.size), "n_positive": n_pos, "n_negative": n_neg,
+                           "auc": roc_auc(scores, labels), "auc_ci": None}
+    note = auc_note(n_pos, n_neg)
+    if note:
+        out["note"] = note + " Working points are undefined too."
+    points = working_points(scores, labels)
+    out["working_points"] = points
+    if counts.shape[0] and note is None:
+        weights = sample_weights(counts, owners)
+        out["auc_ci"] = percentile_ci(weighted_auc(scores, labels, weights), seed)
+        for point in points.values():
+            if point is not None:
+                called = predicted_positive(scores, point["threshold"])
+                point["sensitivity_ci"] = percentile_ci(weighted_rate(called, labels, weights), seed)
+                point["specificity_ci"] = percentile_ci(weighted_rate(~called, ~labels, weights), seed)
+    if given:
+        out["given_thresholds"] = {name: metrics_at(scores, labels, t) for name, t in given.items()}
+        out["given_thresholds_source"] = given_source
+    return out
+
+
+def _read_masks(pairs: Iterable[tuple[GroundTruthCase, Optional[DetectionCase]]]) -> dict[str, sitk.Image]:
+    return {gt.case_id: read_image(gt.lesion_mask, f"lesion mask of case {gt.case_id!r}")
+            for gt, _ in pairs if gt.lesion_mask is not None}
+
+
+def _dice(pairs, masks: dict[str, sitk.Image], thresholds: Sequence[float]) -> Optional[dict[str, Any]]:
+    if not masks:
+        return None
+    per_patient: dict[str, dict[str, Optional[float]]] = {}
+    without_map = []
+    for gt, det in pairs:
+        if gt.case_id not in masks:
+            continue
+        if det is None or det.probability_map is None:
+            without_map.append(gt.case_id)
+            continue
+        prob = read_image(det.probability_map, f"probability map of case {gt.case_id!r}")
+        per_patient[gt.case_id] = case_dice(prob, masks[gt.case_id], thresholds)
+    summary = dice_summary(per_patient, thresholds)
+    summary["cases_with_mask_but_no_probability_map"] = without_map
+    summary["note"] = ("Lesions of any GGG (benign included) against the map binarised at each threshold; "
+                       "patients with empty mask and empty map have no DSC and are left out of the mean.")
+    return summary
+
+
+def evaluate(detections: DetectionSet, ground_truth: GroundTruthSet, criteria: Sequence[int] = (1, 2, 3),
+             distance_mm: float = DEFAULT_DISTANCE_MM, k_match: float = DEFAULT_K_MATCH,
+             given_thresholds: Optional[dict[str, dict[str, float]]] = None, thresholds_source: Optional[str] = None,
+             bootstrap: int = 1000, seed: int = 0, missing_cases: str = "error",
+             with_froc: bool = False, froc_rule: HitRule = HitRule(), fp_rates: Sequence[float] = FP_RATES,
+             with_dice: bool = True, dice_thresholds: Sequence[float] = DICE_THRESHOLDS,
+             progress: Optional[ProgressCallback] = None) -> dict[str, Any]:
+    """All metrics of one detections set against one ground truth, as a JSON-ready dict.
+
+    Keys: format, settings, model, cases, "GGG>=k" per criterion -> {"lesion", "patient"},
+    dice (None without masks), froc (only when asked), scores (per-lesion/per-patient
+    scores and matches, for inspection). Raises FormatError/ParameterError/CaseError.
+    """
+    progress = progress or silent
+    criteria = sorted(set(int(k) for k in criteria))
+    _check_parameters(criteria, distance_mm, k_match, bootstrap, froc_rule)
+    pairs, missing = pair_cases(detections, ground_truth, missing_cases)
+    patient_ids = [gt.case_id for gt, _ in pairs]
+    n_patients = len(pairs)
+    counts = resample_counts(n_patients, bootstrap, seed)
+    result: dict[str, Any] = {
+        "format": METRICS_FORMAT,
+        "settings": {"criteria": [criterion_key(k) for k in criteria], "distance_mm": distance_mm, "k_match": k_match,
+                     "matching": "candidates strictly closer than distance_mm; max of score + k*(1 - d/distance_mm)",
+                     "positive_rule": "score > threshold - 1e-4",
+                     "bootstrap": {"n_resamples": int(bootstrap), "seed": int(seed), "unit": "patient",
+                                   "level": 0.95, "method": "percentile"},
+                     "thresholds_source": thresholds_source},
+        "model": detections.model,
+        "cases": {"n_evaluated": n_patients, "evaluated": patient_ids, "missing": missing},
+        "scores": {},
+    }
+    masks: dict[str, sitk.Image] = {}
+    if with_dice or with_froc:
+        masks = _read_masks(pairs)
+    steps = len(criteria) + 1
+    for i, k in enumerate(criteria):
+        key = criterion_key(k)
+        progress(i / steps, f"evaluating {key}")
+        given = (given_thresholds or {}).get(key)
+        lesions, owners = [], []
+        for p, (gt, det) in enumerate(pairs):
+            for item in lesion_scores(gt, det, k, distance_mm, k_match):
+                lesions.append(item)
+                owners.append(p)
+        patients = [patient_score(gt, det, k) for gt, det in pairs]
+        lesion_level = _level(np.array([x.score for x in lesions], dtype=float),
+                              np.array([x.positive for x in lesions], dtype=bool),
+                              np.array(owners, dtype=np.int64), counts, seed, given, thresholds_source)
+        patient_level = _level(np.array([x.score for x in patients], dtype=float),
+                               np.array([x.positive for x in patients], dtype=bool),
+                               np.arange(n_patients), counts, seed, given, thresholds_source)
+        result[key] = {"lesion": lesion_level, "patient": patient_level}
+        result["scores"][key] = {"lesion": [vars(x) for x in lesions], "patient": [vars(x) for x in patients]}
+        if with_froc:
+            triples = [(gt, det.detections if det else [], masks.get(gt.case_id)) for gt, det in pairs]
+            result.setdefault("froc", {})[key] = froc(triples, k, froc_rule, fp_rates)
+    progress(len(criteria) / steps, "lesion segmentation DSC")
+    if with_dice:
+        result["dice"] = _dice(pairs, masks, dice_thresholds)
+        if result["dice"] is None:
+            result["dice_note"] = "No lesion masks in the ground truth; DSC not computed."
+    progress(1.0, "evaluation done")
+    return result

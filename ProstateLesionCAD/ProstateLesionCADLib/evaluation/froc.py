@@ -1,0 +1,133 @@
+"""Free-response ROC (FROC): lesion detection sensitivity vs false positives per patient.
+
+Cao et al. 2019 (FocalNet), Sec. II-E3: "True positive detections are localized points in
+or within 5 mm of lesion ROIs ... False positive detections are localized points that are
+not true positive detections ... a localized point must be in the same slice of an ROI to
+be considered as a true detection." Sensitivity = detected lesions / all lesions of the
+group; the trade-off is swept by thresholding the detection scores.
+
+Hit rule (`HitRule`), for criterion GGG>=k (lesions with GGG >= k; detections with
+predicted GGG >= k):
+- with a lesion mask and the lesion's `label`: the detection centre is within `distance_mm`
+  of a voxel centre of that lesion's ROI (or inside one of its voxels); with `same_slice`,
+  only ROI voxels in the detection's slice of the mask grid count;
+- otherwise (no mask, no label, or the label absent from the mask): the detection centre
+  is within `distance_mm` of the lesion centre; with
+  `same_slice`, additionally |z_det - z_lesion| < slice_mm / 2 (LPS z, axial slices).
+A detection hitting at least one counted lesion is a true positive (several hits on one
+lesion are not false positives); every other kept detection is a false positive,
+including one on a lesion of lower GGG than the criterion (the paper's literal rule).
+Decision rule for keeping a detection: score > threshold - 1e-4, as everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+from ..formats import Detection, GroundTruthCase, Lesion
+from .lesion_matching import criterion_detections
+from .roc import POSITIVE_TOLERANCE
+
+FP_RATES = (0.5, 1.0, 2.0)
+
+
+@dataclass(frozen=True)
+class HitRule:
+    distance_mm: float = 5.0
+    same_slice: bool = False
+    slice_mm: float = 3.0  # slice thickness for the same-slice test without a mask
+
+    def describe(self) -> str:
+        text = f"within {self.distance_mm:g} mm of the lesion"
+        return text + (" and in the same slice" if self.same_slice else "")
+
+
+class LesionRegions:
+    """Voxel centres (LPS mm) of each labelled lesion of one mask, and their slice index."""
+
+    def __init__(self, mask: sitk.Image):
+        self.mask = mask
+        self.array = sitk.GetArrayFromImage(mask)  # (z, y, x)
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def voxels(self, label: int) -> tuple[np.ndarray, np.ndarray]:
+        if label not in self._cache:
+            zyx = np.argwhere(self.array == label)
+            ijk = zyx[:, ::-1].astype(float)
+            direction = np.array(self.mask.GetDirection()).reshape(3, 3)
+            spacing = np.array(self.mask.GetSpacing())
+            points = np.array(self.mask.GetOrigin()) + (ijk * spacing) @ direction.T
+            self._cache[label] = (points, zyx[:, 0])
+        return self._cache[label]
+
+    def slice_of(self, point: Sequence[float]) -> int:
+        return int(round(self.mask.TransformPhysicalPointToContinuousIndex(tuple(map(float, point)))[2]))
+
+
+def is_hit(det: Detection, lesion: Lesion, rule: HitRule, regions: Optional[LesionRegions]) -> bool:
+    if regions is not None and lesion.label is not None and regions.voxels(lesion.label)[0].shape[0]:
+        points, slices = regions.voxels(lesion.label)
+        if rule.same_slice:
+            points = points[slices == regions.slice_of(det.center_lps)]
+        if points.shape[0] == 0:  # the ROI does not reach the detection's slice
+            return False
+        nearest = float(np.min(np.linalg.norm(points - np.asarray(det.center_lps), axis=1)))
+        return nearest <= rule.distance_mm or _inside(det, lesion, regions)
+    if math.dist(det.center_lps, lesion.center_lps) > rule.distance_mm:
+        return False
+    return not rule.same_slice or abs(det.center_lps[2] - lesion.center_lps[2]) < rule.slice_mm / 2.0
+
+
+def _inside(det: Detection, lesion: Lesion, regions: LesionRegions) -> bool:
+    idx = regions.mask.TransformPhysicalPointToIndex(tuple(map(float, det.center_lps)))
+    size = regions.mask.GetSize()
+    return all(0 <= i < n for i, n in zip(idx, size)) and regions.array[idx[2], idx[1], idx[0]] == lesion.label
+
+
+def froc(cases: Sequence[tuple[GroundTruthCase, Sequence[Detection], Optional[sitk.Image]]], k: int,
+         rule: HitRule = HitRule(), fp_rates: Sequence[float] = FP_RATES) -> dict[str, Any]:
+    """FROC of criterion GGG>=k over (gt_case, detections, lesion mask or None) triples."""
+    scores: list[float] = []
+    hits: list[list[int]] = []  # per kept detection: global indices of the lesions it hits
+    n_lesions = 0
+    masks_used = 0
+    for gt_case, detections, mask in cases:
+        regions = LesionRegions(mask) if mask is not None else None
+        lesions = [lesion for lesion in gt_case.lesions if lesion.ggg >= k]
+        if regions is not None and any(lesion.label is not None for lesion in lesions):
+            masks_used += 1
+        for det in criterion_detections(detections, k):
+            scores.append(float(det.score))
+            hits.append([n_lesions + j for j, lesion in enumerate(lesions) if is_hit(det, lesion, rule, regions)])
+        n_lesions += len(lesions)
+    n_patients = len(cases)
+    result: dict[str, Any] = {"hit_rule": {"distance_mm": rule.distance_mm, "same_slice": rule.same_slice,
+                                           "slice_mm": rule.slice_mm, "description": rule.describe(),
+                                           "cases_using_lesion_masks": masks_used},
+                              "n_patients": n_patients, "n_lesions": n_lesions, "n_detections": len(scores)}
+    if n_lesions == 0 or n_patients == 0:
+        result.update(points=[], sensitivity_at_fp={f"{r:g}": None for r in fp_rates},
+                      note="FROC undefined: no lesions for this criterion.")
+        return result
+    s = np.asarray(scores)
+    points = [{"threshold": None, "fp_per_patient": 0.0, "sensitivity": 0.0}]
+    for t in np.unique(s)[::-1]:
+        kept = np.flatnonzero(s > t - POSITIVE_TOLERANCE)
+        detected = set()
+        fp = 0
+        for i in kept:
+            if hits[i]:
+                detected.update(hits[i])
+            else:
+                fp += 1
+        points.append({"threshold": float(t), "fp_per_patient": fp / n_patients,
+                       "sensitivity": len(detected) / n_lesions})
+    result["points"] = points
+    result["sensitivity_at_fp"] = {f"{r:g}": max(p["sensitivity"] for p in points if p["fp_per_patient"] <= r + 1e-12)
+                                   for r in fp_rates}
+    return result
