@@ -157,6 +157,8 @@ def test_evaluate_hand_computed_levels_and_undefined_criterion():
     table = markdown_report(r)
     assert "| GGG≥3 | Lesion (0/4) | undefined (no positives) |" in table
     assert "| GGG≥1 | Lesion (3/4) | 0.667 [" in table
+    # PPV/NPV table: GGG>=1 lesion at t = 0.6: TP 2 (A1, C1), FP 0, TN 1 (A2), FN 1 (B1)
+    assert "| GGG≥1 | Lesion (3/4) | 1.000 | 0.500 | 1.000 | 0.500 |" in table
 
 
 def test_bootstrap_is_seeded_and_matches_explicit_resamples():

@@ -168,8 +168,9 @@ def test_thresholds_file_on_the_command_line(tmp_path, phantom_run, capsys):
     out = tmp_path / "eval"
     rc, printed, _ = _cli(["--detections", str(phantom_run / "detections.json"), "--ground-truth",
                            str(phantom_run / "gt.json"), "--out", str(out), "--bootstrap", "0", "--no-dice",
-                           "--thresholds", str(thresholds)], capsys)
+                           "--thresholds", str(thresholds), "--compare-published", "prostatex"], capsys)
     assert rc == 0 and "At given thresholds (file " in printed
+    assert "Table 1 (ProstateX test set)" in printed and "| GGG≥2 | Lesion (13/69) | 0.959 | 0.028 | 1.000 | 0.786 |" in printed
     given = json.loads((out / "metrics.json").read_text())["GGG>=2"]["lesion"]["given_thresholds"]["a_priori"]
     assert given["threshold"] == 0.4 and given["tp"] + given["fn"] == 4
     thresholds.write_text("[1, 2]")

@@ -34,6 +34,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--froc-slice-mm", type=float, default=3.0,
                         help="slice thickness for the same-slice test when no lesion mask is given (default 3)")
     parser.add_argument("--no-dice", action="store_true", help="skip the DSC of probability maps vs lesion masks")
+    parser.add_argument("--compare-published", choices=("prostatex", "ivo"), default=None,
+                        help="add the paper's Table 1 results of that test set to the report for comparison")
     parser.add_argument("--missing-cases", choices=("error", "empty", "skip"), default="error",
                         help="ground-truth cases without detections entry (and the reverse): stop with an error "
                              "(default), score them as without detections (empty), or leave them out (skip)")
@@ -60,6 +62,9 @@ def run(args) -> int:
                       missing_cases=args.missing_cases, with_froc=args.froc,
                       froc_rule=HitRule(args.froc_hit_mm, args.froc_same_slice, args.froc_slice_mm),
                       with_dice=not args.no_dice, progress=progress)
+    if args.compare_published:
+        from ..evaluation.published import published
+        result["published_reference"] = published(args.compare_published)
     with staged_output_dir(args.out) as stage:
         write_report(result, stage)
     print(markdown_report(result), end="")

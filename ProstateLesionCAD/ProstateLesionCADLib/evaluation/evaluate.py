@@ -14,7 +14,6 @@ and, when asked, FocalNet-style FROC (Cao et al. 2019, Sec. II-E3).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np

@@ -39,24 +39,44 @@ def _point_cells(point: Optional[dict[str, Any]]) -> list[str]:
     return [_f(point["threshold"]), _f(point["sensitivity"]), _f(point["specificity"])]
 
 
-def markdown_report(result: dict[str, Any]) -> str:
-    """The Table-1-like summary (plus given thresholds, DSC, FROC and missing cases) as Markdown."""
-    s = result["settings"]
-    boot = s["bootstrap"]
-    lines = ["| Significance criterion | Level (N+/N) | AUC [95% CI] | Max. sens. t | Sens. | Spec. "
-             "| Balanced t | Sens. | Spec. |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for key in _criteria(result):
+TABLE_HEADER = ["| Significance criterion | Level (N+/N) | AUC [95% CI] | Max. sens. t | Sens. | Spec. "
+                "| Balanced t | Sens. | Spec. |",
+                "|---|---|---|---|---|---|---|---|---|"]
+
+
+def _table1_rows(result: dict[str, Any], criteria: list[str]) -> list[str]:
+    lines = []
+    for key in criteria:
         for level_key, level_name in LEVELS:
             level = result[key][level_key]
             wp = level["working_points"]
             cells = [key.replace(">=", "≥"), f"{level_name} ({level['n_positive']}/{level['n']})", _auc_cell(level),
                      *_point_cells(wp.get("max_sensitivity")), *_point_cells(wp.get("balanced"))]
             lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def markdown_report(result: dict[str, Any]) -> str:
+    """The Table-1-like summary (plus given thresholds, DSC, FROC and missing cases) as Markdown."""
+    s = result["settings"]
+    boot = s["bootstrap"]
+    lines = TABLE_HEADER + _table1_rows(result, _criteria(result))
     ci_text = (f"95% CI: bootstrap over patients, {boot['n_resamples']} resamples, seed {boot['seed']}"
                if boot["n_resamples"] else "no confidence intervals (--bootstrap 0)")
     lines += ["", f"Working points computed a posteriori on these data; a case is positive when score > t − 1e-4; "
               f"lesion matching within {s['distance_mm']:g} mm, k = {s['k_match']:g}; {ci_text}."]
+    lines += ["", "PPV / NPV at the working points (as the paper's Supplementary Table 1):", "",
+              "| Significance criterion | Level (N+/N) | Max. sens. PPV | NPV | Balanced PPV | NPV |",
+              "|---|---|---|---|---|---|"]
+    for key in _criteria(result):
+        for level_key, level_name in LEVELS:
+            level = result[key][level_key]
+            cells = []
+            for name in ("max_sensitivity", "balanced"):
+                point = level["working_points"].get(name)
+                cells += [_f(point["ppv"]), _f(point["npv"])] if point else [UNDEFINED, UNDEFINED]
+            lines.append(f"| {key.replace('>=', '≥')} | {level_name} ({level['n_positive']}/{level['n']}) | "
+                         + " | ".join(cells) + " |")
     given = [(key, lv) for key in _criteria(result) for lv in LEVELS if "given_thresholds" in result[key][lv[0]]]
     if given:
         lines += ["", f"At given thresholds ({s.get('thresholds_source') or 'given'}):", "",
@@ -89,6 +109,11 @@ def markdown_report(result: dict[str, Any]) -> str:
         lines += ["", f"Missing cases (policy '{missing['policy']}': {missing['handling']}): "
                   f"{len(missing['ground_truth_without_detections'])} ground-truth case(s) without detections entry, "
                   f"{len(missing['detections_without_ground_truth'])} detections case(s) without ground truth."]
+    ref = result.get("published_reference")
+    if ref:
+        lines += ["", f"Published for comparison: {ref['source']}:", "", *TABLE_HEADER,
+                  *_table1_rows(ref, [k for k in _criteria(result) if k in ref]),
+                  "", "Published mean DSC: " + "; ".join(f"{v:.3f} at {t}" for t, v in ref["dice_mean"].items()) + "."]
     notes = [f"{key} {lv}: {result[key][lv]['note']}" for key in _criteria(result) for lv, _ in LEVELS
              if result[key][lv].get("note")]
     if notes:
