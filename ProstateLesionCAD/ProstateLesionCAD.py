@@ -1,0 +1,414 @@
+"""ProstateLesionCAD: the radiologist's panel, from a study to GGG-coloured lesions.
+
+Thin by design (STYLE.md): the Widget draws the panel and runs steps as background
+`prostate-cad` processes; all MRML work is in ProstateLesionCADSlicer (tested with the
+slicer-core wheel), all computation in ProstateLesionCADLib (plain Python).
+"""
+
+import logging
+import tempfile
+from pathlib import Path
+
+import qt
+import slicer
+import vtk
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.util import VTKObservationMixin
+
+from ProstateLesionCADLib import device, ggg_palette, model_catalog
+from ProstateLesionCADLib.resources import sample_case_dir
+from ProstateLesionCADSlicer import background_process
+from ProstateLesionCADSlicer.cad_logic import CadLogic
+from ProstateLesionCADSlicer.parameters import CRITERIA, get_parameter_node
+
+POLL_MS = 200
+
+
+class ProstateLesionCAD(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "Prostate Lesion CAD"
+        self.parent.categories = ["Prostate"]
+        self.parent.dependencies = []
+        self.parent.contributors = ["ProstateLesionCAD contributors"]
+        self.parent.helpText = """
+Finds and grades prostate lesions in multiparametric MRI: registration of ADC/DWI to T2,
+zonal segmentation, and a 3D Retina U-Net detector whose lesions are shown as segments,
+boxes and a table, coloured by Gleason grade group. <b>Not for clinical use</b>; the
+bundled models are demos trained on synthetic data.
+See <a href="https://github.com/ProstateLesionCAD/ProstateLesionCAD#the-slicer-panel">the documentation</a>.
+"""
+        self.parent.acknowledgementText = """
+Methods: Pellicer-Valero O.J. et al., "Deep learning for fully automatic detection,
+segmentation, and Gleason grade estimation of prostate cancer in multiparametric magnetic
+resonance images", Sci. Rep. 12, 2975 (2022); Cao R. et al., "Joint prostate cancer
+detection and Gleason score prediction in mp-MRI via FocalNet", IEEE TMI 38(11) (2019).
+Sample data: ProstateX (Litjens G. et al., TCIA 2017, doi:10.7937/K9TCIA.2017.MURS5CL), CC BY 3.0.
+"""
+
+
+class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._updatingGUI = False
+        self._process = None
+        self._processStep = None
+        self._packages = []
+
+    # ------------------------------------------------------------ set-up
+
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/ProstateLesionCAD.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = ProstateLesionCADLogic()
+
+        self._roleSelectors = {"T2": self.ui.t2Selector, "ADC": self.ui.adcSelector, "DWI_LOW": self.ui.dwiLowSelector,
+                               "DWI_HIGH": self.ui.dwiHighSelector, "KTRANS": self.ui.ktransSelector}
+        for selector in self._roleSelectors.values():
+            selector.connect("currentNodeChanged(vtkMRMLNode*)", self.updateParameterNodeFromGUI)
+        self.ui.dceSelector.connect("checkedNodesChanged()", self.updateParameterNodeFromGUI)
+        for k in CRITERIA:
+            self.ui.criterionComboBox.addItem(f"GGG≥{k}", k)
+        for label, value in (("Automatic", "auto"), ("CPU", "cpu"), ("GPU", "gpu")):
+            self.ui.deviceComboBox.addItem(label, value)
+        self.ui.deviceInfoLabel.text = "Found: " + device.describe_devices()
+        self.ui.legendLabel.text = "  ".join(
+            f'<span style="color:{c.hex}">&#9632;</span> {c.name} ({c.description})' for c in ggg_palette.PALETTE.values())
+        self.ui.progressBar.setRange(0, 100)
+        self.ui.cancelButton.enabled = False
+
+        self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
+        self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.updateParameterNodeFromGUI)
+        self.ui.criterionComboBox.connect("currentIndexChanged(int)", self.onFilterChanged)
+        self.ui.thresholdSlider.connect("valueChanged(double)", self.onFilterChanged)
+        self.ui.maxSensitivityButton.connect("clicked()", lambda: self.onPreset("max_sensitivity"))
+        self.ui.balancedButton.connect("clicked()", lambda: self.onPreset("balanced"))
+        self.ui.loadDicomButton.connect("clicked()", self.onLoadDicom)
+        self.ui.loadSampleButton.connect("clicked()", lambda: self.loadStudy(str(sample_case_dir())))
+        self.ui.installFromFileButton.connect("clicked()", self.onInstallFromFile)
+        self.ui.installFromUrlButton.connect("clicked()", self.onInstallFromUrl)
+        self.ui.registrationButton.connect("clicked()", lambda: self.startStep("registration"))
+        self.ui.resetRegistrationButton.connect("clicked()", self.onResetRegistration)
+        self.ui.zonesButton.connect("clicked()", lambda: self.startStep("zones"))
+        self.ui.detectButton.connect("clicked()", lambda: self.startStep("detection"))
+        self.ui.loadDetectionsButton.connect("clicked()", self.onLoadDetections)
+        self.ui.cancelButton.connect("clicked()", self.onCancel)
+        self.ui.lesionTableView.connect("clicked(QModelIndex)", self.onTableClicked)
+
+        self._timer = qt.QTimer()
+        self._timer.setInterval(POLL_MS)
+        self._timer.connect("timeout()", self.onPoll)
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.refreshModels()
+        self.initializeParameterNode()
+
+    def cleanup(self):
+        if self._process is not None:
+            self._process.cancel()
+            self._process.cleanup()
+        self.removeObservers()
+
+    def enter(self):
+        self.initializeParameterNode()
+
+    def exit(self):
+        self.setParameterNode(None)
+
+    def onSceneStartClose(self, caller, event):
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event):
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    # ------------------------------------------------------------ parameter node <-> GUI
+
+    def initializeParameterNode(self):
+        self.setParameterNode(self.logic.getParameterNode())
+
+    def setParameterNode(self, node):
+        if self._parameterNode is not None:
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+        self._parameterNode = node
+        if node is not None:
+            self.addObserver(node, vtk.vtkCommand.ModifiedEvent, self.updateGUIFromParameterNode)
+        self.updateGUIFromParameterNode()
+
+    def updateGUIFromParameterNode(self, caller=None, event=None):
+        if self._parameterNode is None or self._updatingGUI:
+            return
+        self._updatingGUI = True
+        try:
+            p = self.logic.params
+            for role, selector in self._roleSelectors.items():
+                selector.setCurrentNode(p.input(role))
+            checked = {n.GetID() for n in p.dce if n is not None}
+            for i in range(self.ui.dceSelector.nodeCount()):
+                node = self.ui.dceSelector.nodeFromIndex(i)
+                self.ui.dceSelector.setCheckState(node, qt.Qt.Checked if node.GetID() in checked else qt.Qt.Unchecked)
+            index = self.ui.modelComboBox.findText(p.model)
+            if index >= 0:
+                self.ui.modelComboBox.currentIndex = index
+            self.ui.deviceComboBox.currentIndex = max(0, self.ui.deviceComboBox.findData(p.device))
+            self.ui.criterionComboBox.currentIndex = max(0, self.ui.criterionComboBox.findData(p.min_ggg))
+            self.ui.thresholdSlider.value = p.score_threshold
+            self.ui.lesionTableView.setMRMLTableNode(p.lesion_table)
+            self.updateButtons()
+        finally:
+            self._updatingGUI = False
+
+    def updateParameterNodeFromGUI(self, *args):
+        if self._parameterNode is None or self._updatingGUI:
+            return
+        wasModified = self._parameterNode.StartModify()
+        p = self.logic.params
+        for role, selector in self._roleSelectors.items():
+            p.set_input(role, selector.currentNode())
+        p.dce = list(self.ui.dceSelector.checkedNodes())
+        p.device = self.ui.deviceComboBox.currentData
+        p.model = self.ui.modelComboBox.currentText if self.ui.modelComboBox.count else ""
+        self._parameterNode.EndModify(wasModified)
+
+    def updateButtons(self):
+        """Offer only what the library can do now, and say why when it cannot."""
+        running = self._process is not None
+        availability = self.logic.step_availability()
+        hasT2 = self.logic.params.t2 is not None
+        for step, button in (("registration", self.ui.registrationButton), ("zones", self.ui.zonesButton),
+                             ("detection", self.ui.detectButton)):
+            offered, tip = availability[step]
+            ready = offered and hasT2 and not running and (step != "detection" or bool(self._packages))
+            button.enabled = ready
+            button.toolTip = tip if not offered else (tip if hasT2 else "Select a T2 volume first.")
+        self.ui.resetRegistrationButton.enabled = self.logic.params.registration_transform is not None and not running
+        self.ui.cancelButton.enabled = running
+        self.updatePresetButtons()
+
+    # ------------------------------------------------------------ models, device, presets
+
+    def refreshModels(self):
+        self._packages = self.logic.detector_models()
+        self.ui.modelComboBox.clear()
+        for package in self._packages:
+            self.ui.modelComboBox.addItem(package.name)
+        if not self._packages:
+            self.ui.modelCardLabel.text = "No detector model installed: install one from a file or a URL."
+
+    def currentPackage(self):
+        index = self.ui.modelComboBox.currentIndex
+        return self._packages[index] if 0 <= index < len(self._packages) else None
+
+    def onModelChanged(self, index=None):
+        package = self.currentPackage()
+        if package is not None:
+            self.ui.modelCardLabel.text = model_catalog.model_card_text(package).replace("\n", "<br>")
+        self.updateParameterNodeFromGUI()
+        self.updatePresetButtons()
+
+    def updatePresetButtons(self):
+        presets = self.logic.model_presets(self.currentPackage(), self.logic.params.min_ggg)
+        for key, button in (("max_sensitivity", self.ui.maxSensitivityButton), ("balanced", self.ui.balancedButton)):
+            button.enabled = presets is not None
+            button.toolTip = (f"Score threshold {presets[key]:.2f} from the model package ({self.logic.params.criterion})."
+                              if presets else f"The selected model has no working points for {self.logic.params.criterion}.")
+
+    def onPreset(self, key):
+        presets = self.logic.model_presets(self.currentPackage(), self.logic.params.min_ggg)
+        if presets:
+            self.ui.thresholdSlider.value = presets[key]
+
+    def onFilterChanged(self, *args):
+        if self._updatingGUI:
+            return
+        self.logic.apply_filter(self.ui.criterionComboBox.currentData, self.ui.thresholdSlider.value)
+        self.updatePresetButtons()
+
+    def onTableClicked(self, index):
+        center = self.logic.lesion_center(index.row())
+        if center is not None:
+            slicer.modules.markups.logic().JumpSlicesToLocation(*center, True)
+
+    # ------------------------------------------------------------ inputs
+
+    def onLoadDicom(self):
+        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), "DICOM study folder")
+        if folder:
+            self.loadStudy(folder)
+
+    def loadStudy(self, path):
+        with slicer.util.tryWithErrorDisplay("Could not load the study.", waitCursor=True):
+            created = self.logic.load_study(path)
+            self.ui.inputStatusLabel.text = f"{self.logic.params.case_id}: " + ", ".join(sorted(created))
+            slicer.util.setSliceViewerLayers(background=self.logic.params.t2, fit=True)
+
+    def onInstallFromFile(self):
+        path = qt.QFileDialog.getOpenFileName(slicer.util.mainWindow(), "Model package",
+                                              "", "Model packages (*.zip *.tar.gz *.tgz model.json)")
+        if path:
+            source = str(Path(path).parent) if Path(path).name == "model.json" else path
+            self.startCommand("install", ["models", "install", source])
+
+    def onInstallFromUrl(self):
+        url = qt.QInputDialog.getText(slicer.util.mainWindow(), "Install model from URL", "Package URL (.zip/.tar.gz):")
+        if not url:
+            return
+        sha = qt.QInputDialog.getText(slicer.util.mainWindow(), "Install model from URL",
+                                      "Expected sha256 of the archive (leave empty to rely on the package's own checksums):")
+        self.startCommand("install", ["models", "install", url] + (["--sha256", sha.strip()] if sha.strip() else []))
+
+    def onResetRegistration(self):
+        self.logic.reset_registration()
+        self.ui.registrationStatusLabel.text = "Registration removed: ADC/DWI as acquired."
+        self.updateButtons()
+
+    def onLoadDetections(self):
+        path = qt.QFileDialog.getOpenFileName(slicer.util.mainWindow(), "Detections file", "", "Detections (*.json)")
+        if path:
+            with slicer.util.tryWithErrorDisplay("Could not show the detections.", waitCursor=True):
+                self.showDetections(path)
+
+    def showDetections(self, path):
+        self.logic.apply_filter(self.ui.criterionComboBox.currentData, self.ui.thresholdSlider.value)
+        _, table, infos = self.logic.load_detections(path)
+        self.ui.lesionTableView.setMRMLTableNode(table)
+        shown = self.logic.apply_filter()
+        self.ui.detectStatusLabel.text = f"{len(infos)} detections, {len(shown)} shown at {self.logic.params.criterion}."
+
+    # ------------------------------------------------------------ background steps
+
+    def statusLabel(self, step):
+        return {"registration": self.ui.registrationStatusLabel, "zones": self.ui.zonesStatusLabel}.get(
+            step, self.ui.detectStatusLabel)
+
+    def startStep(self, step):
+        with slicer.util.tryWithErrorDisplay(f"Could not start the {step} step.", waitCursor=True):
+            work = Path(tempfile.mkdtemp(prefix=f"ProstateLesionCAD-{step}-"))
+            case_json = self.logic.export_case(work / "case")
+            command = {"registration": self.logic.registration_command, "zones": self.logic.zones_command,
+                       "detection": self.logic.detection_command}[step]
+            self.launch(step, command(case_json, work / "out"), work)
+
+    def startCommand(self, step, arguments):
+        work = Path(tempfile.mkdtemp(prefix=f"ProstateLesionCAD-{step}-"))
+        self.launch(step, background_process.cli_command(arguments[0], arguments[1:]), work)
+
+    def launch(self, step, argv, work):
+        logging.info("ProstateLesionCAD: running %s", " ".join(argv))
+        self._process = background_process.BackgroundProcess(
+            argv, extra_python_path=background_process.library_search_path(), work_dir=work)
+        self._processStep = step
+        self._process.start()
+        self.ui.progressBar.value = 0
+        self.statusLabel(step).text = "Running…"
+        self._timer.start()
+        self.updateButtons()
+
+    def onCancel(self):
+        if self._process is not None:
+            self._process.cancel()
+
+    def onPoll(self):
+        process, step = self._process, self._processStep
+        result = process.poll()
+        if result.percent is not None:
+            self.ui.progressBar.value = int(result.percent)
+            self.statusLabel(step).text = result.message
+        if result.state == background_process.RUNNING:
+            return
+        self._timer.stop()
+        self._process = None
+        try:
+            if result.state == background_process.SUCCEEDED:
+                with slicer.util.tryWithErrorDisplay(f"The {step} step finished but its result could not be loaded.",
+                                                     waitCursor=True):
+                    self.loadResult(step, process.work_dir / "out")
+            elif result.state == background_process.CANCELLED:
+                self.statusLabel(step).text = "Cancelled; the scene is unchanged."
+            else:
+                self.statusLabel(step).text = "Failed."
+                slicer.util.errorDisplay(f"The {step} step failed: {result.error}", detailedText="\n".join(process.log))
+        finally:
+            process.cleanup()
+            self.updateButtons()
+
+    def loadResult(self, step, out):
+        if step == "registration":
+            self.logic.load_registration_result(out)
+            self.ui.registrationStatusLabel.text = "Registered: ADC/DWI are under the transform node (edit it in Transforms)."
+        elif step == "zones":
+            self.logic.load_zones_result(out)
+            self.ui.zonesStatusLabel.text = "Zones ready: correct them in Segment Editor if needed."
+        elif step == "detection":
+            self.showDetections(out / "detections.json")
+        elif step == "install":
+            self.refreshModels()
+            self.ui.modelCardLabel.text = "Installed. " + self.ui.modelCardLabel.text
+
+
+class ProstateLesionCADLogic(ScriptedLoadableModuleLogic, CadLogic):
+    """The module's logic: CadLogic on the application's scene (or a given one)."""
+
+    def __init__(self, scene=None):
+        ScriptedLoadableModuleLogic.__init__(self)
+        CadLogic.__init__(self, scene if scene is not None else slicer.mrmlScene)
+
+    def getParameterNode(self):
+        return get_parameter_node(self.scene)
+
+
+class ProstateLesionCADTest(ScriptedLoadableModuleTest):
+    """Runs the whole pipeline on the bundled ProstateX-0000 inside Slicer (each step the library has)."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_pipeline_on_sample()
+
+    def run_step(self, logic, step, work):
+        command = {"registration": logic.registration_command, "zones": logic.zones_command,
+                   "detection": logic.detection_command}[step]
+        case_json = logic.export_case(work / step / "case")
+        process = background_process.BackgroundProcess(
+            command(case_json, work / step / "out"), extra_python_path=background_process.library_search_path(),
+            work_dir=work / step)
+        process.start()
+        result = process.wait()
+        self.assertEqual(result.state, background_process.SUCCEEDED, result.error)
+        return work / step / "out"
+
+    def test_pipeline_on_sample(self):
+        self.delayDisplay("Loading the bundled ProstateX-0000")
+        logic = ProstateLesionCADLogic()
+        created = logic.load_study(str(sample_case_dir()))
+        self.assertIn("T2", created)
+        self.assertEqual(logic.params.case_id, "ProstateX-0000")
+        available = logic.step_availability()
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            if available["registration"][0]:
+                self.delayDisplay("Registration")
+                logic.load_registration_result(self.run_step(logic, "registration", work))
+                self.assertIs(logic.params.adc.GetParentTransformNode(), logic.params.registration_transform)
+            if available["zones"][0]:
+                self.delayDisplay("Zonal segmentation")
+                zones = logic.load_zones_result(self.run_step(logic, "zones", work))
+                self.assertEqual(zones.GetSegmentation().GetNumberOfSegments(), 2)
+            models = logic.detector_models()
+            if available["detection"][0] and models:
+                self.delayDisplay(f"Detection with {models[0].name}")
+                logic.params.model = models[0].name
+                seg, table, infos = logic.load_detections(self.run_step(logic, "detection", work) / "detections.json")
+                self.assertEqual(seg.GetSegmentation().GetNumberOfSegments(), len(infos))
+                self.assertEqual(len(logic.apply_filter(1, 0.0)), len([i for i in infos if i.ggg >= 1]))
+        self.delayDisplay("Pipeline test passed")
