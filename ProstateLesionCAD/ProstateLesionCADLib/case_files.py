@@ -55,7 +55,7 @@ _GEOMETRY_TOL = 1e-3  # mm / direction cosine
 # ---------------------------------------------------------------- image files
 
 def read_image_file(path: str | os.PathLike, what: str, label: bool = False, dims: int = 3) -> sitk.Image:
-    """Read a 3D (or 4D) image file as float32 (UInt8 for label maps); CaseError when unusable."""
+    """Read a 3D image file as float32 (UInt8 for label maps; 4D as stored); CaseError when unusable."""
     path = Path(path)
     if not path.is_file():
         raise CaseError(f"{path}: {what} image file not found.")
@@ -69,6 +69,8 @@ def read_image_file(path: str | os.PathLike, what: str, label: bool = False, dim
         raise CaseError(f"{path}: {what} must be a scalar image, not {image.GetNumberOfComponentsPerPixel()} components per voxel.")
     if image.GetDimension() != dims:
         raise CaseError(f"{path}: {what} must be a {dims}D image, not {image.GetDimension()}D.")
+    if dims != 3:  # SimpleITK cannot cast 4D images; callers extract 3D frames first
+        return image
     return sitk.Cast(image, sitk.sitkUInt8 if label else sitk.sitkFloat32)
 
 
@@ -253,7 +255,7 @@ def _read_dce(value: Any, base: Path, json_path: Path) -> tuple[list[sitk.Image]
         size = list(series.GetSize())
         images = []
         for t in range(size[3]):
-            images.append(sitk.Extract(series, size[:3] + [0], [0, 0, 0, t]))
+            images.append(sitk.Cast(sitk.Extract(series, size[:3] + [0], [0, 0, 0, t]), sitk.sitkFloat32))
         paths = [path]
     for i, img in enumerate(images[1:], start=2):
         if not same_grid(img, images[0]):

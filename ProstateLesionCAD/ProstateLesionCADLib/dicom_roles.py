@@ -378,7 +378,9 @@ def stack_geometry(slices: list[SliceHeader]) -> tuple[list[SliceHeader], Geomet
     steps = np.diff(depth)
     if steps.min() < 1e-3:
         raise ValueError("has two images at the same slice position")
-    spacing_z = float(np.median(steps))
+    # Nominal spacing from the regular steps only: a missing slice doubles one step and must
+    # not pull the estimate up (the median of few steps would).
+    spacing_z = float(np.median(steps[steps < 1.5 * steps.min()]))
     off = np.abs(steps - spacing_z) > _SPACING_TOL * spacing_z
     if off.any():
         i = int(np.argmax(np.abs(steps - spacing_z)))
@@ -518,7 +520,7 @@ def _classify_series(series: DicomSeries, out: _Classified) -> None:
     if {"MIP", "MPR", "PROJECTION IMAGE", "REFORMATTED"} & itype:
         unused("reformatted/projection images")
         return
-    if "ktrans" in lower:
+    if "KTRANS" in itype or "ktrans" in lower:
         if orientation != "axial":
             unused(f"{orientation} Ktrans map (only axial maps are used)")
             return
@@ -814,9 +816,13 @@ def read_volume(volume: Volume) -> sitk.Image:
 
 
 def load_dicom_case(root: str | os.PathLike, choose: Optional[dict] = None,
-                    progress: Optional[ProgressCallback] = None) -> Case:
-    """Load a study from a DICOM folder tree: classify, validate, pick, then read pixels."""
-    plan = plan_study(root, choose, sub_progress(progress, 0.0, 0.3))
+                    progress: Optional[ProgressCallback] = None,
+                    series: Optional[list[DicomSeries]] = None) -> Case:
+    """Load a study from a DICOM folder tree: classify, validate, pick, then read pixels.
+
+    `series` (from `scan_dicom_tree(root)`) skips the header scan when already done.
+    """
+    plan = plan_study(root, choose, sub_progress(progress, 0.0, 0.3), series=series)
     read = sub_progress(progress, 0.3, 1.0)
     volumes: list[Volume] = []
     for pick in plan.picks.values():
