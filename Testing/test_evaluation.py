@@ -70,6 +70,12 @@ def test_balanced_ties_prefer_similar_sens_spec_then_higher_threshold():
     # t=0.2: sens 1, spec 1/3 (.333) ; t=0.5: 2/3 x 2/3 (.444) ; t=0.9: 1/3 x 1 -> 0.5
     s, y = [0.9, 0.5, 0.2, 0.6, 0.3, 0.1], [1, 1, 1, 0, 0, 0]
     assert working_points(s, y)["balanced"]["threshold"] == pytest.approx(0.5)
+    # t=0.5: 0.75 x 0.4 and t=0.9: 0.6 x 0.5 tie on paper although 0.75 * 0.4 > 0.3 in floating
+    # point; |0.75 - 0.4| = 0.35 > |0.6 - 0.5| = 0.1 -> 0.9
+    s = [0.9] * 12 + [0.5] * 3 + [0.0] * 5 + [0.95] * 5 + [0.5] + [0.0] * 4
+    y = [1] * 20 + [0] * 10
+    assert 0.75 * 0.4 != 0.6 * 0.5
+    assert working_points(s, y)["balanced"]["threshold"] == pytest.approx(0.9)
 
 
 def test_working_points_undefined_without_positives_and_single_score_noted():
@@ -320,3 +326,23 @@ def test_froc_hit_uses_lesion_roi_and_its_slices_when_a_mask_is_given():
     assert froc([(gt, [other_slice], img)], 2, HitRule(5.0))["points"][-1]["sensitivity"] == 1.0
     same = froc([(gt, [other_slice], img)], 2, HitRule(5.0, same_slice=True))
     assert same["points"][-1] == {"threshold": 0.8, "fp_per_patient": 1.0, "sensitivity": 0.0}
+
+
+def test_working_points_match_brute_force_definition_on_random_ties():
+    rng = np.random.default_rng(11)
+    for _ in range(20):
+        n = int(rng.integers(4, 40))
+        scores = np.round(rng.random(n), 1) * (rng.random(n) < 0.8)  # ties and undetected zeros
+        labels = rng.random(n) < 0.4
+        if labels.all() or not labels.any():
+            continue
+        rows = [metrics_at(scores, labels, t) for t in np.unique(scores)]
+        above_lowest = [r for r in rows if r["threshold"] > scores.min()] or rows[:1]
+        best = max(r["sensitivity"] for r in above_lowest)
+        expected_ms = max(r["threshold"] for r in above_lowest if r["sensitivity"] == best)
+        key = lambda r: (round(r["sensitivity"] * r["specificity"], 12),
+                         -round(abs(r["sensitivity"] - r["specificity"]), 12), r["threshold"])
+        expected_bal = max(rows, key=key)["threshold"]
+        wp = working_points(scores, labels)
+        assert wp["max_sensitivity"]["threshold"] == expected_ms
+        assert wp["balanced"]["threshold"] == expected_bal

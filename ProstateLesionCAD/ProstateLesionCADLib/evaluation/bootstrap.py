@@ -33,15 +33,26 @@ def sample_weights(counts: np.ndarray, owners: np.ndarray) -> np.ndarray:
     return counts[:, np.asarray(owners, dtype=np.int64)]
 
 
+def _per_level(weights: np.ndarray, level_of: np.ndarray, select: np.ndarray, n_levels: int) -> np.ndarray:
+    """(R, n_levels): summed weights of the selected samples at each score level."""
+    out = np.zeros((weights.shape[0], n_levels))
+    idx = np.flatnonzero(select)
+    if idx.size == 0:
+        return out
+    idx = idx[np.argsort(level_of[idx], kind="stable")]
+    lv = level_of[idx]
+    starts = np.flatnonzero(np.r_[True, lv[1:] != lv[:-1]])
+    out[:, lv[starts]] = np.add.reduceat(weights[:, idx], starts, axis=1)
+    return out
+
+
 def weighted_auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
     """AUC (ties count half) of every resample; NaN where a resample lacks a class."""
     scores = np.asarray(scores, dtype=float)
     labels = np.asarray(labels, dtype=bool)
     levels, level_of = np.unique(scores, return_inverse=True)
-    onehot = np.zeros((scores.size, levels.size))
-    onehot[np.arange(scores.size), level_of] = 1.0
-    pos = weights[:, labels] @ onehot[labels]  # (R, L) weight of positives per score level
-    neg = weights[:, ~labels] @ onehot[~labels]
+    pos = _per_level(weights, level_of, labels, levels.size)  # (R, L) weight of positives per score level
+    neg = _per_level(weights, level_of, ~labels, levels.size)
     below = np.cumsum(neg, axis=1) - neg
     pairs = pos.sum(axis=1) * neg.sum(axis=1)
     wins = np.sum(pos * (below + 0.5 * neg), axis=1)

@@ -115,16 +115,19 @@ def froc(cases: Sequence[tuple[GroundTruthCase, Sequence[Detection], Optional[si
                       note="FROC undefined: no lesions for this criterion.")
         return result
     s = np.asarray(scores)
+    order = np.argsort(-s, kind="stable")
     points = [{"threshold": None, "fp_per_patient": 0.0, "sensitivity": 0.0}]
+    detected: set[int] = set()
+    fp = 0
+    j = 0
+    # lowering the threshold only adds detections: sweep once, in decreasing score order
     for t in np.unique(s)[::-1]:
-        kept = np.flatnonzero(s > t - POSITIVE_TOLERANCE)
-        detected = set()
-        fp = 0
-        for i in kept:
-            if hits[i]:
-                detected.update(hits[i])
+        while j < order.size and s[order[j]] > t - POSITIVE_TOLERANCE:
+            if hits[order[j]]:
+                detected.update(hits[order[j]])
             else:
                 fp += 1
+            j += 1
         points.append({"threshold": float(t), "fp_per_patient": fp / n_patients,
                        "sensitivity": len(detected) / n_lesions})
     result["points"] = points

@@ -83,9 +83,14 @@ def metrics_at(scores: Sequence[float], labels: Sequence[bool], threshold: float
             "ppv": _ratio(tp, tp + fp), "npv": _ratio(tn, tn + fn), "tp": tp, "fp": fp, "tn": tn, "fn": fn}
 
 
-def _sens_spec(s: np.ndarray, y: np.ndarray, t: float) -> tuple[float, float]:
-    pred = predicted_positive(s, t)
-    return float(np.mean(pred[y])), float(np.mean(~pred[~y]))
+def _sens_spec(s: np.ndarray, y: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sensitivity and specificity at many thresholds at once (NaN for an absent class)."""
+    cut = np.asarray(thresholds, dtype=float) - POSITIVE_TOLERANCE
+    pos, neg = np.sort(s[y]), np.sort(s[~y])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sens = (pos.size - np.searchsorted(pos, cut, side="right")) / pos.size  # called: score > t - tol
+        spec = np.searchsorted(neg, cut, side="right") / neg.size
+    return sens, spec
 
 
 def max_sensitivity_threshold(scores: Sequence[float], labels: Sequence[bool]) -> tuple[Optional[float], Optional[str]]:
@@ -98,9 +103,8 @@ def max_sensitivity_threshold(scores: Sequence[float], labels: Sequence[bool]) -
     candidates = [float(t) for t in np.unique(s) if not lowest > float(t) - POSITIVE_TOLERANCE]
     if not candidates:
         return lowest, "all cases share one score; no threshold above it exists, so every case is called positive."
-    sens = np.array([_sens_spec(s, y, t)[0] for t in candidates])
-    best = sens.max()
-    return max(t for t, v in zip(candidates, sens) if v == best), None
+    sens = _sens_spec(s, y, np.array(candidates))[0]
+    return float(np.max(np.array(candidates)[sens == sens.max()])), None
 
 
 def balanced_threshold(scores: Sequence[float], labels: Sequence[bool]) -> tuple[Optional[float], Optional[str]]:
@@ -108,13 +112,12 @@ def balanced_threshold(scores: Sequence[float], labels: Sequence[bool]) -> tuple
     s, y = _arrays(scores, labels)
     if not y.any() or y.all():
         return None, "undefined: needs both positive and negative cases."
-    best_key, best_t = None, None
-    for t in np.unique(s):
-        sens, spec = _sens_spec(s, y, float(t))
-        key = (sens * spec, -abs(sens - spec), float(t))
-        if best_key is None or key > best_key:
-            best_key, best_t = key, float(t)
-    return best_t, None
+    thresholds = np.unique(s)
+    sens, spec = _sens_spec(s, y, thresholds)
+    # lexicographic: largest product, then smallest |sens - spec|, then highest threshold
+    # (rounded so that products equal on paper, e.g. 0.75 x 0.4 and 0.5 x 0.6, tie)
+    best = np.lexsort((thresholds, -np.round(np.abs(sens - spec), 12), np.round(sens * spec, 12)))[-1]
+    return float(thresholds[best]), None
 
 
 def working_points(scores: Sequence[float], labels: Sequence[bool]) -> dict[str, Optional[dict[str, Any]]]:
