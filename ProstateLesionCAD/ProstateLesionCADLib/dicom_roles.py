@@ -101,6 +101,11 @@ class SliceHeader:
     acquisition_s: Optional[float]
     content_s: Optional[float]
     acquisition_time: Optional[str]
+    # Where the uncompressed little-endian pixel data start: (file offset, implicit VR, numpy
+    # dtype), so reading pixels does not parse the header a second time; None otherwise.
+    raw_pixels: Optional[tuple[int, bool, str]] = None
+    slope: Optional[float] = None
+    intercept: Optional[float] = None
 
 
 @dataclass
@@ -284,7 +289,9 @@ def _floats(value, count: int) -> Optional[tuple[float, ...]]:
 def read_header(path: str) -> Optional[SliceHeader]:
     """Header of one file, or None when it is not DICOM (README, thumbnails, DICOMDIR...)."""
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        with open(path, "rb") as handle:
+            ds = pydicom.dcmread(handle, stop_before_pixels=True)
+            pixel_offset = handle.tell()  # pydicom stops at the start of the Pixel Data element
     except (InvalidDicomError, OSError, ValueError, TypeError, AttributeError, EOFError):
         return None
     uid = _text(ds.get("SeriesInstanceUID"))
@@ -316,7 +323,25 @@ def read_header(path: str) -> Optional[SliceHeader]:
         acquisition_s=_seconds(ds.get("AcquisitionDate") or ds.get("SeriesDate"), ds.get("AcquisitionTime")),
         content_s=_seconds(ds.get("ContentDate"), ds.get("ContentTime")),
         acquisition_time=_text(ds.get("AcquisitionTime")) or None,
+        raw_pixels=_raw_pixel_layout(ds, pixel_offset),
+        slope=_number(ds.get("RescaleSlope")), intercept=_number(ds.get("RescaleIntercept")),
     )
+
+
+_NATIVE_LE = {"1.2.840.10008.1.2": True, "1.2.840.10008.1.2.1": False}  # UID -> implicit VR
+
+
+def _raw_pixel_layout(ds, offset: int) -> Optional[tuple[int, bool, str]]:
+    """Fast-path description for plain single-frame grey-level pixels; None sends reading to pydicom."""
+    syntax = _text(getattr(getattr(ds, "file_meta", None), "get", lambda *_: None)("TransferSyntaxUID"))
+    bits = int(_number(ds.get("BitsAllocated")) or 0)
+    stored = int(_number(ds.get("BitsStored")) or bits)
+    signed = int(_number(ds.get("PixelRepresentation")) or 0) == 1
+    if (syntax not in _NATIVE_LE or int(_number(ds.get("SamplesPerPixel")) or 1) != 1
+            or int(_number(ds.get("NumberOfFrames")) or 1) != 1 or bits not in (8, 16, 32)
+            or (signed and stored != bits)):
+        return None
+    return offset, _NATIVE_LE[syntax], f"<{'i' if signed else 'u'}{bits // 8}"
 
 
 def scan_dicom_tree(root: str | os.PathLike, progress: Optional[ProgressCallback] = None) -> list[DicomSeries]:
@@ -781,22 +806,45 @@ def _note_unused(plan: StudyPlan, candidate: Volume | DceRun, slot: str, reason:
 
 # ---------------------------------------------------------------- pixel reading
 
-def _read_slice(path: str) -> np.ndarray:
-    try:
-        ds = pydicom.dcmread(path)
-        array = ds.pixel_array.astype(np.float32)
-        slope = _number(ds.get("RescaleSlope"))
-        intercept = _number(ds.get("RescaleIntercept"))
-    except Exception:  # encodings pydicom cannot decode without plugins: let GDCM do it
+def _read_raw(header: SliceHeader) -> Optional[np.ndarray]:
+    """Native little-endian pixels read at the offset found by the header scan, or None."""
+    offset, implicit, dtype = header.raw_pixels  # type: ignore[misc]
+    expected = header.rows * header.cols * np.dtype(dtype).itemsize
+    with open(header.path, "rb") as handle:
+        handle.seek(offset)
+        head = handle.read(8)
+        if len(head) < 8 or head[:4] != b"\xe0\x7f\x10\x00":
+            return None
+        if implicit:
+            length = int.from_bytes(head[4:8], "little")
+        elif head[4:6] in (b"OB", b"OW", b"OF", b"UN", b"OD", b"OL"):
+            length = int.from_bytes(handle.read(4), "little")
+        else:
+            length = int.from_bytes(head[6:8], "little")
+        if length != expected:  # encapsulated/odd-padded data: let pydicom handle it
+            return None
+        data = handle.read(length)
+    if len(data) != expected:
+        return None
+    return np.frombuffer(data, dtype=dtype).reshape(header.rows, header.cols).astype(np.float32)
+
+
+def _read_slice(header: SliceHeader) -> np.ndarray:
+    array = _read_raw(header) if header.raw_pixels is not None else None
+    if array is None:
         try:
-            image = sitk.ReadImage(path, sitk.sitkFloat32)
-        except RuntimeError as exc:
-            raise CaseError(f"{path}: the pixel data cannot be decoded ({str(exc).splitlines()[0]}).") from None
-        return sitk.GetArrayFromImage(image)[0]  # GDCM already applied the rescale
-    if slope is not None and slope != 1.0:
-        array *= np.float32(slope)
-    if intercept:
-        array += np.float32(intercept)
+            array = pydicom.dcmread(header.path).pixel_array.astype(np.float32)
+        except Exception:  # encodings pydicom cannot decode without plugins: let GDCM do it
+            try:
+                image = sitk.ReadImage(header.path, sitk.sitkFloat32)
+            except RuntimeError as exc:
+                raise CaseError(f"{header.path}: the pixel data cannot be decoded "
+                                f"({str(exc).strip().splitlines()[-1][:120]}).") from None
+            return sitk.GetArrayFromImage(image)[0]  # GDCM already applied the rescale
+    if header.slope is not None and header.slope != 1.0:
+        array *= np.float32(header.slope)
+    if header.intercept:
+        array += np.float32(header.intercept)
     return array
 
 
@@ -804,7 +852,7 @@ def read_volume(volume: Volume) -> sitk.Image:
     """Pixel data of one planned volume as a float32 SimpleITK image in LPS."""
     g = volume.geometry
     assert g is not None, "read_volume needs a validated volume"
-    array = np.stack([_read_slice(s.path) for s in volume.slices])
+    array = np.stack([_read_slice(s) for s in volume.slices])
     if array.shape != (g.size[2], g.size[1], g.size[0]):
         raise CaseError(f"{volume.series.label()} has pixel data of shape {array.shape[::-1]} "
                         f"that disagrees with its headers ({g.size}).")
