@@ -311,6 +311,13 @@ def test_froc_points_hand_computed():
     assert same["points"][-1] == {"threshold": 0.5, "fp_per_patient": 1.5, "sensitivity": 0.5}
     assert same["sensitivity_at_fp"] == {"0.5": 0.5, "1": 0.5, "2": 0.5}
     assert froc(_froc_cases(), 3, HitRule(5.0))["n_lesions"] == 1
+    # FocalNet per-group options: the 0.6 hit on the GGG1 lesion is no longer a false positive, and
+    # with all detections the GGG1-predicted 0.95 detection (80 mm away) becomes the first false positive
+    ignore = froc(_froc_cases(), 2, HitRule(5.0, ignore_other_lesions=True))
+    assert ignore["n_detections_ignored"] == 1 and ignore["points"][-1]["fp_per_patient"] == 0.5
+    every = froc(_froc_cases(), 2, HitRule(5.0, all_detections=True))
+    assert every["n_detections"] == 6 and every["points"][1] == {"threshold": 0.95, "fp_per_patient": 0.5,
+                                                                 "sensitivity": 0.0}
     assert froc([(GroundTruthCase("E", []), [], None)], 2)["sensitivity_at_fp"]["1"] is None
 
 

@@ -33,6 +33,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--froc-same-slice", action="store_true", help="FROC hits must lie in the lesion's slice (FocalNet)")
     parser.add_argument("--froc-slice-mm", type=float, default=3.0,
                         help="slice thickness for the same-slice test when no lesion mask is given (default 3)")
+    parser.add_argument("--froc-all-detections", action="store_true",
+                        help="FROC uses every detection whatever its predicted GGG (localisation only)")
+    parser.add_argument("--froc-ignore-other-lesions", action="store_true",
+                        help="FROC: a detection hitting only lesions below the criterion is neither TP nor FP")
     parser.add_argument("--no-dice", action="store_true", help="skip the DSC of probability maps vs lesion masks")
     parser.add_argument("--compare-published", choices=("prostatex", "ivo"), default=None,
                         help="add the paper's Table 1 results of that test set to the report for comparison")
@@ -60,7 +64,8 @@ def run(args) -> int:
     result = evaluate(detections, ground_truth, criteria=criteria, distance_mm=args.distance_mm, k_match=args.k_match,
                       given_thresholds=given, thresholds_source=source, bootstrap=args.bootstrap, seed=args.seed,
                       missing_cases=args.missing_cases, with_froc=args.froc,
-                      froc_rule=HitRule(args.froc_hit_mm, args.froc_same_slice, args.froc_slice_mm),
+                      froc_rule=HitRule(args.froc_hit_mm, args.froc_same_slice, args.froc_slice_mm,
+                                        args.froc_all_detections, args.froc_ignore_other_lesions),
                       with_dice=not args.no_dice, progress=progress)
     if args.compare_published:
         from ..evaluation.published import published

@@ -17,6 +17,9 @@ predicted GGG >= k):
 A detection hitting at least one counted lesion is a true positive (several hits on one
 lesion are not false positives); every other kept detection is a false positive,
 including one on a lesion of lower GGG than the criterion (the paper's literal rule).
+Options for FocalNet's per-group analysis: `ignore_other_lesions` leaves a detection that
+only hits lesions outside the group out (neither TP nor FP), and `all_detections` uses
+every detection whatever its predicted GGG (pure localisation).
 Decision rule for keeping a detection: score > threshold - 1e-4, as everywhere.
 """
 
@@ -38,13 +41,18 @@ FP_RATES = (0.5, 1.0, 2.0)
 
 @dataclass(frozen=True)
 class HitRule:
+    """When a detection is a true or a false positive (see the module docstring)."""
     distance_mm: float = 5.0
     same_slice: bool = False
     slice_mm: float = 3.0  # slice thickness for the same-slice test without a mask
+    all_detections: bool = False  # True: ignore predicted GGG (pure localisation, FocalNet's detection FROC)
+    ignore_other_lesions: bool = False  # True: a hit on a lesion outside the group is neither TP nor FP
 
     def describe(self) -> str:
         text = f"within {self.distance_mm:g} mm of the lesion"
-        return text + (" and in the same slice" if self.same_slice else "")
+        text += " and in the same slice" if self.same_slice else ""
+        text += "; all detections regardless of predicted GGG" if self.all_detections else ""
+        return text + ("; hits on lesions outside the criterion ignored" if self.ignore_other_lesions else "")
 
 
 class LesionRegions:
@@ -96,20 +104,29 @@ def froc(cases: Sequence[tuple[GroundTruthCase, Sequence[Detection], Optional[si
     hits: list[list[int]] = []  # per kept detection: global indices of the lesions it hits
     n_lesions = 0
     masks_used = 0
+    ignored = 0
     for gt_case, detections, mask in cases:
         regions = LesionRegions(mask) if mask is not None else None
         lesions = [lesion for lesion in gt_case.lesions if lesion.ggg >= k]
+        others = [lesion for lesion in gt_case.lesions if lesion.ggg < k]
         if regions is not None and any(lesion.label is not None for lesion in lesions):
             masks_used += 1
-        for det in criterion_detections(detections, k):
+        for det in (detections if rule.all_detections else criterion_detections(detections, k)):
+            found = [n_lesions + j for j, lesion in enumerate(lesions) if is_hit(det, lesion, rule, regions)]
+            if not found and rule.ignore_other_lesions and any(is_hit(det, o, rule, regions) for o in others):
+                ignored += 1
+                continue
             scores.append(float(det.score))
-            hits.append([n_lesions + j for j, lesion in enumerate(lesions) if is_hit(det, lesion, rule, regions)])
+            hits.append(found)
         n_lesions += len(lesions)
     n_patients = len(cases)
     result: dict[str, Any] = {"hit_rule": {"distance_mm": rule.distance_mm, "same_slice": rule.same_slice,
                                            "slice_mm": rule.slice_mm, "description": rule.describe(),
+                                           "all_detections": rule.all_detections,
+                                           "ignore_other_lesions": rule.ignore_other_lesions,
                                            "cases_using_lesion_masks": masks_used},
-                              "n_patients": n_patients, "n_lesions": n_lesions, "n_detections": len(scores)}
+                              "n_patients": n_patients, "n_lesions": n_lesions, "n_detections": len(scores),
+                              "n_detections_ignored": ignored}
     if n_lesions == 0 or n_patients == 0:
         result.update(points=[], sensitivity_at_fp={f"{r:g}": None for r in fp_rates},
                       note="FROC undefined: no lesions for this criterion.")
