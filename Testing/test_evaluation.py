@@ -11,7 +11,7 @@ import SimpleITK as sitk
 
 from ProstateLesionCADLib.errors import FormatError, ModelError, ParameterError
 from ProstateLesionCADLib.evaluation import (HitRule, evaluate, froc, lesion_scores, match_lesion, metrics_at,
-                                             patient_score, roc_auc, working_points)
+                                             patient_score, roc_auc, thresholds_block, working_points)
 from ProstateLesionCADLib.evaluation.bootstrap import resample_counts, sample_weights, weighted_auc
 from ProstateLesionCADLib.evaluation.dice import case_dice
 from ProstateLesionCADLib.evaluation.report import markdown_report
@@ -165,6 +165,17 @@ def test_evaluate_hand_computed_levels_and_undefined_criterion():
     assert "| GGG≥1 | Lesion (3/4) | 0.667 [" in table
     # PPV/NPV table: GGG>=1 lesion at t = 0.6: TP 2 (A1, C1), FP 0, TN 1 (A2), FN 1 (B1)
     assert "| GGG≥1 | Lesion (3/4) | 1.000 | 0.500 | 1.000 | 0.500 |" in table
+
+
+def test_thresholds_block_for_model_packages():
+    ds, gt = _small_sets()
+    block = thresholds_block(evaluate(ds, gt, bootstrap=0), computed_on="fold 0 validation")
+    # GGG>=1 lesion: positives 0.6, 0, 0.9 / negative 0.3 -> both working points at 0.6;
+    # GGG>=2 lesion: positives 0.6, 0.9 / negatives 0, 0 -> max sensitivity 0.6, balanced 0.6
+    assert block == {"GGG>=1": {"max_sensitivity": 0.6, "balanced": 0.6, "computed_on": "fold 0 validation"},
+                     "GGG>=2": {"max_sensitivity": 0.6, "balanced": 0.6, "computed_on": "fold 0 validation"}}
+    patient = thresholds_block(evaluate(ds, gt, bootstrap=0, criteria=[1]), level="patient")
+    assert patient == {"GGG>=1": {"max_sensitivity": 0.4, "balanced": 0.4}}
 
 
 def test_bootstrap_is_seeded_and_matches_explicit_resamples():

@@ -201,3 +201,23 @@ def evaluate(detections: DetectionSet, ground_truth: GroundTruthSet, criteria: S
             result["dice_note"] = "No lesion masks in the ground truth; DSC not computed."
     progress(1.0, "evaluation done")
     return result
+
+
+def thresholds_block(result: dict[str, Any], level: str = "lesion", computed_on: Optional[str] = None
+                     ) -> dict[str, dict[str, Any]]:
+    """The working points of an evaluation as a model.json `thresholds` block.
+
+    For a-priori thresholds (paper, Supplementary Table 2): evaluate the training or
+    validation folds, then store {"GGG>=k": {"max_sensitivity": t, "balanced": t,
+    "computed_on": ...}} in the model package; criteria with undefined working points are
+    left out. The paper's thresholds are lesion-level ones, hence the default.
+    """
+    block = {}
+    for key in result["settings"]["criteria"]:
+        points = result.get(key, {}).get(level, {}).get("working_points") or {}
+        if all(points.get(name) is not None for name in ("max_sensitivity", "balanced")):
+            entry: dict[str, Any] = {name: points[name]["threshold"] for name in ("max_sensitivity", "balanced")}
+            if computed_on:
+                entry["computed_on"] = computed_on
+            block[key] = entry
+    return block
