@@ -412,3 +412,36 @@ def test_load_study_fills_the_roles_and_the_real_lesion_lands_at_its_voxel(tmp_p
     roi.GetCenter(center)
     assert np.allclose(mrml_volumes.ras_to_ijk(p.t2, center), expected, atol=1e-4)
     assert infos[0].name == "Lesion 1 · GGG3+ · 0.90"
+
+
+def test_offscreen_slice_view_shows_the_lesion_in_its_ggg_colour(tmp_path):
+    """Render the real MRML scene (Slicer's slice logic + displayable managers) and look at the pixels."""
+    from ProstateLesionCADLib.resources import sample_case_dir
+    from ProstateLesionCADSlicer import slice_rendering
+
+    scene = slicer.vtkMRMLScene()
+    app, _keep = slice_rendering.prepare_scene(scene)
+    logic = CadLogic(scene)
+    logic.load_study(sample_case_dir())
+    lesion_lps = (25.7457, 31.8707, -38.511)
+    path = tmp_path / "detections.json"
+    write_detections(DetectionSet([DetectionCase("ProstateX-0000", [Detection(1, 2, 0.6, lesion_lps, None)])]), path)
+    logic.load_detections(path)
+    logic.apply_filter(2, 0.5)
+    center = coordinates.lps_to_ras(lesion_lps)
+    rgb, ras_to_xy = slice_rendering.render_axial(scene, app, logic.params.t2, center, tmp_path / "view.png",
+                                                  size=(300, 300), field_of_view_mm=100.0)
+    assert (tmp_path / "view.png").is_file() and rgb.shape == (300, 300, 3)
+    row, col = slice_rendering.pixel_of(ras_to_xy, center, 300)
+    assert abs(row - 150) <= 1 and abs(col - 150) <= 1  # centred on the lesion (half-pixel convention)
+    orange = np.array(ggg_palette.ggg_class(2).rgb255, float)
+    patch = rgb[row - 3:row + 4, col - 3:col + 4].reshape(-1, 3).astype(float)
+    grey = lambda p: np.abs(p[:, 0] - p[:, 2]).mean()  # noqa: E731
+    assert grey(patch) > 60 and np.corrcoef(patch.mean(axis=0), orange)[0, 1] > 0.9  # tinted GGG2 orange
+    far = rgb[10:40, 10:40].reshape(-1, 3).astype(float)
+    assert grey(far) < 3 and far.mean() > 5  # T2 grey elsewhere, not black
+    # hidden by the criterion -> the tint disappears (visibility only)
+    logic.apply_filter(3, 0.5)
+    rgb2, _ = slice_rendering.render_axial(scene, app, logic.params.t2, center, None, size=(300, 300),
+                                           field_of_view_mm=100.0)
+    assert grey(rgb2[row - 3:row + 4, col - 3:col + 4].reshape(-1, 3).astype(float)) < 3

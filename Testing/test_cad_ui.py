@@ -120,3 +120,69 @@ def test_lib_packages_never_import_slicer_qt_vtk():
         for path in lib.rglob("*.py"):
             bad = _imports(path) & {"slicer", "qt", "ctk", "vtk"}
             assert not bad, f"{path.relative_to(REPO)} imports {bad}"
+
+
+CMAKE_PROBE = """
+set(Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR "lib/Slicer/qt-scripted-modules")
+function(slicerMacroBuildScriptedModule)
+  cmake_parse_arguments(M "WITH_GENERIC_TESTS" "NAME" "SCRIPTS;RESOURCES" ${ARGN})
+  file(APPEND ${OUT} "NAME=${M_NAME}\\nGENERIC=${M_WITH_GENERIC_TESTS}\\n")
+  foreach(s ${M_SCRIPTS})
+    file(APPEND ${OUT} "SCRIPT=${s}\\n")
+  endforeach()
+  foreach(r ${M_RESOURCES})
+    file(APPEND ${OUT} "RESOURCE=${r}\\n")
+  endforeach()
+endfunction()
+macro(install)
+  cmake_parse_arguments(I "" "DESTINATION;COMPONENT" "FILES" ${ARGN})
+  file(APPEND ${OUT} "INSTALL=${I_FILES}|${I_DESTINATION}\\n")
+endmacro()
+include(CMakeLists.txt)
+"""
+
+
+def test_module_cmake_lists_every_library_file_and_resource(tmp_path):
+    """Evaluate ProstateLesionCAD/CMakeLists.txt with CMake itself (Slicer's macro recorded, not built)."""
+    import shutil
+    import subprocess
+
+    cmake = shutil.which("cmake")
+    if cmake is None:
+        pytest.skip("cmake is not installed")
+    probe = tmp_path / "probe.cmake"
+    probe.write_text(CMAKE_PROBE)
+    out = tmp_path / "out.txt"
+    module_dir = MODULE.parent
+    subprocess.run([cmake, f"-DOUT={out}", "-P", str(probe)], cwd=module_dir, check=True, capture_output=True)
+    rows = [line.split("=", 1) for line in out.read_text().splitlines()]
+    scripts = {v for k, v in rows if k == "SCRIPT"}
+    resources = {v for k, v in rows if k == "RESOURCE"}
+    installs = [v.split("|") for k, v in rows if k == "INSTALL"]
+    assert ("NAME", "ProstateLesionCAD") in [tuple(r) for r in rows] and ("GENERIC", "TRUE") in [tuple(r) for r in rows]
+    expected = {p.relative_to(module_dir).as_posix() for folder in ("ProstateLesionCADLib", "ProstateLesionCADSlicer")
+                for p in (module_dir / folder).rglob("*.py") if "__pycache__" not in p.parts}
+    assert "ProstateLesionCAD.py" in scripts and expected <= scripts
+    assert {"Resources/UI/ProstateLesionCAD.ui", "Resources/Icons/ProstateLesionCAD.png"} <= resources
+    assert all((module_dir / r).is_file() for r in resources | scripts)
+    # the shared Resources/ land where ProstateLesionCADLib.resources looks in an installed module
+    shared = {Path(f).resolve().relative_to(REPO / "Resources").as_posix(): d for f, d in installs}
+    assert "ModelCatalog.json" in shared and any(k.startswith("Sample/ProstateX-0000/t2.nrrd") for k in shared)
+    assert all(d.startswith("lib/Slicer/qt-scripted-modules/Resources/Shared") for d in shared.values())
+
+
+def test_extension_metadata_is_complete():
+    text = (REPO / "CMakeLists.txt").read_text()
+    values = dict(re.findall(r'set\((EXTENSION_\w+)\s+"([^"]*)"\)', text))
+    for key in ("HOMEPAGE", "CATEGORY", "CONTRIBUTORS", "DESCRIPTION", "ICONURL", "SCREENSHOTURLS", "DEPENDS"):
+        assert values.get(f"EXTENSION_{key}"), f"EXTENSION_{key} is missing or empty"
+    assert values["EXTENSION_DEPENDS"] == "PyTorch"
+    assert re.findall(r"add_subdirectory\((\w+)\)", text) == ["ProstateLesionCAD", "ZonalSegmentation"]
+    # icon and screenshots are referenced from the repository and exist in it
+    for url in [values["EXTENSION_ICONURL"], *values["EXTENSION_SCREENSHOTURLS"].split()]:
+        relative = url.split("/main/", 1)[1]
+        assert (REPO / relative).is_file(), f"{relative} (referenced by CMakeLists.txt) is not in the repository"
+    from PIL import Image
+
+    for icon in (REPO / "Resources/Icons/ProstateLesionCAD.png", MODULE.parent / "Resources/Icons/ProstateLesionCAD.png"):
+        assert Image.open(icon).size == (128, 128)
