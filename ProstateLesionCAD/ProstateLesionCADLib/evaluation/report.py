@@ -9,6 +9,7 @@ bootstrap 95% CI of the AUC).
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 from typing import Any, Optional
 
@@ -151,7 +152,8 @@ def plot_roc(result: dict[str, Any], key: str, level_key: str, path: Path) -> No
                         markersize=size, markerfacecolor=face, markeredgewidth=2,
                         label=f"{name.replace('_', ' ')} (t = {point['threshold']:.3f})")
     else:
-        ax.text(0.5, 0.5, level.get("note", "AUC undefined"), ha="center", va="center", wrap=True, fontsize=9)
+        ax.text(0.5, 0.5, textwrap.fill(level.get("note", "AUC undefined"), 38), ha="center", va="center",
+                fontsize=9, transform=ax.transAxes, bbox={"facecolor": "white", "edgecolor": "0.7"})
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("1 − specificity")
