@@ -321,7 +321,7 @@ def test_cli_load_prints_roles_and_refuses_invalid(prostatex_dir, shared_dir, ca
     out = capsys.readouterr().out
     lines = [l for l in out.splitlines() if not l.startswith("PROGRESS")]
     assert lines[0] == "case ProstateX-0000"
-    assert lines[1].split()[:4] == ["T2", "-", "384x384x19", "0.50x0.50x3.00"]
+    assert lines[1].split()[:4] == ["T2", "-", "384x384x19", "0.5x0.5x3"]
     assert "series 4 't2_tse_tra'" in lines[1]
     assert [l.split()[1] for l in lines if l.startswith("DWI ")] == ["b=50", "b=400", "b=800"]
     assert any(l.startswith("DWI_COMPUTED  b=1000") for l in lines)

@@ -59,7 +59,7 @@ def _source(info: Optional[SeriesInfo]) -> str:
 
 def _grid(image) -> tuple[str, str]:
     size = "x".join(str(v) for v in image.GetSize())
-    spacing = "x".join(f"{v:.2f}" for v in image.GetSpacing())
+    spacing = "x".join(f"{round(v, 3):g}" for v in image.GetSpacing())
     return size, f"{spacing} mm"
 
 
@@ -84,7 +84,7 @@ def role_lines(case: Case) -> list[str]:
         if len(dce) > 1 and numbers:
             source = f"series {min(numbers)}-{max(numbers)} '{dce[0].description}' ..."
         if case.dce_times:
-            source += f" ({case.dce_times[0]:g}-{case.dce_times[-1]:g} s)"
+            source += f" ({case.dce_times[0]:.1f}-{case.dce_times[-1]:.1f} s)"
         rows.append(("DCE", f"{len(case.dce)} time points", case.dce[0], source))
     for name in ("prostate", "zones"):
         mask = getattr(case, name)
@@ -93,7 +93,7 @@ def role_lines(case: Case) -> list[str]:
     lines = []
     for role, what, image, source in rows:
         size, spacing = _grid(image)
-        lines.append(f"{role:<13} {what:<15} {size:<12} {spacing:<22} {source}".rstrip())
+        lines.append(f"{role:<13} {what:<15} {size:<12} {spacing:<18} {source}".rstrip())
     return lines
 
 
