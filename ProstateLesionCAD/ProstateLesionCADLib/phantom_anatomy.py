@@ -212,7 +212,8 @@ def layer_weights(layers: list[tuple[dict, np.ndarray]]) -> tuple[list[dict], np
 
 
 def make_anatomy(rng: np.random.Generator, n_lesions: int, gggs: list[int],
-                 single_modality_fraction: float, zone_choices: list[str] | None = None) -> Anatomy:
+                 single_modality_fraction: float, zone_choices: list[str] | None = None,
+                 diameters: list[float] | None = None) -> Anatomy:
     """Draw one pelvis: gland 25–60 cm³, CG anterior-central, background organs, lesions."""
     volume_mm3 = rng.uniform(25.0, 60.0) * 1000.0
     shape = np.array([1.30, 1.0, 1.10]) * rng.uniform(0.9, 1.1, size=3)  # LR > SI > AP
@@ -251,7 +252,8 @@ def make_anatomy(rng: np.random.Generator, n_lesions: int, gggs: list[int],
     anatomy = Anatomy(prostate, cg, others, [], zone_t2)
     for i in range(n_lesions):
         zone = zone_choices[i] if zone_choices else ("PZ" if rng.uniform() < 0.7 else "CG")
-        anatomy.lesions.append(_place_lesion(rng, anatomy, i + 1, gggs[i], zone, single_modality_fraction))
+        diameter = diameters[i] if diameters else None
+        anatomy.lesions.append(_place_lesion(rng, anatomy, i + 1, gggs[i], zone, single_modality_fraction, diameter))
     return anatomy
 
 
@@ -276,10 +278,12 @@ def _sphere_dirs() -> np.ndarray:
 
 
 def _place_lesion(rng: np.random.Generator, anatomy: Anatomy, lesion_id: int, ggg: int, zone: str,
-                  single_modality_fraction: float) -> LesionSpec:
-    """A lobulated ellipsoid 5–15 mm across, wholly inside the gland (1 mm margin), centred
-    in the requested zone, apart from the other lesions; shrinks if it cannot fit."""
-    diameter = rng.uniform(5.0, 15.0)
+                  single_modality_fraction: float, diameter: float | None = None) -> LesionSpec:
+    """A lobulated ellipsoid 5–15 mm across (or `diameter`), wholly inside the gland (0.5 mm
+    margin), centred in the requested zone, apart from the other lesions; shrinks if it
+    cannot fit."""
+    drawn = rng.uniform(5.0, 15.0)
+    diameter = float(diameter) if diameter else drawn
     aspect = rng.uniform(0.8, 1.2, size=3)
     rotation = random_rotation(rng, 180.0)
     modulation = {k: rng.normal(0, 0.06) for k in _EVEN_TERMS}
@@ -287,7 +291,7 @@ def _place_lesion(rng: np.random.Generator, anatomy: Anatomy, lesion_id: int, gg
     p = anatomy.prostate
     for attempt in range(400):
         if attempt and attempt % 80 == 0:
-            diameter = max(5.0, diameter * 0.8)
+            diameter = max(3.0, diameter * 0.85)
         radii = diameter / 2.0 * aspect / np.cbrt(np.prod(aspect))
         center = p.center + p.rotation @ (rng.uniform(-0.9, 0.9, size=3) * p.radii)
         if zone_at(anatomy, center[None])[0] != want:

@@ -194,11 +194,13 @@ def make_phantom(seed: int, *, n_lesions: Optional[int] = None, ggg: Optional[li
                  spacing=(0.625, 0.625, 3.0), single_modality_fraction: float = 0.0,
                  with_dce: bool = True, with_ktrans: bool = True, case_id: Optional[str] = None,
                  oblique_deg: float = 0.0, dwi_spacing_xy: float = DWI_SPACING_XY,
-                 lesion_zones: Optional[list[str]] = None) -> Phantom:
+                 lesion_zones: Optional[list[str]] = None,
+                 lesion_diameters: Optional[list[float]] = None) -> Phantom:
     """Draw one synthetic study (deterministic for `seed`; see the module docstring).
 
     n_lesions / ggg: number of lesions (0–3 drawn when both are None) and their GGG (0..3,
-    drawn uniformly when None); lesion_zones: "PZ"/"CG" per lesion (else ~70% PZ).
+    drawn uniformly when None); lesion_zones: "PZ"/"CG" per lesion (else ~70% PZ);
+    lesion_diameters: mean diameter (mm) per lesion (else 5–15 mm; shrunk if it cannot fit).
     deformation_mm: largest displacement of the known DWI/ADC deformation (0 = none).
     single_modality_fraction: share of lesions visible only on T2 or only on ADC/DWI.
     oblique_deg: tilt of the axial slices about the left-right axis (real T2 is often oblique).
@@ -227,7 +229,10 @@ def make_phantom(seed: int, *, n_lesions: Optional[int] = None, ggg: Optional[li
     gggs = [int(g) for g in ggg] if ggg is not None else [int(g) for g in rng.integers(0, 4, size=n_lesions)]
     if lesion_zones is not None and len(lesion_zones) != n_lesions:
         raise ParameterError(f"lesion_zones has {len(lesion_zones)} entries for {n_lesions} lesions.")
-    anatomy = pa.make_anatomy(rng, n_lesions, gggs, single_modality_fraction, lesion_zones)
+    if lesion_diameters is not None and (len(lesion_diameters) != n_lesions
+                                         or any(not 3.0 <= d <= 30.0 for d in lesion_diameters)):
+        raise ParameterError(f"lesion_diameters must give one diameter of 3–30 mm per lesion, got {lesion_diameters}.")
+    anatomy = pa.make_anatomy(rng, n_lesions, gggs, single_modality_fraction, lesion_zones, lesion_diameters)
 
     # T2 geometry: image centre near the world origin, prostate centre a few mm off it.
     spacing = tuple(float(s) for s in spacing)
