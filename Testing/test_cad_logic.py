@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ProstateLesionCAD"
 slicer = pytest.importorskip("slicer", reason="the slicer-core wheel is a dev dependency")  # noqa: E402
 
 from ProstateLesionCADLib import coordinates, ggg_palette, lesion_masks  # noqa: E402
-from ProstateLesionCADLib.errors import CaseError, FormatError  # noqa: E402
+from ProstateLesionCADLib.errors import CaseError, FormatError, ModelError  # noqa: E402
 from ProstateLesionCADLib.formats import Detection, DetectionCase, DetectionSet, write_detections  # noqa: E402
 from ProstateLesionCADSlicer import background_process, lesion_nodes, mrml_volumes  # noqa: E402
 from ProstateLesionCADSlicer.cad_logic import CadLogic  # noqa: E402
@@ -445,3 +445,33 @@ def test_offscreen_slice_view_shows_the_lesion_in_its_ggg_colour(tmp_path):
     rgb2, _ = slice_rendering.render_axial(scene, app, logic.params.t2, center, None, size=(300, 300),
                                            field_of_view_mm=100.0)
     assert grey(rgb2[row - 3:row + 4, col - 3:col + 4].reshape(-1, 3).astype(float)) < 3
+
+
+def test_step_commands_follow_what_the_cli_accepts(tmp_path, case_files, scene_logic):
+    import argparse
+
+    scene, logic = scene_logic
+    p = logic.params
+    with pytest.raises(ModelError, match="Select a detection model"):
+        logic.detection_command(tmp_path / "case.json", tmp_path / "out")
+    detect = argparse.ArgumentParser()
+    for option in ("--model", "--out", "--device", "--no-register", "--zones"):
+        detect.add_argument(option)
+    register = argparse.ArgumentParser()
+    register.add_argument("--preset", choices=["paper", "fast"])
+    logic._verbs = {"detect": detect, "register": register}
+    p.model, p.device = "tiny-demo", "cpu"
+    (tmp_path / "case").mkdir()
+    (tmp_path / "case" / "zones.nrrd").write_bytes(b"")
+    argv = logic.detection_command(tmp_path / "case" / "case.json", tmp_path / "out", python="py")
+    assert argv[:4] == ["py", "-m", "ProstateLesionCADLib", "detect"]
+    assert argv[argv.index("--model") + 1] == "tiny-demo" and argv[argv.index("--device") + 1] == "cpu"
+    assert argv[argv.index("--zones") + 1] == str(tmp_path / "case" / "zones.nrrd")
+    assert "--no-register" not in argv  # no transform node: the detector registers itself
+    p.registration_transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    assert "--no-register" in logic.detection_command(tmp_path / "case" / "case.json", tmp_path / "out")
+    assert logic.registration_command(tmp_path / "c.json", tmp_path / "o")[-2:] == ["--preset", "fast"]
+    register_paper_only = argparse.ArgumentParser()
+    register_paper_only.add_argument("--preset", choices=["paper"])
+    logic._verbs = {"register": register_paper_only}
+    assert "--preset" not in logic.registration_command(tmp_path / "c.json", tmp_path / "o")

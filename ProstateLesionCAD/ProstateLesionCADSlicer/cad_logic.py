@@ -42,10 +42,6 @@ def cli_parser_choices() -> dict:
     return {}
 
 
-def _option_strings(subparser) -> set[str]:
-    return {s for a in subparser._actions for s in a.option_strings}
-
-
 class CadLogic:
     """MRML glue of the ProstateLesionCAD panel; takes the scene explicitly."""
 
@@ -75,9 +71,15 @@ class CadLogic:
                 out[step] = (False, f"Not available: this version of the library has no 'prostate-cad {verb}'.")
         return out
 
-    def verb_supports(self, verb: str, option: str) -> bool:
+    def verb_supports(self, verb: str, option: str, value: Optional[str] = None) -> bool:
+        """Whether `prostate-cad <verb>` has `option` (and accepts `value` when it has fixed choices)."""
         parser = self.verbs().get(verb)
-        return parser is not None and option in _option_strings(parser)
+        if parser is None:
+            return False
+        for action in parser._actions:
+            if option in action.option_strings:
+                return value is None or not action.choices or value in action.choices
+        return False
 
     @staticmethod
     def detector_models() -> list:
@@ -219,8 +221,8 @@ class CadLogic:
 
     def registration_command(self, case_json: Path, out_dir: Path, python: Optional[str] = None) -> list[str]:
         args = [case_json, "--out", out_dir]
-        if self.verb_supports("register", "--preset"):
-            args += ["--preset", "fast"]
+        if self.verb_supports("register", "--preset", "fast"):
+            args += ["--preset", "fast"]  # interactive use: the documented fast preset
         return cli_command("register", args, python)
 
     def zones_command(self, case_json: Path, out_dir: Path, python: Optional[str] = None) -> list[str]:
@@ -233,6 +235,13 @@ class CadLogic:
         args = [case_json, "--model", p.model, "--out", out_dir]
         if self.verb_supports("detect", "--device"):
             args += ["--device", p.device]
+        # The exported ADC/DWI already went through the (possibly hand-corrected) transform
+        # node: the detector must not register them again.
+        if p.registration_transform is not None and self.verb_supports("detect", "--no-register"):
+            args.append("--no-register")
+        zones = Path(case_json).parent / "zones.nrrd"
+        if zones.is_file() and self.verb_supports("detect", "--zones"):
+            args += ["--zones", zones]
         return cli_command("detect", args, python)
 
     # ------------------------------------------------------------ results back into the scene
