@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from ProstateLesionCADLib.errors import CadError, ParameterError
+from ProstateLesionCADLib.case_loading import load_case
+from ProstateLesionCADLib.errors import ParameterError
 from ProstateLesionCADLib.formats import read_ground_truth
 from ProstateLesionCADLib.phantoms import case_seed, make_phantom, make_phantom_set, write_phantom
 
@@ -188,23 +189,6 @@ def test_known_deformation_moves_adc_features():
     assert np.array_equal(arr(p.case.zones), arr(ref.case.zones))
 
 
-def _read_nrrd_case(folder):
-    """Read case.json as the NRRD case loader does (roles -> files)."""
-    try:
-        from ProstateLesionCADLib.case_files import load_case_files  # the loader, once it exists
-    except ImportError:
-        load_case_files = None
-    if load_case_files is not None:
-        return load_case_files(folder / "case.json")
-    roles = json.loads((folder / "case.json").read_text())["roles"]
-    read = lambda name: sitk.ReadImage(str(folder / name), sitk.sitkFloat32)  # noqa: E731
-    return {"T2": read(roles["T2"]), "ADC": read(roles["ADC"]),
-            "DWI": {float(b): read(f) for b, f in roles["DWI"].items()},
-            "DWI_COMPUTED": {float(b): read(f) for b, f in roles["DWI_COMPUTED"].items()},
-            "KTRANS": read(roles["KTRANS"]), "DCE": [read(f) for f in roles["DCE"]["files"]],
-            "times": roles["DCE"]["times_s"]}
-
-
 def _same(a: sitk.Image, b: sitk.Image, atol: float = 0.0) -> None:
     assert a.GetSize() == b.GetSize()
     assert np.allclose(a.GetOrigin(), b.GetOrigin(), atol=1e-3)
@@ -216,20 +200,19 @@ def _same(a: sitk.Image, b: sitk.Image, atol: float = 0.0) -> None:
 def test_nrrd_round_trip(tmp_path):
     p = make_phantom(4, deformation_mm=3.0)
     out = write_phantom(p, tmp_path / "case", "nrrd")
-    got = _read_nrrd_case(out)
+    got = load_case(out)
     c = p.case
-    if isinstance(got, dict):
-        _same(got["T2"], c.t2); _same(got["ADC"], c.adc); _same(got["KTRANS"], c.ktrans, 1e-6)
-        for b in c.dwi:
-            _same(got["DWI"][b], c.dwi[b])
-        _same(got["DWI_COMPUTED"][1400.0], c.dwi_computed[1400.0])
-        assert len(got["DCE"]) == 30 and got["times"] == pytest.approx(c.dce_times)
-        _same(got["DCE"][29], c.dce[29])
-    else:
-        _same(got.t2, c.t2); _same(got.adc, c.adc); _same(got.ktrans, c.ktrans, 1e-6)
-        for b in c.dwi:
-            _same(got.dwi[b], c.dwi[b])
-        assert len(got.dce) == 30 and got.dce_times == pytest.approx(c.dce_times)
+    assert got.case_id == c.case_id and got.roles_present() == c.roles_present()
+    _same(got.t2, c.t2)
+    _same(got.adc, c.adc)
+    _same(got.ktrans, c.ktrans, 1e-6)
+    for b in c.dwi:
+        _same(got.dwi[b], c.dwi[b])
+    _same(got.dwi_computed[1400.0], c.dwi_computed[1400.0])
+    assert len(got.dce) == 30 and got.dce_times == pytest.approx(c.dce_times)
+    _same(got.dce[29], c.dce[29])
+    _same(got.zones, c.zones)
+    _same(got.prostate, c.prostate)
     _same(sitk.ReadImage(str(out / "zones.nrrd")), c.zones)
     _same(sitk.ReadImage(str(out / "lesions.nrrd")), p.lesion_mask)
     gt = read_ground_truth(out / "ground-truth.json").cases[0]
@@ -299,15 +282,7 @@ def test_dicom_round_trip(tmp_path, layout):
     assert any("CALC_BVALUE" in h.ImageType for h in headers)
     if layout["b_value_tag"] == "siemens":
         assert not any("DiffusionBValue" in h for h in headers)
-    try:
-        from ProstateLesionCADLib.dicom_roles import load_dicom_case
-    except ImportError:  # loader not written yet: check geometry with SimpleITK's series reader
-        reader = sitk.ImageSeriesReader()
-        t2_dir = next((out / "dicom").glob("004-*"))
-        reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(t2_dir)))
-        _same(sitk.Cast(reader.Execute(), sitk.sitkFloat32), p.case.t2)
-        return
-    c = load_dicom_case(out / "dicom")
+    c = load_case(out / "dicom")  # the DICOM tree alone: roles from headers only
     assert c.roles_present() == ["T2", "ADC", "DWI", "DWI_COMPUTED", "KTRANS", "DCE"]
     _same(c.t2, p.case.t2)
     _same(c.adc, p.case.adc)
@@ -317,3 +292,12 @@ def test_dicom_round_trip(tmp_path, layout):
     _same(c.ktrans, p.case.ktrans, atol=1e-4)
     assert len(c.dce) == 6 and np.allclose(c.dce_times, p.case.dce_times)
     _same(c.dce[5], p.case.dce[5])
+    assert c.unused == []
+    # SimpleITK/GDCM reads the same T2 geometry from the files
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(next((out / "dicom").glob("004-*")))))
+    _same(sitk.Cast(reader.Execute(), sitk.sitkFloat32), p.case.t2)
+    # the folder's case.json adds the masks to the DICOM study
+    with_masks = load_case(out)
+    _same(with_masks.zones, p.case.zones)
+    _same(with_masks.adc, p.case.adc)

@@ -386,10 +386,12 @@ def truth_entry(phantom: Phantom, json_path: Path, lesion_mask: Optional[Path]) 
 def write_phantom(phantom: Phantom, out_dir, fmt: str = "nrrd", **dicom_options) -> Path:
     """Write one phantom into `out_dir` (created) and return that folder.
 
-    nrrd: one compressed NRRD per role + case.json (roles -> files, read by case_files),
-    dicom: dicom/<series>/*.dcm with Siemens-like headers (phantom_dicom.py); Ktrans stays
-    a file (ktrans.nrrd) as in ProstateX. Both: prostate.nrrd, zones.nrrd, lesions.nrrd,
-    ground-truth.json (this case) and deformation.h5 when the phantom has a deformation.
+    nrrd: one compressed NRRD per role + case.json (`prostate-cad-case/1` of case_files);
+    dicom: dicom/<series>/*.dcm with Siemens-like headers (phantom_dicom.py), Ktrans as a
+    DICOM map with a rescale slope, and a case.json pointing at that folder. Both:
+    prostate.nrrd, zones.nrrd, lesions.nrrd, ground-truth.json (this case) and
+    deformation.h5 when the phantom has a deformation. `case_loading.load_case(out_dir)`
+    reads either back.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -423,11 +425,8 @@ def write_phantom(phantom: Phantom, out_dir, fmt: str = "nrrd", **dicom_options)
     elif fmt == "dicom":
         from .phantom_dicom import write_dicom_study
 
-        write_dicom_study(phantom, out / "dicom", **dicom_options)
-        roles = {"DICOM": "dicom"}
-        if case.ktrans is not None:
-            roles["KTRANS"] = "ktrans.nrrd"
-            _write(case.ktrans, out / "ktrans.nrrd")
+        write_dicom_study(phantom, out / "dicom", **dicom_options)  # Ktrans included, with a rescale slope
+        roles = {"dicom": "dicom"}
     else:
         raise ParameterError(f"unknown phantom format {fmt!r}; use 'nrrd' or 'dicom'.")
     _write(case.prostate, out / "prostate.nrrd")
@@ -438,7 +437,7 @@ def write_phantom(phantom: Phantom, out_dir, fmt: str = "nrrd", **dicom_options)
     if phantom.deformation is not None:
         sitk.WriteTransform(phantom.deformation, str(out / "deformation.h5"))
     with atomic_file(out / CASE_JSON) as handle:
-        json.dump({"format": CASE_FORMAT, "case_id": case.case_id, "roles": roles}, handle, indent=1)
+        json.dump({"format": CASE_FORMAT, "case_id": case.case_id, **roles}, handle, indent=1)
     gt_path = out / "ground-truth.json"
     data = {"format": "prostate-cad-ground-truth/1", "cases": [truth_entry(phantom, gt_path, out / "lesions.nrrd")]}
     with atomic_file(gt_path) as handle:
