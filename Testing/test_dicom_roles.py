@@ -267,6 +267,10 @@ def test_geometry_problems_name_the_series(tmp_path):
                   per_slice=lambda i: {"ImageOrientationPatient": list(AXIAL if i != 2 else (1, 0, 0, 0, 0.8, -0.6))})
     with pytest.raises(CaseError, match=r"series 4 't2_tse_tra' .* mixes slice orientations"):
         load_dicom_case(tmp_path / "mixed")
+    _write_series(tmp_path / "planes", 8, "t2_tse", _axial(2) + [(6.0, 0, 0)], **T2_TAGS,
+                  per_slice=lambda i: {"ImageOrientationPatient": list(AXIAL if i < 2 else SAGITTAL)})
+    with pytest.raises(CaseError, match=r"series 8 't2_tse' .* mixes slice orientations \(axial, sagittal\)"):
+        load_dicom_case(tmp_path / "planes")
     _write_series(tmp_path / "sizes", 5, "t2_tse_tra", _axial(4), **T2_TAGS,
                   per_slice=lambda i: {"PixelSpacing": [1.0, 1.0] if i else [0.5, 0.5]})
     with pytest.raises(CaseError, match=r"series 5 't2_tse_tra' .* mixes image sizes"):

@@ -554,7 +554,7 @@ def _classify_series(series: DicomSeries, out: _Classified) -> None:
     spin_echo = "SE" in first.scanning_sequence.upper().split("\\")
     t2 = bool(re.search(r"t2", lower)) or (spin_echo and (first.te or 0) >= 60 and (first.tr or 0) >= 1500)
     if t2:
-        if orientation != "axial":
+        if orientation not in ("axial", "mixed"):  # mixed: validation names the problem
             unused(f"{orientation} T2 (only axial T2 is used)")
             return
         out.volumes.append(_make_volume("T2", series, series.slices))
