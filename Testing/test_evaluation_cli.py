@@ -160,6 +160,9 @@ def test_missing_cases_error_and_policies_on_the_command_line(tmp_path, capsys):
     rc, _, err = _cli(["--detections", str(dets), "--ground-truth", str(gt), "--out", str(tmp_path / "x"),
                        "--criteria", "1,x"], capsys)
     assert rc == 2 and "--criteria" in err and not (tmp_path / "x").exists()
+    write_ground_truth(GroundTruthSet([GroundTruthCase("A", [], lesion_mask=tmp_path / "gone.nrrd")]), gt)
+    rc, _, err = _cli(["--detections", str(dets), "--ground-truth", str(gt), "--out", str(tmp_path / "z")], capsys)
+    assert rc == 2 and "gone.nrrd: lesion mask of case 'A' file not found" in err and not (tmp_path / "z").exists()
 
 
 def test_thresholds_file_on_the_command_line(tmp_path, phantom_run, capsys):

@@ -14,17 +14,16 @@ and, when asked, FocalNet-style FROC (Cao et al. 2019, Sec. II-E3).
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
-import SimpleITK as sitk
 
 from ..errors import FormatError, ParameterError
 from ..formats import DetectionCase, DetectionSet, GroundTruthCase, GroundTruthSet
-from ..progress import ProgressCallback, silent
+from ..progress import ProgressCallback, silent, sub_progress
 from .bootstrap import percentile_ci, resample_counts, sample_weights, weighted_auc, weighted_rate
 from .dice import DICE_THRESHOLDS, case_dice, dice_summary, read_image
-from .froc import FP_RATES, HitRule, froc
+from .froc import FP_RATES, CaseHits, HitRule, LesionRegions, case_hits, froc_from_hits
 from .lesion_matching import DEFAULT_DISTANCE_MM, DEFAULT_K_MATCH, lesion_scores, patient_score
 from .roc import auc_note, metrics_at, predicted_positive, roc_auc, working_points
 from .thresholds import criterion_key
@@ -112,29 +111,35 @@ def _level(scores: np.ndarray, labels: np.ndarray, owners: np.ndarray, counts: n
     return out
 
 
-def _read_masks(pairs: Iterable[tuple[GroundTruthCase, Optional[DetectionCase]]]) -> dict[str, sitk.Image]:
-    return {gt.case_id: read_image(gt.lesion_mask, f"lesion mask of case {gt.case_id!r}")
-            for gt, _ in pairs if gt.lesion_mask is not None}
-
-
-def _dice(pairs, masks: dict[str, sitk.Image], thresholds: Sequence[float]) -> Optional[dict[str, Any]]:
-    if not masks:
-        return None
+def _images(pairs, criteria: Sequence[int], with_dice: bool, with_froc: bool, froc_rule: HitRule,
+            dice_thresholds: Sequence[float], progress: ProgressCallback
+            ) -> tuple[Optional[dict[str, Any]], dict[int, list[CaseHits]]]:
+    """DSC and FROC hits, reading each case's lesion mask once (and dropping it after)."""
     per_patient: dict[str, dict[str, Optional[float]]] = {}
-    without_map = []
-    for gt, det in pairs:
-        if gt.case_id not in masks:
-            continue
-        if det is None or det.probability_map is None:
-            without_map.append(gt.case_id)
-            continue
-        prob = read_image(det.probability_map, f"probability map of case {gt.case_id!r}")
-        per_patient[gt.case_id] = case_dice(prob, masks[gt.case_id], thresholds)
-    summary = dice_summary(per_patient, thresholds)
+    without_map: list[str] = []
+    hits: dict[int, list[CaseHits]] = {k: [] for k in criteria}
+    n_masks = 0
+    for i, (gt, det) in enumerate(pairs):
+        progress(i / max(len(pairs), 1), f"masks and maps of {gt.case_id}")
+        mask = read_image(gt.lesion_mask, f"lesion mask of case {gt.case_id!r}") if gt.lesion_mask else None
+        n_masks += mask is not None
+        if with_dice and mask is not None:
+            if det is None or det.probability_map is None:
+                without_map.append(gt.case_id)
+            else:
+                prob = read_image(det.probability_map, f"probability map of case {gt.case_id!r}")
+                per_patient[gt.case_id] = case_dice(prob, mask, dice_thresholds)
+        if with_froc:
+            regions = LesionRegions(mask) if mask is not None else None
+            for k in criteria:
+                hits[k].append(case_hits(gt, det.detections if det else [], None, k, froc_rule, regions))
+    if not with_dice or n_masks == 0:
+        return None, hits
+    summary = dice_summary(per_patient, dice_thresholds)
     summary["cases_with_mask_but_no_probability_map"] = without_map
     summary["note"] = ("Lesions of any GGG (benign included) against the map binarised at each threshold; "
                        "patients with empty mask and empty map have no DSC and are left out of the mean.")
-    return summary
+    return summary, hits
 
 
 def evaluate(detections: DetectionSet, ground_truth: GroundTruthSet, criteria: Sequence[int] = (1, 2, 3),
@@ -169,9 +174,6 @@ def evaluate(detections: DetectionSet, ground_truth: GroundTruthSet, criteria: S
         "cases": {"n_evaluated": n_patients, "evaluated": patient_ids, "missing": missing},
         "scores": {},
     }
-    masks: dict[str, sitk.Image] = {}
-    if with_dice or with_froc:
-        masks = _read_masks(pairs)
     steps = len(criteria) + 1
     for i, k in enumerate(criteria):
         key = criterion_key(k)
@@ -191,14 +193,15 @@ def evaluate(detections: DetectionSet, ground_truth: GroundTruthSet, criteria: S
                                np.arange(n_patients), counts, seed, given, thresholds_source)
         result[key] = {"lesion": lesion_level, "patient": patient_level}
         result["scores"][key] = {"lesion": [vars(x) for x in lesions], "patient": [vars(x) for x in patients]}
+    if with_dice or with_froc:
+        dice, hits = _images(pairs, criteria, with_dice, with_froc, froc_rule, dice_thresholds,
+                             sub_progress(progress, len(criteria) / steps, 1.0))
         if with_froc:
-            triples = [(gt, det.detections if det else [], masks.get(gt.case_id)) for gt, det in pairs]
-            result.setdefault("froc", {})[key] = froc(triples, k, froc_rule, fp_rates)
-    progress(len(criteria) / steps, "lesion segmentation DSC")
-    if with_dice:
-        result["dice"] = _dice(pairs, masks, dice_thresholds)
-        if result["dice"] is None:
-            result["dice_note"] = "No lesion masks in the ground truth; DSC not computed."
+            result["froc"] = {criterion_key(k): froc_from_hits(hits[k], froc_rule, fp_rates) for k in criteria}
+        if with_dice:
+            result["dice"] = dice
+            if dice is None:
+                result["dice_note"] = "No lesion masks in the ground truth; DSC not computed."
     progress(1.0, "evaluation done")
     return result
 

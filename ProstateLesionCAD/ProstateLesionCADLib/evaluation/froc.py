@@ -12,8 +12,8 @@ predicted GGG >= k):
   of a voxel centre of that lesion's ROI (or inside one of its voxels); with `same_slice`,
   only ROI voxels in the detection's slice of the mask grid count;
 - otherwise (no mask, no label, or the label absent from the mask): the detection centre
-  is within `distance_mm` of the lesion centre; with
-  `same_slice`, additionally |z_det - z_lesion| < slice_mm / 2 (LPS z, axial slices).
+  is within `distance_mm` of the lesion centre; with `same_slice`, additionally
+  |z_det - z_lesion| < slice_mm / 2 (LPS z, axial slices).
 A detection hitting at least one counted lesion is a true positive (several hits on one
 lesion are not false positives); every other kept detection is a false positive,
 including one on a lesion of lower GGG than the criterion (the paper's literal rule).
@@ -97,29 +97,53 @@ def _inside(det: Detection, lesion: Lesion, regions: LesionRegions) -> bool:
     return all(0 <= i < n for i, n in zip(idx, size)) and regions.array[idx[2], idx[1], idx[0]] == lesion.label
 
 
+@dataclass
+class CaseHits:
+    """One case under one criterion: kept detections' scores and the counted lesions each hits."""
+    scores: list[float]
+    hits: list[list[int]]  # per detection: indices (within the case) of the counted lesions it hits
+    n_lesions: int
+    used_mask: bool
+    ignored: int  # detections left out by ignore_other_lesions
+
+
+def case_hits(gt_case: GroundTruthCase, detections: Sequence[Detection], mask: Optional[sitk.Image], k: int,
+              rule: HitRule = HitRule(), regions: Optional[LesionRegions] = None) -> CaseHits:
+    """Apply the hit rule to one case (pass `regions` to reuse one mask across criteria)."""
+    if regions is None and mask is not None:
+        regions = LesionRegions(mask)
+    lesions = [lesion for lesion in gt_case.lesions if lesion.ggg >= k]
+    others = [lesion for lesion in gt_case.lesions if lesion.ggg < k]
+    out = CaseHits([], [], len(lesions), regions is not None and any(l.label is not None for l in lesions), 0)
+    for det in (detections if rule.all_detections else criterion_detections(detections, k)):
+        found = [j for j, lesion in enumerate(lesions) if is_hit(det, lesion, rule, regions)]
+        if not found and rule.ignore_other_lesions and any(is_hit(det, o, rule, regions) for o in others):
+            out.ignored += 1
+            continue
+        out.scores.append(float(det.score))
+        out.hits.append(found)
+    return out
+
+
 def froc(cases: Sequence[tuple[GroundTruthCase, Sequence[Detection], Optional[sitk.Image]]], k: int,
          rule: HitRule = HitRule(), fp_rates: Sequence[float] = FP_RATES) -> dict[str, Any]:
     """FROC of criterion GGG>=k over (gt_case, detections, lesion mask or None) triples."""
+    return froc_from_hits([case_hits(gt, dets, mask, k, rule) for gt, dets, mask in cases], rule, fp_rates)
+
+
+def froc_from_hits(per_case: Sequence[CaseHits], rule: HitRule = HitRule(),
+                   fp_rates: Sequence[float] = FP_RATES) -> dict[str, Any]:
+    """FROC curve and sensitivity at the given false-positive rates from per-case hits."""
     scores: list[float] = []
     hits: list[list[int]] = []  # per kept detection: global indices of the lesions it hits
     n_lesions = 0
-    masks_used = 0
-    ignored = 0
-    for gt_case, detections, mask in cases:
-        regions = LesionRegions(mask) if mask is not None else None
-        lesions = [lesion for lesion in gt_case.lesions if lesion.ggg >= k]
-        others = [lesion for lesion in gt_case.lesions if lesion.ggg < k]
-        if regions is not None and any(lesion.label is not None for lesion in lesions):
-            masks_used += 1
-        for det in (detections if rule.all_detections else criterion_detections(detections, k)):
-            found = [n_lesions + j for j, lesion in enumerate(lesions) if is_hit(det, lesion, rule, regions)]
-            if not found and rule.ignore_other_lesions and any(is_hit(det, o, rule, regions) for o in others):
-                ignored += 1
-                continue
-            scores.append(float(det.score))
-            hits.append(found)
-        n_lesions += len(lesions)
-    n_patients = len(cases)
+    for case in per_case:
+        scores.extend(case.scores)
+        hits.extend([n_lesions + j for j in found] for found in case.hits)
+        n_lesions += case.n_lesions
+    masks_used = sum(case.used_mask for case in per_case)
+    ignored = sum(case.ignored for case in per_case)
+    n_patients = len(per_case)
     result: dict[str, Any] = {"hit_rule": {"distance_mm": rule.distance_mm, "same_slice": rule.same_slice,
                                            "slice_mm": rule.slice_mm, "description": rule.describe(),
                                            "all_detections": rule.all_detections,
