@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from ProstateLesionCADLib.errors import FormatError, ModelError, ParameterError
+from ProstateLesionCADLib.errors import CaseError, FormatError, ModelError, ParameterError
 from ProstateLesionCADLib.evaluation import (HitRule, evaluate, froc, lesion_scores, match_lesion, metrics_at,
                                              patient_score, roc_auc, thresholds_block, working_points)
 from ProstateLesionCADLib.evaluation.bootstrap import resample_counts, sample_weights, weighted_auc
@@ -278,6 +278,8 @@ def test_dice_resamples_map_onto_mask_grid():
     empty = case_dice(_image(np.zeros((4, 10, 10), np.float32), (1.0, 1.0, 3.0), (0.0, 0.0, 0.0)),
                       _image(np.zeros((4, 10, 10), np.uint8), (1.0, 1.0, 3.0), (0.0, 0.0, 0.0)))
     assert empty == {"0.25": None, "0.5": None}
+    with pytest.raises(CaseError, match=r"outside \[0, 1\]"):
+        case_dice(_image(np.full((4, 10, 10), 255, np.uint8), (1.0, 1.0, 3.0), (0.0, 0.0, 0.0)), mask)
 
 
 def test_evaluate_dice_per_patient_and_mean(tmp_path):

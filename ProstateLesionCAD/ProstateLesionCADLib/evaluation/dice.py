@@ -65,6 +65,9 @@ def case_dice(probability: sitk.Image, mask: sitk.Image,
     """DSC at each threshold for one patient, keyed by the threshold as text ("0.25")."""
     truth = sitk.GetArrayFromImage(mask) > 0
     p = on_mask_grid(probability, mask)
+    if p.size and (float(p.max()) > 1.0 + 1e-6 or float(p.min()) < -1e-6):
+        raise CaseError(f"a lesion probability map has values outside [0, 1] (range {float(p.min()):g}..{float(p.max()):g}); "
+                        "DSC thresholds 0.25/0.5 need probabilities.")
     return {f"{t:g}": dice(p > t - POSITIVE_TOLERANCE, truth) for t in thresholds}
 
 

@@ -18,7 +18,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ..errors import FormatError, ParameterError
+from ..errors import CaseError, FormatError, ParameterError
 from ..formats import DetectionCase, DetectionSet, GroundTruthCase, GroundTruthSet
 from ..progress import ProgressCallback, silent, sub_progress
 from .bootstrap import percentile_ci, resample_counts, sample_weights, weighted_auc, weighted_rate
@@ -128,7 +128,10 @@ def _images(pairs, criteria: Sequence[int], with_dice: bool, with_froc: bool, fr
                 without_map.append(gt.case_id)
             else:
                 prob = read_image(det.probability_map, f"probability map of case {gt.case_id!r}")
-                per_patient[gt.case_id] = case_dice(prob, mask, dice_thresholds)
+                try:
+                    per_patient[gt.case_id] = case_dice(prob, mask, dice_thresholds)
+                except CaseError as exc:
+                    raise CaseError(f"{det.probability_map} (case {gt.case_id!r}): {exc}") from None
         if with_froc:
             regions = LesionRegions(mask) if mask is not None else None
             for k in criteria:
