@@ -286,8 +286,8 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     # ------------------------------------------------------------ background steps
 
     def statusLabel(self, step):
-        return {"registration": self.ui.registrationStatusLabel, "zones": self.ui.zonesStatusLabel}.get(
-            step, self.ui.detectStatusLabel)
+        return {"registration": self.ui.registrationStatusLabel, "zones": self.ui.zonesStatusLabel,
+                "install": self.ui.modelCardLabel}.get(step, self.ui.detectStatusLabel)
 
     def startStep(self, step):
         with slicer.util.tryWithErrorDisplay(f"Could not start the {step} step.", waitCursor=True):

@@ -254,7 +254,7 @@ def test_export_case_writes_what_the_views_show(tmp_path, case_files, scene_logi
     p.dwi_high = dwi
     # the user shifts ADC by 5 mm to the patient's right (+R) with a transform node
     transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "manual")
-    matrix = mrml_volumes.vtk_matrix(np.array([[1, 0, 0, 5.0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]))
+    matrix = slicer.util.vtkMatrixFromArray(np.array([[1, 0, 0, 5.0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]))
     transform.SetMatrixTransformToParent(matrix)
     p.adc.SetAndObserveTransformNodeID(transform.GetID())
     logic.zones_from_label_image(case_files["zones"])

@@ -22,6 +22,7 @@ from typing import Optional, Sequence
 import numpy as np
 import SimpleITK as sitk
 
+from .case_files import same_grid
 from .formats import Detection
 
 DEFAULT_BOX_MM = 10.0
@@ -115,12 +116,6 @@ def detection_mask(det: Detection, reference: sitk.Image,
 
 def mask_volume_cm3(mask: LesionMask, reference: sitk.Image) -> float:
     return mask.voxels * float(np.prod(reference.GetSpacing())) / 1000.0
-
-
-def same_grid(a: sitk.Image, b: sitk.Image, tol: float = 1e-3) -> bool:
-    return (a.GetSize() == b.GetSize() and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=tol)
-            and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=tol)
-            and np.allclose(a.GetDirection(), b.GetDirection(), atol=tol))
 
 
 def zones_on_grid(zones: sitk.Image, reference: sitk.Image) -> np.ndarray:

@@ -22,10 +22,10 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
-from ProstateLesionCADLib import coordinates, ggg_palette, lesion_masks
+from ProstateLesionCADLib import case_files, coordinates, ggg_palette, lesion_masks
 from ProstateLesionCADLib.formats import DetectionCase
 
-from .mrml_volumes import vtk_matrix
+from slicer.util import vtkMatrixFromArray
 
 CREATED_BY_ATTRIBUTE = "ProstateLesionCAD.CreatedBy"
 RUN_KEY_ATTRIBUTE = "ProstateLesionCAD.RunKey"
@@ -142,7 +142,7 @@ def oriented_image_from_mask(mask: lesion_masks.LesionMask, ijk_to_ras: np.ndarr
     image.SetExtent(i0, i0 + ni - 1, j0, j0 + nj - 1, k0, k0 + nk - 1)
     image.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
     numpy_support.vtk_to_numpy(image.GetPointData().GetScalars())[:] = mask.mask.astype(np.uint8).ravel()
-    image.SetImageToWorldMatrix(vtk_matrix(ijk_to_ras))
+    image.SetImageToWorldMatrix(vtkMatrixFromArray(ijk_to_ras))
     return image
 
 
@@ -151,7 +151,7 @@ def lesion_infos_from_case(case: DetectionCase, reference: sitk.Image, probabili
     """Rank detections by score and compute each one's mask, volume, zone and RAS centre."""
     prob = None
     if probability is not None:
-        if not lesion_masks.same_grid(probability, reference):
+        if not case_files.same_grid(probability, reference):
             probability = sitk.Resample(probability, reference, sitk.Transform(), sitk.sitkLinear, 0.0)
         prob = sitk.GetArrayFromImage(sitk.Cast(probability, sitk.sitkFloat32))
     zones_array = lesion_masks.zones_on_grid(zones, reference) if zones is not None else None

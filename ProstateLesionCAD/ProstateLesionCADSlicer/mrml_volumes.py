@@ -13,21 +13,10 @@ import numpy as np
 import SimpleITK as sitk
 import slicer
 import vtk
+from slicer.util import arrayFromVTKMatrix, vtkMatrixFromArray
 from vtk.util import numpy_support
 
 from ProstateLesionCADLib import coordinates
-
-
-def vtk_matrix(array: np.ndarray) -> vtk.vtkMatrix4x4:
-    m = vtk.vtkMatrix4x4()
-    for r in range(4):
-        for c in range(4):
-            m.SetElement(r, c, float(array[r, c]))
-    return m
-
-
-def numpy_matrix(matrix: vtk.vtkMatrix4x4) -> np.ndarray:
-    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
 
 
 def image_to_volume_node(scene, image: sitk.Image, name: str, node=None, label: bool = False):
@@ -40,7 +29,7 @@ def image_to_volume_node(scene, image: sitk.Image, name: str, node=None, label: 
     data = vtk.vtkImageData()
     data.SetDimensions(*image.GetSize())
     data.GetPointData().SetScalars(numpy_support.numpy_to_vtk(np.ascontiguousarray(array).ravel(), deep=True))
-    node.SetIJKToRASMatrix(vtk_matrix(coordinates.image_ijk_to_ras_matrix(image)))
+    node.SetIJKToRASMatrix(vtkMatrixFromArray(coordinates.image_ijk_to_ras_matrix(image)))
     node.SetAndObserveImageData(data)
     if node.GetDisplayNode() is None:
         node.CreateDefaultDisplayNodes()
@@ -59,7 +48,7 @@ def volume_node_to_image(node) -> sitk.Image:
     image = sitk.GetImageFromArray(array.reshape(dims[2], dims[1], dims[0]).copy())
     ijk_to_ras = vtk.vtkMatrix4x4()
     node.GetIJKToRASMatrix(ijk_to_ras)
-    origin, spacing, direction = coordinates.itk_geometry_from_ijk_to_ras(numpy_matrix(ijk_to_ras))
+    origin, spacing, direction = coordinates.itk_geometry_from_ijk_to_ras(arrayFromVTKMatrix(ijk_to_ras))
     image.SetOrigin(origin)
     image.SetSpacing(spacing)
     image.SetDirection(direction)
@@ -70,7 +59,7 @@ def ras_to_ijk(node, ras) -> tuple[float, float, float]:
     """Continuous voxel index of a RAS point in a volume node."""
     m = vtk.vtkMatrix4x4()
     node.GetRASToIJKMatrix(m)
-    return tuple(float(v) for v in (numpy_matrix(m) @ np.array([*ras, 1.0]))[:3])
+    return tuple(float(v) for v in (arrayFromVTKMatrix(m) @ np.array([*ras, 1.0]))[:3])
 
 
 def write_transform_to_itk_file(scene, transform_node, path: Path) -> Path:

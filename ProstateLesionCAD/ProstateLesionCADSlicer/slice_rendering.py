@@ -19,7 +19,7 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
-from .mrml_volumes import numpy_matrix
+from slicer.util import arrayFromVTKMatrix
 
 DISPLAYABLE_MANAGERS = ("vtkMRMLSegmentationsDisplayableManager2D", "vtkMRMLMarkupsDisplayableManager")
 
@@ -92,7 +92,7 @@ def render_axial(scene, app, volume_node, center_ras: Sequence[float], out_png: 
         writer.Write()
     pixels = numpy_support.vtk_to_numpy(grab.GetOutput().GetPointData().GetScalars())
     rgb = pixels.reshape(height, width, -1)[::-1, :, :3]  # VTK rows run bottom-up
-    ras_to_xy = np.linalg.inv(numpy_matrix(slice_node.GetXYToRAS()))
+    ras_to_xy = np.linalg.inv(arrayFromVTKMatrix(slice_node.GetXYToRAS()))
     return rgb, ras_to_xy
 
 
