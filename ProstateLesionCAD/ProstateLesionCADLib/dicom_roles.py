@@ -443,7 +443,7 @@ def _make_volume(role: str, series: DicomSeries, slices: list[SliceHeader], **ex
 
 # ---------------------------------------------------------------- classification
 
-_LOCALISER = re.compile(r"loc|scout|survey|pilot|localizer|localiser|3-?plane", re.IGNORECASE)
+_LOCALISER = re.compile(r"(^|[^a-z])loc([^a-z]|$)|locali[sz]er|scout|survey|pilot|3-?plane", re.IGNORECASE)
 _DYNAMIC = re.compile(r"dyn|dce|twist|perf|vibe|tricks|disco", re.IGNORECASE)
 _FA_MAP = re.compile(r"(^|[^a-z])fa([^a-z]|$)|fractional|tensor|dti", re.IGNORECASE)
 _EXP_MAP = re.compile(r"eadc|exp(onential)?[ _-]?adc", re.IGNORECASE)
