@@ -198,7 +198,7 @@ def preprocess(case: Case, prostate: Optional[sitk.Image] = None, zones: Optiona
                  f"({', '.join(f'{c:.1f}' for c in geometry.center_lps)}) mm")
 
     aligned = geometry.t2_offset() is not None
-    inside_t2 = None if aligned else geometry.inside_t2_mask()
+    inside_t2: Optional[np.ndarray] = None  # computed when first needed
     array = np.zeros((len(CHANNELS),) + tuple(reversed(geometry.crop.size)), np.float32)
     sources: dict[str, str] = {}
     norm: dict[str, list[float]] = {}
@@ -210,17 +210,19 @@ def preprocess(case: Case, prostate: Optional[sitk.Image] = None, zones: Optiona
             report((i + 1) / 11 * 0.9, f"{name}: missing, all-zero channel")
             continue
         transform = dwi_adc_transform if diffusion else None
+        native = transform is None and t2_grid.same_as(image)
         on_t2 = None
-        if normalise_over == "t2" or aligned:
-            if transform is None and t2_grid.same_as(image):
-                on_t2 = sitk.GetArrayFromImage(image).astype(np.float32)
-            else:
-                on_t2 = sitk.GetArrayFromImage(resample(image, t2_grid, "bspline", transform))
+        if native:
+            on_t2 = sitk.GetArrayFromImage(image).astype(np.float32)
+        elif normalise_over == "t2":
+            on_t2 = sitk.GetArrayFromImage(resample(image, t2_grid, "bspline", transform))
         if aligned and on_t2 is not None:
             # B-spline interpolation is exact on the T2 lattice: a copy equals resampling there.
             crop = geometry.extract_from_t2_array(on_t2)
         else:
             crop = sitk.GetArrayFromImage(resample(image, geometry.crop, "bspline", transform))
+            if inside_t2 is None:
+                inside_t2 = geometry.inside_t2_mask()
             crop[~inside_t2] = 0.0
         values = on_t2 if normalise_over == "t2" else crop
         if name == "ADC":
