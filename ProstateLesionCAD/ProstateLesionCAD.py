@@ -343,7 +343,12 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     def loadResult(self, step, out):
         if step == "registration":
             self.logic.load_registration_result(out)
-            self.ui.registrationStatusLabel.text = "Registered: ADC/DWI are under the transform node (edit it in Transforms)."
+            p = self.logic.params
+            moving = p.adc or p.dwi_high or p.dwi_low
+            # fusion view: the registered ADC/DWI over T2, to judge and correct the alignment
+            slicer.util.setSliceViewerLayers(background=p.t2, foreground=moving, foregroundOpacity=0.5)
+            self.ui.registrationStatusLabel.text = ("Registered: ADC/DWI are under the transform node; correct it in "
+                                                    "Transforms (translate/rotate) or Reset.")
         elif step == "zones":
             self.logic.load_zones_result(out)
             self.ui.zonesStatusLabel.text = "Zones ready: correct them in Segment Editor if needed."

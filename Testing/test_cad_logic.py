@@ -258,6 +258,12 @@ def test_export_case_writes_what_the_views_show(tmp_path, case_files, scene_logi
     transform.SetMatrixTransformToParent(matrix)
     p.adc.SetAndObserveTransformNodeID(transform.GetID())
     logic.zones_from_label_image(case_files["zones"])
+    # DCE as a sequence whose index is the acquisition time in seconds
+    sequence = scene.AddNewNodeByClass("vtkMRMLSequenceNode", "DCE")
+    for t, value in ((12.0, 1.0), (16.2, 2.0), (20.4, 3.0)):
+        frame = sitk.Image([40, 40, 10], sitk.sitkFloat32) + value
+        sequence.SetDataNodeAtValue(mrml_volumes.image_to_volume_node(scene, frame, f"t{t}"), f"{t}")
+    p.dce = [sequence]
     case_json = logic.export_case(tmp_path / "case")
     data = json.loads(case_json.read_text())
     assert data["format"] == "prostate-cad-case/1" and data["case_id"] == "P1"
@@ -273,6 +279,8 @@ def test_export_case_writes_what_the_views_show(tmp_path, case_files, scene_logi
     unmoved = sitk.GetArrayFromImage(case.dwi[1400.0])
     assert np.unravel_index(np.argmax(unmoved), unmoved.shape) == (5, 20, 20)
     assert np.array_equal(sitk.GetArrayFromImage(case.zones), sitk.GetArrayFromImage(case_files["zones"]))
+    assert [float(sitk.GetArrayFromImage(img).mean()) for img in case.dce] == [1.0, 2.0, 3.0]
+    assert case.dce_times == pytest.approx([0.0, 4.2, 8.4])
     assert not list(tmp_path.glob(".case-work*"))
 
 

@@ -185,10 +185,9 @@ class CadLogic:
         if p.ktrans is not None:
             case.ktrans = mrml_volumes.volume_node_to_image(p.ktrans)
             used.append(("KTRANS", p.ktrans))
-        dce = self._dce_volumes()
+        dce, times = self._dce_volumes()
         case.dce = [mrml_volumes.volume_node_to_image(n) for n in dce]
-        times = [n.GetAttribute(TIME_ATTRIBUTE) for n in dce]
-        case.dce_times = [float(t) for t in times] if dce and all(times) else []
+        case.dce_times = times
         used += [("DCE", n) for n in dce[:1]]
         case.zones = self.zones_image()
         case.used = [SeriesInfo(role=role, description=node.GetName(), source=node.GetID(), reason="selected in Slicer")
@@ -208,14 +207,28 @@ class CadLogic:
 
             shutil.rmtree(out.parent / f".{out.name}-work", ignore_errors=True)
 
-    def _dce_volumes(self) -> list:
-        nodes = []
+    def _dce_volumes(self) -> tuple[list, list[float]]:
+        """DCE time points (volume nodes in order) and their times in seconds ([] when unknown).
+
+        Times come from the loader's attribute on each volume, or from a sequence's index
+        values when they are numbers (seconds), relative to the first time point.
+        """
+        nodes, times = [], []
         for node in self.params.dce:
-            if node is not None and node.IsA("vtkMRMLSequenceNode"):
-                nodes += [node.GetNthDataNode(i) for i in range(node.GetNumberOfDataNodes())]
-            elif node is not None:
+            if node is None:
+                continue
+            if node.IsA("vtkMRMLSequenceNode"):
+                for i in range(node.GetNumberOfDataNodes()):
+                    nodes.append(node.GetNthDataNode(i))
+                    times.append(node.GetNthIndexValue(i) if node.GetIndexUnit() in ("s", "sec", "") else None)
+            else:
                 nodes.append(node)
-        return nodes
+                times.append(node.GetAttribute(TIME_ATTRIBUTE))
+        try:
+            seconds = [float(t) for t in times]
+        except (TypeError, ValueError):
+            return nodes, []
+        return nodes, [t - seconds[0] for t in seconds]
 
     # ------------------------------------------------------------ commands (run in the background by the panel)
 
