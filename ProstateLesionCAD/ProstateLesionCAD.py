@@ -78,7 +78,8 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.ui.criterionComboBox.addItem(f"GGG≥{k}", k)
         for label, value in (("Automatic", "auto"), ("CPU", "cpu"), ("GPU", "gpu")):
             self.ui.deviceComboBox.addItem(label, value)
-        self.ui.deviceInfoLabel.text = "Found: " + device.describe_devices()
+        self.ui.deviceInfoLabel.text = "Looking for devices…"
+        qt.QTimer.singleShot(0, self.updateDeviceInfo)  # imports torch: after the panel is shown
         self.ui.legendLabel.text = "  ".join(
             f'<span style="color:{c.hex}">&#9632;</span> {c.name} ({c.description})' for c in ggg_palette.PALETTE.values())
         self.ui.progressBar.setRange(0, 100)
@@ -213,6 +214,9 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.ui.modelCardLabel.text = model_catalog.model_card_text(package).replace("\n", "<br>")
         self.updateParameterNodeFromGUI()
         self.updatePresetButtons()
+
+    def updateDeviceInfo(self):
+        self.ui.deviceInfoLabel.text = "Found: " + device.describe_devices()
 
     def updatePresetButtons(self):
         presets = self.logic.model_presets(self.currentPackage(), self.logic.params.min_ggg)
