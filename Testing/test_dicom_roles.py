@@ -123,7 +123,7 @@ def test_choose_overrides_the_pick(prostatex_dir, scan_0218):
     assert sorted(k for k in plan.picks if k.startswith("DWI:")) == ["DWI:0", "DWI:100", "DWI:400", "DWI:800"]
     assert plan.picks["DWI:100"].series.number == 8
     assert plan_study(root, {"DWI:100": "8"}, series=scan_0218).picks["DWI:100"].series.number == 8
-    with pytest.raises(ParameterError, match=r"Series '5' chosen for ADC is not a ADC candidate.*9 'ep2d"):
+    with pytest.raises(ParameterError, match=r"Series '5' chosen for ADC is not among the ADC candidates.*9 'ep2d"):
         plan_study(root, {"ADC": "5"}, series=scan_0218)
     with pytest.raises(ParameterError, match="Unknown role 'FLAIR'"):
         plan_study(root, {"FLAIR": "5"}, series=scan_0218)

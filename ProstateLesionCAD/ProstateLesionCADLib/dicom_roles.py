@@ -734,7 +734,7 @@ def plan_study(root: str | os.PathLike, choose: Optional[dict] = None,
             for value in allowed:
                 if not any(_matches(s, value) for slot, cands in slots.items() if slot.split(":")[0] == family
                            for c in cands for s in _candidate_series(c)):
-                    raise ParameterError(f"Series {value!r} chosen for {family} is not a {family} series of {root}; "
+                    raise ParameterError(f"Series {value!r} chosen for {family} is not among the {family} candidates of {root}; "
                                          f"candidates: {_list_candidates(slots, family)}.")
             for slot in [k for k in slots if k.split(":")[0] == family]:
                 kept = [c for c in slots[slot] if any(_matches(s, v) for s in _candidate_series(c) for v in allowed)]
@@ -754,7 +754,7 @@ def plan_study(root: str | os.PathLike, choose: Optional[dict] = None,
             value = wanted[slot][0]
             matching = [c for c in candidates if any(_matches(s, value) for s in _candidate_series(c))]
             if not matching:
-                raise ParameterError(f"Series {value!r} chosen for {slot} is not a {slot} candidate of {root}; "
+                raise ParameterError(f"Series {value!r} chosen for {slot} is not among the {slot} candidates of {root}; "
                                      f"candidates: {_list_candidates(slots, slot)}.")
             chosen, how = matching[0], "chosen by the user"
             problem = _candidate_problem(chosen)
