@@ -191,8 +191,10 @@ def test_rerun_replaces_its_own_nodes_and_never_the_users(case_files, scene_logi
     logic.load_detections(case_files["path"])
     counts = {c: scene.GetNumberOfNodesByClass(c) for c in
               ("vtkMRMLSegmentationNode", "vtkMRMLMarkupsROINode", "vtkMRMLTableNode")}
+    total = scene.GetNumberOfNodes()
     seg2, _, _ = logic.load_detections(case_files["path"])
     assert {c: scene.GetNumberOfNodesByClass(c) for c in counts} == counts
+    assert scene.GetNumberOfNodes() == total  # display nodes of the old run go too
     assert scene.GetNodeByID(user_seg.GetID()) is user_seg and scene.GetNodeByID(user_roi.GetID()) is user_roi
     # the user moves one ROI of the run: the next run keeps it (renamed) and makes a fresh one
     moved = next(r for r in _nodes(scene, "vtkMRMLMarkupsROINode") if r.GetName().startswith("Lesion 2"))

@@ -281,7 +281,7 @@ class CadLogic:
                 moving.SetAndObserveTransformNodeID(None)
         node = p.registration_transform
         if node is not None:
-            self.scene.RemoveNode(node)
+            lesion_nodes.remove_with_dependents(self.scene, node)
         p.registration_transform = None
 
     def load_zones_result(self, out_dir) -> object:

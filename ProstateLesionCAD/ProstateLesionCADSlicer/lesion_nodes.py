@@ -127,9 +127,22 @@ def remove_run_nodes(scene, run_key: str) -> tuple[int, list]:
             node.SetName(node.GetName() + " (edited)")
             kept.append(node)
         else:
-            scene.RemoveNode(node)
+            remove_with_dependents(scene, node)
             removed += 1
     return removed, kept
+
+
+def remove_with_dependents(scene, node) -> None:
+    """Remove a node with its display and storage nodes (the scene leaves those behind)."""
+    dependents = []
+    if node.IsA("vtkMRMLDisplayableNode"):
+        dependents += [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())]
+    if node.IsA("vtkMRMLStorableNode"):
+        dependents += [node.GetNthStorageNode(i) for i in range(node.GetNumberOfStorageNodes())]
+    scene.RemoveNode(node)
+    for dependent in dependents:
+        if dependent is not None and scene.IsNodePresent(dependent):
+            scene.RemoveNode(dependent)
 
 
 # ---------------------------------------------------------------- creation
