@@ -464,13 +464,16 @@ def test_cli_preprocess_writes_channels_and_refuses_bad_masks(case0000, tmp_path
     zones_path = tmp_path / "zones.nrrd"
     sitk.WriteImage(zones, str(zones_path))
     out = tmp_path / "out"
+    ktrans_path = tmp_path / "ktrans.nrrd"  # any map on its own grid stands in for a Ktrans file
+    sitk.WriteImage(sitk.Cast(case0000.adc, sitk.sitkFloat32) / 1000.0, str(ktrans_path))
     assert main(["preprocess", str(sample_case_dir()), "--out", str(out), "--zones", str(zones_path),
-                 "--normalise-over", "crop"]) == 0
+                 "--ktrans", str(ktrans_path), "--normalise-over", "crop"]) == 0
     text = capsys.readouterr().out
     assert "PROGRESS 100.0" in text and "DWI_HIGH  DWI b800 (measured)" in text
     loaded = load_preprocessed(out)
     assert loaded.case_id == "ProstateX-0000" and loaded.geometry.center_source == "zones mask"
     assert loaded.normalise_over == "crop"
+    assert loaded.sources["KTRANS"] == "Ktrans" and loaded.channel("KTRANS").std() > 0.05
     cg_ch, pz_ch = loaded.channel("CG"), loaded.channel("PZ")
     assert cg_ch.any() and pz_ch.any() and not np.logical_and(cg_ch, pz_ch).any()
     expected_cg = sitk.GetArrayFromImage(loaded.geometry.from_t2(zones, "nearest")) == 1

@@ -167,7 +167,8 @@ class CropGeometry:
 
     def mdt_box_to_lps(self, box) -> tuple[np.ndarray, np.ndarray]:
         """An MDT Retina U-Net box (y1, x1, y2, x2, z1, z2) in (y, x, z) crop array
-        coordinates -> LPS [min, max] corners."""
+        coordinates -> LPS [min, max] corners. MDT boxes are continuous with voxel centres at
+        integers (its first anchor is centred on (0, 0, 0)), the convention used here."""
         y1, x1, y2, x2, z1, z2 = (float(v) for v in box)
         return self.box_crop_to_lps((x1, y1, z1), (x2, y2, z2))
 

@@ -11,6 +11,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--prostate", default=None, help="prostate mask (NRRD/NIfTI/MHA) to centre the crop on")
     parser.add_argument("--zones", default=None, help="zonal mask (1 = CG, 2 = PZ) for the CG/PZ channels")
+    parser.add_argument("--ktrans", default=None, help="Ktrans map file (ProstateX ships it apart from the DICOM)")
     parser.add_argument("--center", default=None, metavar="X,Y,Z",
                         help="crop centre in LPS mm instead of the prostate centroid")
     parser.add_argument("--normalise-over", choices=("t2", "crop"), default="t2",
@@ -56,7 +57,7 @@ def run(args) -> int:
     prostate = _read_mask(args.prostate, "prostate") if args.prostate else None
     zones = _read_mask(args.zones, "zonal") if args.zones else None
     progress(0.0, f"loading {args.path}")
-    case = load_case(args.path)
+    case = load_case(args.path, ktrans=args.ktrans)
     progress(0.2, f"loaded {case.case_id}: {', '.join(case.roles_present())}")
     prep = preprocess(case, prostate, zones, center_lps=center, normalise_over=args.normalise_over,
                       progress=sub_progress(progress, 0.2, 0.9))
