@@ -6,7 +6,7 @@ Each sub-verb lives in the library module that implements it, as
 
 from __future__ import annotations
 
-import importlib
+from ._subverbs import add_subverbs, run_subverb
 
 HELP = "Manage model packages: list, install from a file or URL, import-mdt, fetch-published."
 
@@ -20,15 +20,8 @@ SUBVERBS = {
 
 
 def add_arguments(parser) -> None:
-    sub = parser.add_subparsers(dest="models_verb", metavar="<sub-verb>")
-    sub.required = True
-    for name, (module_name, help_text) in SUBVERBS.items():
-        module = importlib.import_module(f"..{module_name}", __package__)
-        func = name.replace("-", "_")
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        getattr(module, f"add_{func}_arguments")(p)
-        p.set_defaults(_models_run=getattr(module, f"run_{func}"))
+    add_subverbs(parser, SUBVERBS)
 
 
 def run(args) -> int:
-    return args._models_run(args)
+    return run_subverb(args)
