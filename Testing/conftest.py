@@ -33,3 +33,19 @@ def reference_dir(shared_dir) -> Path:
 @pytest.fixture(scope="session")
 def repo_dir() -> Path:
     return REPO
+
+
+@pytest.fixture(scope="session")
+def prostatex_case(prostatex_dir):
+    """`prostatex_case("ProstateX-0218")`: a real study loaded once per test session
+    (ProstateX-0218 with its 70 DCE series takes tens of seconds). Treat the Case as read-only."""
+    from ProstateLesionCADLib.case_loading import load_case
+
+    cache = {}
+
+    def get(name: str):
+        if name not in cache:
+            cache[name] = load_case(prostatex_dir / name)
+        return cache[name]
+
+    return get

@@ -23,12 +23,6 @@ EXPECTED_CHANNELS = ("T2", "DWI_LOW", "DWI_HIGH", "ADC", "KTRANS", "DCE_T10", "D
 LESION_0000_LPS = (25.7457, 31.8707, -38.511)  # biopsied lesion of ProstateX-0000 (data/README.md)
 
 
-def _load(path):
-    from ProstateLesionCADLib.case_loading import load_case
-
-    return load_case(path)
-
-
 def _ellipsoid(reference: sitk.Image, center_lps, radii_mm, label: int = 1) -> sitk.Image:
     """A mask on `reference`'s grid: ellipsoid (axes along LPS) of the given radii."""
     grid = Grid.of(reference)
@@ -48,13 +42,13 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def case0000(prostatex_dir) -> Case:
-    return _load(prostatex_dir / "ProstateX-0000")
+def case0000(prostatex_case) -> Case:
+    return prostatex_case("ProstateX-0000")  # loaded once per session (conftest), read-only
 
 
 @pytest.fixture(scope="module")
-def case0218(prostatex_dir) -> Case:
-    return _load(prostatex_dir / "ProstateX-0218")
+def case0218(prostatex_case) -> Case:
+    return prostatex_case("ProstateX-0218")
 
 
 @pytest.fixture(scope="module")
