@@ -1,0 +1,70 @@
+"""prostate-cad grow: lesion masks grown from seed points (main paper, "Automated lesion growing")."""
+
+from __future__ import annotations
+
+HELP = "Grow lesion masks from seed points (ground-truth JSON or CSV x,y,z,ggg[,id] in LPS mm)."
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("path", help="case: DICOM folder, case folder or case.json")
+    parser.add_argument("--seeds", required=True, help="ground-truth JSON or CSV with x,y,z,ggg[,id] (LPS mm)")
+    parser.add_argument("--out", required=True, help="output folder (lesions.nrrd, ground-truth.json, grow.json)")
+    parser.add_argument("--case-id", default=None, help="which case of a multi-case seed JSON")
+    parser.add_argument("--prostate", default=None, help="prostate mask (or zones label map) on any grid: "
+                                                         "clips leaks out of the gland")
+    parser.add_argument("--transform", default=None, help="registration transform (ITK .h5/.tfm) applied to "
+                                                          "DWI and Ktrans before growing")
+    parser.add_argument("--max-volume-cc", type=float, default=10.0, help="clip a lesion larger than this (cm3)")
+
+
+def run(args) -> int:
+    import json
+    from pathlib import Path
+
+    import SimpleITK as sitk
+
+    from ..case_loading import load_case
+    from ..errors import CaseError
+    from ..formats import GroundTruthCase, GroundTruthSet, Lesion, write_ground_truth
+    from ..lesion_growing import GrowParams, grow_lesions, growing_sequences
+    from ..output_files import staged_output_dir
+    from ..progress import ConsoleProgress, sub_progress
+    from ..seeds import read_seeds
+
+    progress = ConsoleProgress()
+    params = GrowParams(max_volume_cc=args.max_volume_cc)
+    params.validate()
+    seeds = read_seeds(args.seeds, args.case_id)
+    progress(0.0, "loading case")
+    case = load_case(args.path, progress=sub_progress(progress, 0.0, 0.3))
+    transform = None
+    if args.transform:
+        try:
+            transform = sitk.ReadTransform(args.transform)
+        except RuntimeError:
+            raise CaseError(f"{args.transform}: not a readable ITK transform file.") from None
+    prostate = None
+    if args.prostate:
+        try:
+            prostate = sitk.ReadImage(args.prostate) > 0
+        except RuntimeError:
+            raise CaseError(f"{args.prostate}: not a readable image file.") from None
+    elif case.prostate is not None:
+        prostate = case.prostate
+    labels, reports = grow_lesions(case.t2, seeds, growing_sequences(case, transform), prostate, params,
+                                   sub_progress(progress, 0.3, 0.95))
+    gt = GroundTruthSet([GroundTruthCase(
+        case.case_id, [Lesion(r.seed.id, r.seed.ggg, r.seed.center_lps, r.label) for r in reports],
+        patient_ggg=max(r.seed.ggg for r in reports))])
+    with staged_output_dir(args.out) as stage:
+        sitk.WriteImage(sitk.Cast(labels, sitk.sitkUInt16), str(stage / "lesions.nrrd"), True)
+        gt.cases[0].lesion_mask = stage / "lesions.nrrd"
+        write_ground_truth(gt, stage / "ground-truth.json")
+        (stage / "grow.json").write_text(json.dumps({"case_id": case.case_id,
+                                                     "lesions": [r.summary() for r in reports]}, indent=1))
+    for r in reports:
+        flags = ", ".join(r.flags) or "none"
+        voted = "/".join(v.sequence for v in r.votes if v.status == "voted") or "none"
+        print(f"lesion {r.seed.id}: GGG{r.seed.ggg} {r.volume_cc:.2f} cm3, sequences {voted}, flags {flags}")
+    progress(1.0, f"wrote {Path(args.out) / 'lesions.nrrd'}")
+    return 0
