@@ -31,6 +31,7 @@ TISSUES: dict[str, dict[str, float]] = {
     "bone":    dict(t2=300, s0=60,  adc=500,  ktrans=0.02, pre=350, enh=0.08, tau_in=90, onset=10, k_out=0.0),
     "bladder": dict(t2=1050, s0=700, adc=2800, ktrans=0.0, pre=80, enh=0.0,  tau_in=90, onset=0,  k_out=0.0),
     "rectum":  dict(t2=230, s0=250, adc=1300, ktrans=0.10, pre=160, enh=0.70, tau_in=40, onset=6,  k_out=0.0),
+    "vesicle": dict(t2=820, s0=320, adc=1900, ktrans=0.05, pre=140, enh=0.30, tau_in=80, onset=10, k_out=0.0),
     "gas":     dict(t2=30,  s0=3,   adc=1000, ktrans=0.0,  pre=10,  enh=0.0,  tau_in=90, onset=0,  k_out=0.0),
     "pz":      dict(t2=520, s0=420, adc=1600, ktrans=0.12, pre=150, enh=0.45, tau_in=75, onset=8,  k_out=0.0),
     "cg":      dict(t2=290, s0=380, adc=1200, ktrans=0.18, pre=160, enh=0.60, tau_in=60, onset=7,  k_out=0.0),
@@ -109,6 +110,11 @@ _TERMS = {
     "y": lambda d: d[:, 1],
 }
 _EVEN_TERMS = ("xx_yy", "zz", "xy", "xz", "yz", "xxyy")
+
+
+def _rot_z(deg: float) -> np.ndarray:
+    t = np.deg2rad(deg)
+    return np.array([[np.cos(t), -np.sin(t), 0.0], [np.sin(t), np.cos(t), 0.0], [0.0, 0.0, 1.0]])
 
 
 def random_rotation(rng: np.random.Generator, max_deg: float) -> np.ndarray:
@@ -217,7 +223,8 @@ def make_anatomy(rng: np.random.Generator, n_lesions: int, gggs: list[int],
     """Draw one pelvis: gland 25–60 cm³, CG anterior-central, background organs, lesions."""
     volume_mm3 = rng.uniform(25.0, 60.0) * 1000.0
     shape = np.array([1.30, 1.0, 1.10]) * rng.uniform(0.9, 1.1, size=3)  # LR > SI > AP
-    scale = np.cbrt(volume_mm3 / (4.0 / 3.0 * np.pi * np.prod(shape)))
+    # the flattened rectal side and narrower apex remove ~11% of the ellipsoid's volume
+    scale = np.cbrt(volume_mm3 / (0.89 * 4.0 / 3.0 * np.pi * np.prod(shape)))
     a, b, c = shape * scale
     prostate = Solid(center=np.zeros(3), radii=np.array([a, b, c]), rotation=random_rotation(rng, 6.0),
                      modulation={"post_flat": rng.uniform(0.12, 0.22), "apex": rng.uniform(0.05, 0.15),
@@ -230,8 +237,9 @@ def make_anatomy(rng: np.random.Generator, n_lesions: int, gggs: list[int],
                modulation={"xx_yy": rng.normal(0, 0.05), "xxyy": rng.normal(0, 0.1)})
     ob_gap = rng.uniform(8.0, 14.0)
     others: list[tuple[str, Solid]] = [
-        # obturator internus on both sides, pubic symphysis anterior, bladder anterior-superior,
-        # rectum (wall, then gas) posterior; later solids lie on top of earlier ones
+        # obturator internus on both sides, pubic symphysis anterior, seminal vesicles,
+        # bladder anterior-superior, rectum (wall, then gas) posterior; later solids lie on
+        # top of earlier ones and the gland on top of all
         ("muscle", Solid(np.array([a + ob_gap + 9.0, rng.normal(0, 3), 0.0]), np.array([9.0, 26.0, 1.0]),
                          random_rotation(rng, 0.0), {}, cylinder=True)),
         ("muscle", Solid(np.array([-(a + ob_gap + 9.0), rng.normal(0, 3), 0.0]), np.array([9.0, 26.0, 1.0]),
@@ -239,6 +247,11 @@ def make_anatomy(rng: np.random.Generator, n_lesions: int, gggs: list[int],
         ("bone", Solid(np.array([0.0, -(b + rng.uniform(14, 20) + 8.0), 6.0]), np.array([16.0, 8.0, 1.0]),
                        np.eye(3), {}, cylinder=True)),
     ]
+    for side in (-1.0, 1.0):  # seminal vesicles: fluid-filled, bright on T2, behind the base
+        others.append(("vesicle", Solid(np.array([side * rng.uniform(0.35, 0.55) * a, 0.75 * b, 0.85 * c]),
+                                        np.array([rng.uniform(12, 16), rng.uniform(4, 6), rng.uniform(6, 9)]),
+                                        random_rotation(rng, 15.0) @ _rot_z(side * rng.uniform(15, 35)),
+                                        {"xx_yy": rng.normal(0, 0.05)})))
     r_bladder = rng.uniform(22.0, 32.0)
     others.append(("bladder", Solid(np.array([rng.normal(0, 3), -0.35 * b, c + r_bladder - rng.uniform(4, 9)]),
                                     np.array([1.2, 0.9, 0.8]) * r_bladder, np.eye(3), {"xx_yy": 0.05})))

@@ -2,7 +2,8 @@
 
 `make_phantom(seed)` draws one study, deterministically per seed: a prostate-shaped
 gland (CG anterior-central, PZ posterior/peripheral crescent) in a pelvis-like
-background (fat, obturator muscles, pubic bone, bladder, rectum with gas), and 0–3
+background (fat, obturator muscles, pubic bone, seminal vesicles, bladder, rectum with
+gas), and 0–3
 lesions whose contrast depends on their Gleason grade group (GGG): darker on T2, lower
 ADC (hence brighter at high b), higher Ktrans, earlier and stronger DCE enhancement with
 washout. Sequences are rendered on realistic, different grids:
@@ -257,7 +258,7 @@ def make_phantom(seed: int, *, n_lesions: Optional[int] = None, ggg: Optional[li
     texture = _texture(rng, shape_zyx, (0.5, 3.0, 3.0)).ravel()
     nodules = _texture(rng, shape_zyx, (1.0, 5.0, 5.0)).ravel()
     cg_soft = layers[len(anatomy.others) + 1][1]
-    t2 *= 1.0 + gland_soft * (0.07 * texture + cg_soft * 0.10 * nodules)
+    t2 *= 1.0 + 0.03 * texture + gland_soft * (0.05 * texture + cg_soft * 0.10 * nodules)
     t2 *= _bias(rng, u_t2, 0.2)
     t2 = _rician(rng, t2, 12.0)
     t2_img = _image(_scanner_int(t2).reshape(shape_zyx), t2_ref)
