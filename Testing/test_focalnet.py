@@ -1,0 +1,166 @@
+"""FocalNet unit tests (Cao et al. 2019): ordinal encoding, focal weight, losses, MFL gradient path,
+local maxima. The trained-model tests live in test_focalnet_model.py."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ProstateLesionCADLib.focalnet import ordinal
+from ProstateLesionCADLib.focalnet.losses import (cross_entropy_loss, focal_weight, focalnet_loss,
+                                                  mutual_finding_loss, ordinal_focal_loss)
+
+
+# ---------------------------------------------------------------- ordinal encoding (Table I)
+
+TABLE_I = {0: "00000", 1: "10000", 2: "11000", 3: "11100", 4: "11110", 5: "11111"}
+
+
+def test_encoding_is_table_one():
+    bits = ordinal.encode(np.arange(6))
+    assert bits.shape == (5, 6)
+    for k, code in TABLE_I.items():
+        assert "".join(str(b) for b in bits[:, k]) == code
+
+
+def test_decoding_highest_k_with_all_first_bits_on():
+    assert list(ordinal.decode(ordinal.encode(np.arange(6)))) == [0, 1, 2, 3, 4, 5]
+    # a hole stops the count: 1 1 0 1 1 is class 2; 0 1 1 1 1 is non-lesion
+    assert ordinal.decode(np.array([1, 1, 0, 1, 1])) == 2
+    assert ordinal.decode(np.array([0, 1, 1, 1, 1])) == 0
+    prob = np.array([0.9, 0.6, 0.4, 0.7, 0.1])[:, None, None]
+    assert ordinal.decode_probabilities(prob)[0, 0] == 2
+
+
+def test_encoding_keeps_spatial_shape_and_rejects_bad_classes():
+    labels = np.array([[0, 3], [5, 1]])
+    bits = ordinal.encode(labels)
+    assert bits.shape == (5, 2, 2) and bits[:, 1, 0].sum() == 5 and bits[:, 0, 0].sum() == 0
+    with pytest.raises(ValueError):
+        ordinal.encode(np.array([6]))
+
+
+def test_ggg_mapping():
+    assert [ordinal.class_to_ggg(k) for k in range(6)] == [0, 1, 2, 3, 3, 3]
+    assert [ordinal.ggg_to_class(g) for g in range(4)] == [0, 1, 2, 3]  # GGG0 benign = non-lesion
+    scores = ordinal.ggg_class_scores([0.9, 0.7, 0.2, 0.1, 0.0])
+    assert scores == pytest.approx({"0": 0.1, "1": 0.2, "2": 0.5, "3": 0.2})
+    assert sum(ordinal.ggg_class_scores([0.3, 0.8, 0.1, 0.0, 0.0]).values()) == pytest.approx(1.0)
+    assert min(ordinal.ggg_class_scores([0.3, 0.8, 0.1, 0.0, 0.0]).values()) >= 0.0
+
+
+# ---------------------------------------------------------------- focal loss (Eq. 1-2)
+
+def _logit(p: float) -> float:
+    return math.log(p / (1.0 - p))
+
+
+def test_paper_worked_example_non_lesion_pixel():
+    """A clear non-lesion pixel predicted 0.95 non-lesion: 0.022 to CE, 5.6e-5 to FL (Sec. II-C2).
+    The paper's numbers use base-10 logarithms and no alpha; ours use natural logarithms."""
+    logits = torch.full((1, 1, 1, 1), _logit(0.05))
+    target = torch.zeros((1, 1, 1, 1))
+    ce = float(cross_entropy_loss(logits, target))
+    fl = float(ordinal_focal_loss(logits, target, alpha=0.5, pool=1, reduction="none")) / 0.5  # undo (1 - alpha)
+    assert ce / math.log(10) == pytest.approx(0.0223, abs=5e-5)
+    assert fl / math.log(10) == pytest.approx(5.6e-5, rel=0.01)
+    assert fl / ce == pytest.approx(0.05 ** 2)
+    # the alpha = 0.75 weighting then scales a negative bit by 0.25 and a positive one by 0.75
+    fl75 = float(ordinal_focal_loss(logits, target, pool=1, reduction="none"))
+    assert fl75 == pytest.approx(0.25 * fl, rel=1e-5)
+    pos = float(ordinal_focal_loss(torch.full((1, 1, 1, 1), _logit(0.95)), torch.ones((1, 1, 1, 1)), pool=1,
+                                   reduction="none"))
+    assert pos == pytest.approx(0.75 * fl, rel=1e-5)
+
+
+def test_focal_weight_is_max_margin_over_channels_then_3x3_max_pool():
+    prob = torch.full((1, 5, 5, 5), 0.1)
+    target = torch.zeros((1, 5, 5, 5))
+    target[0, :3, 2, 2] = 1.0  # a GS 4+3 pixel in the middle ...
+    prob[0, :, 2, 2] = torch.tensor([0.9, 0.8, 0.3, 0.2, 0.1])  # ... predicted GS 3+4 (downgraded)
+    q = focal_weight(prob, target, pool=1)[0, 0]
+    assert float(q[2, 2]) == pytest.approx(0.7 ** 2)  # the missed third bit dominates
+    assert float(q[0, 0]) == pytest.approx(0.01)
+    pooled = focal_weight(prob, target)[0, 0]
+    assert torch.allclose(pooled[1:4, 1:4], torch.full((3, 3), 0.49))  # spreads to the 3x3 neighbourhood
+    assert float(pooled[0, 0]) == pytest.approx(0.01) and float(pooled[4, 4]) == pytest.approx(0.01)
+
+
+def test_ordinal_focal_loss_matches_equation_one():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 6, 6)
+    target = torch.from_numpy(ordinal.encode(np.random.default_rng(0).integers(0, 6, size=(2, 6, 6)))).permute(1, 0, 2, 3).float()
+    p = torch.sigmoid(logits).double()
+    y = target.double()
+    per_channel = -0.75 * y * torch.log(p) - 0.25 * (1 - y) * torch.log(1 - p)
+    q = torch.nn.functional.max_pool2d((y * (1 - p) ** 2 + (1 - y) * p ** 2).amax(1, keepdim=True), 3, 1, 1)
+    expected = (q * per_channel.sum(1, keepdim=True)).mean()
+    assert float(ordinal_focal_loss(logits, target)) == pytest.approx(float(expected), rel=1e-5)
+
+
+# ---------------------------------------------------------------- mutual finding loss (Eq. 3-4)
+
+class _PixelNet(torch.nn.Module):
+    """A 1x1-conv network: easy to reason about, enough to test which passes get gradients."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(2, 5, 1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def test_mfl_picks_the_closer_component_and_only_on_the_lesion_mask():
+    net = _PixelNet()
+    with torch.no_grad():
+        net.conv.weight.zero_()
+        net.conv.bias.zero_()
+        net.conv.weight[:, 0] = 4.0  # output driven by channel 0 only (T2): blanking ADC changes nothing
+        net.conv.weight[:, 1] = 0.0
+    x = torch.rand(1, 2, 4, 4) + 0.5
+    target = torch.zeros(1, 5, 4, 4)
+    target[0, 0, 1, 1] = 1.0
+    f_out = torch.sigmoid(net(x))
+    mfl = mutual_finding_loss(net, x, target, f_out)
+    assert float(mfl.detach()) == pytest.approx(0.0, abs=1e-12)  # T2-only output equals the full output
+    # outside the lesion mask nothing counts, whatever the outputs
+    assert float(mutual_finding_loss(net, x, torch.zeros_like(target), torch.zeros_like(f_out)).detach()) == 0.0
+    # against a reference of 0.5 on the lesion pixel: min over the two passes, divided by N = 16
+    ref = torch.full_like(f_out, 0.5)
+    t2_only = torch.sigmoid(net(torch.cat([x[:, :1], torch.zeros_like(x[:, 1:])], 1)))[0, 0, 1, 1]
+    adc_only = torch.sigmoid(net(torch.cat([torch.zeros_like(x[:, :1]), x[:, 1:]], 1)))[0, 0, 1, 1]
+    expected = min((0.5 - float(t2_only)) ** 2, (0.5 - float(adc_only)) ** 2) / 16
+    assert float(mutual_finding_loss(net, x, target, ref).detach()) == pytest.approx(expected)
+
+
+def test_mfl_sends_no_gradient_into_the_full_input_output():
+    torch.manual_seed(1)
+    net = _PixelNet()
+    x = torch.rand(2, 2, 4, 4)
+    target = torch.zeros(2, 5, 4, 4)
+    target[:, :2, 1:3, 1:3] = 1.0
+    f_out = torch.sigmoid(net(x))
+    f_out.retain_grad()
+    mfl = mutual_finding_loss(net, x, target, f_out)
+    mfl.backward()
+    assert f_out.grad is None  # the reference was detached: nothing flows back through f_out
+    assert net.conv.weight.grad is not None and float(net.conv.weight.grad.abs().sum()) > 0
+
+
+def test_combined_loss_kinds():
+    torch.manual_seed(2)
+    net = _PixelNet()
+    x = torch.rand(2, 2, 8, 8)
+    target = torch.zeros(2, 5, 8, 8)
+    target[:, :1, 2:5, 2:5] = 1.0
+    ce, _ = focalnet_loss(net, x, target, kind="ce")
+    fl, parts_fl = focalnet_loss(net, x, target, kind="fl")
+    both, parts = focalnet_loss(net, x, target, kind="fl+mfl", lam=50.0)
+    assert float(both) == pytest.approx(parts["fl"] + 50.0 * parts["mfl"], rel=1e-5)
+    assert parts["fl"] == pytest.approx(parts_fl["fl"]) and float(ce) > float(fl) > 0
+    with pytest.raises(ValueError):
+        focalnet_loss(net, x, target, kind="fl+mfl")
