@@ -415,6 +415,9 @@ def test_zones_without_prostate_mask_and_explicit_centre(phantom):
         assert prep.sources[name] == "missing" and not prep.channel(name).any()
     from ProstateLesionCADLib.preprocessing import crop_geometry_for
 
+    bad = sitk.Cast(phantom.case.zones, sitk.sitkUInt8) * 2  # labels 0, 2, 4
+    with pytest.raises(CaseError, match=r"zonal mask has labels \[4\]"):
+        preprocess(case, zones=bad)
     centre = phantom.ground_truth.lesions[0].center_lps
     geom = crop_geometry_for(case, zones=case.zones, center_lps=centre)
     assert geom.center_source == "given point"

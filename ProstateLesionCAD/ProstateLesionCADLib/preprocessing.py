@@ -113,6 +113,17 @@ def _binary(mask: sitk.Image, what: str) -> sitk.Image:
     return sitk.Cast(mask > 0, sitk.sitkUInt8)
 
 
+def _zone_labels(zones: sitk.Image) -> sitk.Image:
+    """The zonal mask as UInt8 with labels 0, 1 = CG, 2 = PZ (anything else is refused)."""
+    if zones.GetDimension() != 3:
+        raise CaseError(f"The zonal mask must be a 3D image, not {zones.GetDimension()}D.")
+    arr = sitk.GetArrayViewFromImage(zones)
+    bad = sorted(set(np.unique(arr).tolist()) - {0, 1, 2})
+    if bad:
+        raise CaseError(f"The zonal mask has labels {bad[:5]}; expected only 0 (background), 1 (CG) and 2 (PZ).")
+    return sitk.Cast(zones, sitk.sitkUInt8)
+
+
 def mask_centroid_lps(mask: sitk.Image, what: str = "prostate") -> np.ndarray:
     """Centroid (LPS mm) of all non-zero voxels of a mask."""
     stats = sitk.LabelShapeStatisticsImageFilter()
@@ -191,6 +202,8 @@ def preprocess(case: Case, prostate: Optional[sitk.Image] = None, zones: Optiona
         raise CaseError(f"Case {case.case_id} has no T2 image, which the pre-processing needs as reference.")
     prostate = prostate if prostate is not None else case.prostate
     zones = zones if zones is not None else case.zones
+    if zones is not None:
+        zones = _zone_labels(zones)  # refuse bad labels before any work
 
     geometry = crop_geometry_for(case, prostate, zones, center_lps)
     t2_grid = geometry.t2
@@ -235,7 +248,7 @@ def preprocess(case: Case, prostate: Optional[sitk.Image] = None, zones: Optiona
     # Masks: Gaussian label interpolation onto the crop grid, then binary channels.
     masks: dict[str, Optional[np.ndarray]] = {"PROSTATE": None, "CG": None, "PZ": None}
     if zones is not None:
-        z = sitk.GetArrayFromImage(resample(sitk.Cast(zones, sitk.sitkUInt8), geometry.crop, "label"))
+        z = sitk.GetArrayFromImage(resample(_zone_labels(zones), geometry.crop, "label"))
         masks["CG"], masks["PZ"] = (z == 1), (z == 2)
         masks["PROSTATE"] = z > 0
         sources.update(CG="zones mask label 1", PZ="zones mask label 2", PROSTATE="zones mask (CG + PZ)")
