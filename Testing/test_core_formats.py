@@ -88,6 +88,17 @@ def test_staged_output_leaves_nothing_on_failure_and_keeps_user_files(tmp_path):
     assert (out / "sub" / "a.json").is_file() and (out / "mine.txt").read_text() == "user"
 
 
+def test_atomic_file_gets_the_usual_mode(tmp_path):
+    import os
+    from ProstateLesionCADLib.output_files import atomic_file
+
+    with atomic_file(tmp_path / "a.json") as handle:
+        handle.write("{}")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
 def test_progress_lines_parse_back(capsys):
     progress = ConsoleProgress()
     sub_progress(progress, 0.5, 1.0)(0.5, "half of the second half")

@@ -35,6 +35,12 @@ def staged_output_dir(out_dir: str | os.PathLike) -> Iterator[Path]:
     shutil.rmtree(stage, ignore_errors=True)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator:
     """Open a temporary file beside `path`; rename it onto `path` only on success."""
@@ -42,6 +48,7 @@ def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the user's usual mode
     try:
         with open(tmp, mode) as handle:
             yield handle
