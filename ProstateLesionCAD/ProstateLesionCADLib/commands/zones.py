@@ -1,0 +1,56 @@
+"""prostate-cad zones: prostate, central gland and peripheral zone of a study's T2."""
+
+from __future__ import annotations
+
+HELP = ("Segment the prostate zones of a study's T2 (DICOM folder, case folder/.json, or a T2 image file): "
+        "writes DIR/zones.nrrd (1 = CG, 2 = PZ) and DIR/zones.json.")
+
+IMAGE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("path", help="DICOM folder, folder with case.json, case .json, or a T2 image file (NRRD/NIfTI/MHA)")
+    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (zones.nrrd, zones.json)")
+    parser.add_argument("--backend", choices=("taps", "cascade"), default="taps",
+                        help="prostate from the pretrained TAPS network (default) or from the cascade's CNN-1")
+    parser.add_argument("--model", default="zones-demo-cascade", metavar="NAME|PATH",
+                        help="zones model package (name of an installed one, or its folder) for the cascade")
+    parser.add_argument("--png", action="store_true", help="also write zones.png with the zone contours")
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from ZonalSegmentationLib.zonal_pipeline import contour_png, segment_zones, write_outputs
+
+    from ..output_files import staged_output_dir
+    from ..progress import ConsoleProgress, sub_progress
+
+    progress = ConsoleProgress()
+    path = Path(args.path)
+    if path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES):
+        from ..case_files import read_image_file
+
+        t2 = read_image_file(path, "T2")
+        case_id = path.name.split(".")[0]
+    else:
+        from ..case_loading import load_case
+
+        case = load_case(path, progress=sub_progress(progress, 0.0, 0.1))
+        t2, case_id = case.t2, case.case_id
+    result = segment_zones(t2, backend=args.backend, model=args.model, case_id=case_id,
+                           progress=sub_progress(progress, 0.1, 0.98))
+    with staged_output_dir(args.out) as stage:
+        write_outputs(result, stage)
+        if args.png:
+            contour_png(t2, result.zones, stage / "zones.png", f"{case_id} zones ({args.backend})")
+    report = result.report
+    vol = report["volumes_cm3"]
+    print(f"zones of {case_id}: prostate {vol['prostate']:.1f} cm³, central gland {vol['central_gland']:.1f} cm³, "
+          f"peripheral zone {vol['peripheral_zone']:.1f} cm³ -> {Path(args.out) / 'zones.nrrd'}")
+    for flag in report["qc"]["flags"]:
+        print(f"QC: {flag}")
+    for warning in report["warnings"]:
+        print(f"note: {warning}")
+    progress(1.0, "zones done")
+    return 0

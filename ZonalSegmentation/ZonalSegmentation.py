@@ -1,0 +1,256 @@
+"""ZonalSegmentation: prostate, central gland and peripheral zone of a T2, editable.
+
+Thin by design (STYLE.md): the Widget draws the panel and runs `prostate-cad zones` as a
+background child of Slicer's Python; the MRML work is in ZonalSegmentationSlicer
+(tested with the slicer-core wheel), the computation in ZonalSegmentationLib.
+"""
+
+import json
+import logging
+from pathlib import Path
+
+import qt
+import slicer
+import vtk
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.util import VTKObservationMixin
+
+from ProstateLesionCADSlicer import background_process
+from ZonalSegmentationSlicer.zonal_logic import ZonalLogic
+
+POLL_MS = 200
+BACKENDS = (("Pretrained TAPS gland network (real MRI)", "taps"), ("Cascade CNN-1 of the zones model", "cascade"))
+
+
+class ZonalSegmentation(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "Prostate Zonal Segmentation"
+        self.parent.categories = ["Prostate"]
+        self.parent.dependencies = []
+        self.parent.contributors = ["ProstateLesionCAD contributors"]
+        self.parent.helpText = """
+Segments the prostate, its central gland (CG) and peripheral zone (PZ) on an axial T2:
+the gland from the pretrained TAPS network (or the cascade's CNN-1), the CG from the
+cascade's CNN-2, PZ = prostate − CG. Correct the segments in Segment Editor, then press
+<b>Recompute PZ</b>. The bundled zones model is a demo trained on synthetic phantoms:
+on real MRI its CG/PZ split is not validated. <b>Not for clinical use.</b>
+"""
+        self.parent.acknowledgementText = """
+Method: Pellicer-Valero O.J. et al., Sci. Rep. 12, 2975 (2022), "Automated prostate zonal
+segmentation". Gland network: TAPS (lavlab-taps, MIT licence). Sample data: ProstateX
+(Litjens G. et al., TCIA 2017, doi:10.7937/K9TCIA.2017.MURS5CL), CC BY 3.0.
+"""
+
+
+class ZonalSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._process = None
+        self._packages = []
+
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/ZonalSegmentation.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = ZonalSegmentationLogic()
+
+        for label, value in BACKENDS:
+            self.ui.backendComboBox.addItem(label, value)
+        self.ui.progressBar.setRange(0, 100)
+        self.ui.cancelButton.enabled = False
+        self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
+        self.ui.applyButton.connect("clicked()", self.onApply)
+        self.ui.cancelButton.connect("clicked()", self.onCancel)
+        self.ui.editButton.connect("clicked()", self.onEdit)
+        self.ui.recomputePzButton.connect("clicked()", self.onRecomputePz)
+        self.ui.exportLabelmapButton.connect("clicked()", self.onExportLabelmap)
+        self.ui.exportTrainingButton.connect("clicked()", self.onExportTraining)
+        self.ui.segmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.showReport)
+        self._timer = qt.QTimer()
+        self._timer.setInterval(POLL_MS)
+        self._timer.connect("timeout()", self.onPoll)
+        self.refreshModels()
+
+    def cleanup(self):
+        if self._process is not None:
+            self._process.cancel()
+            self._process.cleanup()
+        self.removeObservers()
+
+    # ------------------------------------------------------------ models and their cards
+
+    def refreshModels(self):
+        from ProstateLesionCADLib.model_package import installed_packages
+
+        self._packages = installed_packages(task="zones")
+        self.ui.modelComboBox.clear()
+        for package in self._packages:
+            self.ui.modelComboBox.addItem(f"{package.name} {package.version}", str(package.root))
+        if not self._packages:
+            self.ui.modelCardLabel.text = "No zones model is installed (see prostate-cad models install)."
+
+    def onModelChanged(self, index):
+        if not 0 <= index < len(self._packages):
+            return
+        card = self._packages[index].card
+        dice = (card.get("training") or {}).get("validation_dice") or {}
+        scores = ", ".join(f"{k} {v:.2f}" for k, v in dice.items())
+        self.ui.modelCardLabel.text = (f"<b>{card['name']}</b> {card['version']}<br>{card.get('intended_use', '')}"
+                                       f"<br>Training data: {card.get('training_data', 'not stated')}"
+                                       + (f"<br>Validation Dice: {scores}" if scores else ""))
+        synthetic = "synthetic" in str(card.get("intended_use", "")).lower()
+        self.ui.syntheticWarningLabel.text = ("⚠ Trained on synthetic data — not for diagnosis; on real MRI the "
+                                              "central-gland split is not validated: check and correct it."
+                                              if synthetic else "")
+
+    # ------------------------------------------------------------ background run
+
+    def onApply(self):
+        with slicer.util.tryWithErrorDisplay("Zonal segmentation could not start.", waitCursor=True):
+            t2 = self.ui.t2Selector.currentNode()
+            index = self.ui.modelComboBox.currentIndex
+            model = self.ui.modelComboBox.itemData(index) if index >= 0 else "zones-demo-cascade"
+            backend = self.ui.backendComboBox.currentData
+            self._process, self._t2Node = self.logic.start(t2, backend, model), t2
+            self.ui.applyButton.enabled = False
+            self.ui.cancelButton.enabled = True
+            self.ui.progressBar.value = 0
+            self.ui.statusLabel.text = "Starting…"
+            self._timer.start()
+
+    def onPoll(self):
+        if self._process is None:
+            return
+        result = self._process.poll()
+        if result.percent is not None:
+            self.ui.progressBar.value = int(result.percent)
+            self.ui.statusLabel.text = result.message
+        if result.state == background_process.RUNNING:
+            return
+        self._timer.stop()
+        process, self._process = self._process, None
+        self.ui.applyButton.enabled = True
+        self.ui.cancelButton.enabled = False
+        try:
+            if result.state == background_process.SUCCEEDED:
+                with slicer.util.tryWithErrorDisplay("Could not read the zonal segmentation.", waitCursor=True):
+                    node, _ = self.logic.loadResult(process, self._t2Node)
+                    self.ui.segmentationSelector.setCurrentNode(node)
+                    self.ui.statusLabel.text = "Zones ready: correct them in Segment Editor if needed."
+            elif result.state == background_process.CANCELLED:
+                self.ui.statusLabel.text = "Cancelled; the scene is unchanged."
+            else:
+                self.ui.statusLabel.text = "Failed."
+                slicer.util.errorDisplay(f"Zonal segmentation failed: {result.error}")
+        finally:
+            process.cleanup()
+
+    def onCancel(self):
+        if self._process is not None:
+            self._process.cancel()
+
+    # ------------------------------------------------------------ corrections and export
+
+    def showReport(self, node=None):
+        report = json.loads(node.GetAttribute("ZonalSegmentation.Report") or "{}") if node else {}
+        volumes = report.get("volumes_cm3") or {}
+        self.ui.volumesLabel.text = ", ".join(f"{k.replace('_', ' ')} {v:.1f} cm³" for k, v in volumes.items())
+        flags = (report.get("qc") or {}).get("flags") or []
+        self.ui.qcLabel.text = "\n".join(f"QC: {f}" for f in flags + report.get("warnings", []))
+
+    def onEdit(self):
+        node = self.ui.segmentationSelector.currentNode()
+        slicer.util.selectModule("SegmentEditor")
+        if node is not None:
+            slicer.modules.SegmentEditorWidget.editor.setSegmentationNode(node)
+            slicer.modules.SegmentEditorWidget.editor.setSourceVolumeNode(self.ui.t2Selector.currentNode())
+
+    def onRecomputePz(self):
+        with slicer.util.tryWithErrorDisplay("Could not recompute the peripheral zone.", waitCursor=True):
+            counts = self.logic.zonal.recompute_pz(self.ui.segmentationSelector.currentNode(),
+                                                   self.ui.t2Selector.currentNode())
+            note = (f" ({counts['cg_outside_prostate']} central-gland voxels lie outside the prostate: extend the "
+                    "Prostate segment)" if counts["cg_outside_prostate"] else "")
+            self.ui.statusLabel.text = f"Peripheral zone recomputed: {counts['pz']} voxels{note}."
+
+    def onExportLabelmap(self):
+        with slicer.util.tryWithErrorDisplay("Could not export the label map.", waitCursor=True):
+            node = self.logic.exportLabelmap(self.ui.segmentationSelector.currentNode(), self.ui.t2Selector.currentNode())
+            self.ui.statusLabel.text = f"Label map '{node.GetName()}' created (1 = CG, 2 = PZ)."
+
+    def onExportTraining(self):
+        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), "Folder for training pairs")
+        if not folder:
+            return
+        with slicer.util.tryWithErrorDisplay("Could not export the training pair.", waitCursor=True):
+            t2 = self.ui.t2Selector.currentNode()
+            paths = self.logic.zonal.export_training_pair(self.ui.segmentationSelector.currentNode(), t2, Path(folder),
+                                                          t2.GetName())
+            self.ui.statusLabel.text = f"Wrote {paths[0].name} and {paths[1].name} to {folder}."
+
+
+class ZonalSegmentationLogic(ScriptedLoadableModuleLogic):
+    """MRML glue only; the work is in ZonalSegmentationSlicer.zonal_logic.ZonalLogic."""
+
+    def __init__(self, scene=None):
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.zonal = ZonalLogic(scene or slicer.mrmlScene)
+
+    def start(self, t2Node, backend="taps", model="zones-demo-cascade"):
+        process = background_process.BackgroundProcess(
+            [], extra_python_path=background_process.library_search_path())
+        t2File = self.zonal.write_t2(t2Node, process.work_dir)
+        process.argv = self.zonal.zones_command(t2File, process.work_dir / "out", backend, model)
+        process.start()
+        return process
+
+    def loadResult(self, process, t2Node):
+        runKey = f"zones:{t2Node.GetID()}"
+        return self.zonal.load_result(process.work_dir / "out", t2Node, runKey)
+
+    def exportLabelmap(self, segNode, t2Node):
+        from ProstateLesionCADSlicer import mrml_volumes
+
+        zones = self.zonal.zones_image(segNode, t2Node)
+        return mrml_volumes.image_to_volume_node(self.zonal.scene, zones, f"{segNode.GetName()} label map", label=True)
+
+    def run(self, t2Node, backend="taps", model="zones-demo-cascade", timeout=1800):
+        """Blocking run (self-test, scripts): returns the segmentation node."""
+        process = self.start(t2Node, backend, model)
+        try:
+            result = process.wait(timeout)
+            if result.state != background_process.SUCCEEDED:
+                raise RuntimeError(f"prostate-cad zones failed: {result.error}")
+            return self.loadResult(process, t2Node)[0]
+        finally:
+            process.cleanup()
+
+
+class ZonalSegmentationTest(ScriptedLoadableModuleTest):
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_zones_on_sample()
+
+    def test_zones_on_sample(self):
+        """The bundled sample's T2 -> three segments; PZ recompute keeps prostate = CG + PZ."""
+        from ProstateLesionCADLib.resources import sample_case_dir
+
+        t2Path = Path(sample_case_dir()) / "t2.nrrd"
+        t2Node = slicer.util.loadVolume(str(t2Path))
+        logic = ZonalSegmentationLogic()
+        node = logic.run(t2Node, backend="taps")
+        segmentation = node.GetSegmentation()
+        self.assertEqual(segmentation.GetNumberOfSegments(), 3)
+        counts = logic.zonal.recompute_pz(node, t2Node)
+        self.assertGreater(counts["prostate"], 0)
+        self.assertEqual(counts["pz"] + counts["cg"] - counts["cg_outside_prostate"], counts["prostate"])
+        logging.info("ZonalSegmentation self-test passed: %s", counts)
