@@ -263,6 +263,8 @@ def test_cli_writes_a_set(tmp_path):
                  "--slices", "12", "--deformation-mm", "2"]) == 0
     gt = read_ground_truth(out / "ground-truth.json")
     assert len(gt.cases) == 2 and all((out / c.case_id / "deformation.h5").is_file() for c in gt.cases)
+    extras = json.loads((out / "ground-truth.json").read_text())["cases"]
+    assert [e["phantom"]["deformation"] for e in extras] == [f"{c.case_id}/deformation.h5" for c in gt.cases]
     assert main(["phantoms", "--n", "0", "--out", str(tmp_path / "bad")]) == 2
     assert not (tmp_path / "bad").exists()
 

@@ -115,10 +115,18 @@ def _image(array_zyx: np.ndarray, ref: sitk.Image, pixel=sitk.sitkFloat32) -> si
 # ---------------------------------------------------------------- deformation
 
 def _make_deformation(rng: np.random.Generator, t2: sitk.Image, max_mm: float) -> sitk.BSplineTransform:
-    """A smooth BSpline deformation (3×3×2 mesh over the T2 field of view) whose largest
-    displacement over that field of view is `max_mm`: a common shift (patient motion)
-    plus independent control-point displacements (EPI distortion, gland deformation)."""
-    tx = sitk.BSplineTransformInitializer(t2, [3, 3, 2], order=3)
+    """A smooth BSpline deformation whose largest displacement over the T2 field of view is
+    `max_mm`: a common shift (patient motion) plus independent control-point displacements
+    (EPI distortion, gland deformation). Its mesh (4×4×3, control points ~25 mm apart)
+    spans 1.4× the T2 field of view so that the whole DWI field of view lies inside it
+    (outside its domain an ITK BSpline is the identity, which would leave a seam)."""
+    direction = np.array(t2.GetDirection()).reshape(3, 3)
+    size = np.array(t2.GetSize())
+    spacing = np.array(t2.GetSpacing())
+    center = np.array(t2.TransformContinuousIndexToPhysicalPoint(((size - 1) / 2.0).tolist()))
+    big = np.ceil(size * 1.4).astype(int)
+    domain = _grid(big, spacing, _centered_origin(center, big, spacing, direction), direction)
+    tx = sitk.BSplineTransformInitializer(domain, [4, 4, 3], order=3)
     n = len(tx.GetParameters()) // 3
     coeff = rng.normal(0.0, 1.0, size=(3, n)) + rng.normal(0.0, 1.0, size=(3, 1))
     coeff[2] *= 0.5  # through-plane motion is smaller than in-plane
@@ -139,10 +147,10 @@ def _inverse_points(tx: sitk.Transform, q: np.ndarray, cover: sitk.Image) -> np.
     size = [max(8, int(np.ceil(s * sp / 3.0)) + 1) for s, sp in zip(cover.GetSize(), cover.GetSpacing())]
     spacing = [(s - 1) * sp / (n - 1) for s, sp, n in zip(cover.GetSize(), cover.GetSpacing(), size)]
     direction = np.array(cover.GetDirection()).reshape(3, 3)
-    # extend by 25% on every side so points beyond the T2 field of view are still covered
-    margin = [0.25 * (n - 1) * sp for n, sp in zip(size, spacing)]
+    # extend by 20% on every side: the DWI field of view is larger than the T2's
+    margin = [0.2 * (n - 1) * sp for n, sp in zip(size, spacing)]
     origin = np.asarray(cover.GetOrigin()) - direction @ np.asarray(margin)
-    size = [int(n * 1.5) + 1 for n in size]
+    size = [int(n * 1.4) + 1 for n in size]
     field_img = sitk.TransformToDisplacementField(tx, sitk.sitkVectorFloat64, size, origin.tolist(), spacing,
                                                   cover.GetDirection())
     field = sitk.GetArrayFromImage(field_img)  # (z, y, x, 3)
@@ -381,7 +389,17 @@ def truth_entry(phantom: Phantom, json_path: Path, lesion_mask: Optional[Path]) 
         item["visibility"] = phantom.visibility.get(lid)
         item["diameter_mm"] = phantom.diameter_mm.get(lid)
     entry["phantom"] = {"seed": phantom.seed, "deformation_mm": phantom.deformation_mm}
+    if phantom.deformation is not None and lesion_mask is not None:
+        # the known T2 -> ADC/DWI transform, written beside the lesion mask by write_phantom
+        entry["phantom"]["deformation"] = _rel_path(lesion_mask.parent / "deformation.h5", json_path)
     return entry
+
+
+def _rel_path(path: Path, json_path: Path) -> str:
+    try:
+        return Path(path).resolve().relative_to(json_path.parent.resolve()).as_posix()
+    except ValueError:
+        return str(Path(path).resolve())
 
 
 def write_phantom(phantom: Phantom, out_dir, fmt: str = "nrrd", **dicom_options) -> Path:
