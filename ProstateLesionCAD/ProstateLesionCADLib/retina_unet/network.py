@@ -134,6 +134,7 @@ class Decoder(nn.Module):
         super().__init__()
         self.lateral = nn.ModuleList([nn.Conv3d(c, end_filts, 1) for c in in_channels])
         self.smooth = nn.ModuleList([nn.Conv3d(end_filts, end_filts, 3, padding=1) for _ in in_channels])
+        self.smooth[1].requires_grad_(False)  # unused, kept for the published state_dict layout
 
     def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
         pre = self.lateral[5](feats[5])

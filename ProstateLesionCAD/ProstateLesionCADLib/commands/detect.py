@@ -1,0 +1,23 @@
+"""prostate-cad detect: run a Retina U-Net detector package on a case."""
+
+from __future__ import annotations
+
+HELP = "Detect lesions in a case with a detector model; writes detections.json and lesion-probability.nrrd."
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("path", help="case: DICOM folder, folder with case.json, or a case JSON file")
+    parser.add_argument("--model", required=True, help="detector model package: installed name or folder")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--drop", default="", help="comma-separated sequences to blank, e.g. KTRANS,DCE (ablation)")
+    parser.add_argument("--tta", action="store_true", help="mirror test-time augmentation (y, x, both)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--zones", default=None, help="zonal label map (1 = CG, 2 = PZ) on any grid")
+    parser.add_argument("--prostate", default=None, help="prostate mask on any grid")
+    parser.add_argument("--transform", default=None, help="ADC->T2 transform file (skips automatic registration)")
+    parser.add_argument("--no-register", action="store_true", help="use ADC/DWI as they are (no registration)")
+
+
+def run(args) -> int:
+    from ..retina_unet.cli_detect import run_detect
+    return run_detect(args)

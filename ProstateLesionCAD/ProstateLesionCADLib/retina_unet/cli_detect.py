@@ -1,0 +1,38 @@
+"""Argument handling of `prostate-cad detect` (kept out of commands/ so the verb file stays tiny)."""
+
+from __future__ import annotations
+
+from ..case_files import read_image_file
+from ..case_loading import load_case
+from ..model_package import find_model
+from ..progress import ConsoleProgress, sub_progress
+from .pipeline import detect_case
+
+
+def _register(case, progress):
+    from ..registration import register_case
+    return register_case(case, progress=progress).transform
+
+
+def run_detect(args) -> int:
+    from .inference import expand_drop
+
+    progress = ConsoleProgress()
+    drop = [d for d in args.drop.split(",") if d.strip()]
+    expand_drop(drop)  # reject e.g. --drop T2 before any work
+    pkg = find_model(args.model, task="detector")
+    case = load_case(args.path, progress=sub_progress(progress, 0.0, 0.1))
+    zones = read_image_file(args.zones, "zones", label=True) if args.zones else None
+    prostate = read_image_file(args.prostate, "prostate", label=True) if args.prostate else None
+    transform = None
+    if args.transform:
+        from ..registration import read_transform
+        transform = read_transform(args.transform, case.t2)
+    report = detect_case(case, pkg, args.out, drop=drop, tta=args.tta,
+                         device=args.device, prostate=prostate, zones=zones, transform=transform,
+                         register=None if args.no_register else _register,
+                         progress=sub_progress(progress, 0.1, 1.0))
+    for message in report.messages:
+        print(f"note: {message}")
+    print(f"{len(report.detections.detections)} detections ({pkg.name} {pkg.version}) written to {args.out}")
+    return 0

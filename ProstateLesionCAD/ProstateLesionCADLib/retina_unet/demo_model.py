@@ -1,0 +1,112 @@
+"""The demo detector: a small Retina U-Net trained here on synthetic phantoms (issue 7 part 5).
+
+Phantoms (`phantoms.make_phantom`) go through the real pre-processing, are re-gridded to
+a small crop (32 x 32 x 16 voxels at 2 x 2 x 3 mm: a 64 x 64 x 48 mm field around the
+prostate, enough for the phantoms' glands of at most 60 cm3) and train a tiny network
+with the paper's losses, augmentation, channel drop and cross-validation on CPU in minutes. The package says in `intended_use`
+that it is a demo model trained on synthetic data.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from ..progress import silent
+from .network import make_config
+from .train_detector import training_case
+
+DEMO_NAME = "demo-retina-unet-phantoms"
+DEMO_CHANNELS = ["T2", "DWI_LOW", "DWI_HIGH", "ADC", "KTRANS", "PROSTATE", "CG", "PZ"]
+DEMO_CROP_SIZE = [32, 32, 16]  # x, y, z voxels
+DEMO_SPACING = [2.0, 2.0, 3.0]
+# phantoms on a coarse T2 grid keep the pre-processing fast; every lesion has a GGG
+DEMO_PHANTOM = {"size_xy": 64, "spacing": (1.25, 1.25, 3.0), "with_dce": False}
+DEMO_NETWORK = {"start_filts": 4, "n_blocks": [1, 1, 1, 1], "n_rpn_features": 12,
+                "patch_size": [DEMO_CROP_SIZE[1], DEMO_CROP_SIZE[0], DEMO_CROP_SIZE[2]],
+                "n_channels": len(DEMO_CHANNELS)}
+DEMO_TRAINING = {"batch_size": 4, "batches_per_epoch": 25, "epochs": 16, "n_folds": 3, "save_n_models": 2,
+                 "lr_min": 3e-4, "lr_max": 2e-3, "lr_half_cycle_batches": 50, "lr_gamma": 0.9995,
+                 "aug_elastic_p": 0.15, "seed": 0}
+
+
+def demo_phantom(seed: int, case_id: Optional[str] = None, **overrides):
+    """One phantom of the demo distribution: 1-3 lesions with GGG drawn uniformly."""
+    from ..phantoms import make_phantom
+
+    rng = np.random.default_rng(seed)
+    ggg = [int(g) for g in rng.integers(0, 4, size=int(rng.integers(1, 4)))]
+    kw = dict(DEMO_PHANTOM, ggg=ggg, case_id=case_id or f"DemoPhantom-{seed}")
+    kw.update(overrides)
+    return make_phantom(seed, **kw)
+
+
+def phantom_training_cases(seeds: list[int], cache: Optional[Path] = None, progress=None) -> list:
+    """Pre-processed demo phantoms as TrainingCases (cached in a pickle when `cache` is given)."""
+    from ..preprocessing import preprocess
+
+    progress = progress or silent
+    if cache is not None and cache.is_file():
+        cases = pickle.loads(cache.read_bytes())
+        if [c.case_id for c in cases] == [f"DemoPhantom-{s}" for s in seeds]:
+            return [regrid_training_case(c, DEMO_CROP_SIZE, DEMO_SPACING) for c in cases]
+    cases = []
+    for i, seed in enumerate(seeds):
+        progress(i / len(seeds), f"phantom {i + 1}/{len(seeds)}")
+        ph = demo_phantom(seed)
+        prep = preprocess(ph.case)
+        cases.append(training_case(prep, ph.lesion_mask, ph.ground_truth, DEMO_CHANNELS, DEMO_CROP_SIZE,
+                                   DEMO_SPACING))
+    if cache is not None:
+        cache.write_bytes(pickle.dumps(cases))
+    return cases
+
+
+def regrid_training_case(case, size, spacing):
+    """A TrainingCase on another crop grid around the same centre (images linear, labels nearest)."""
+    import SimpleITK as sitk
+
+    from ..crop_geometry import CropGeometry, resample
+    from .training import TrainingCase
+
+    g = case.geometry
+    if list(g.crop.size) == list(size) and np.allclose(g.crop.spacing, spacing):
+        return case
+    geom = CropGeometry.around(g.t2, g.center_lps, g.center_source, size, spacing)
+
+    def move(arr_yxz, mode):
+        img = g.as_crop_image(arr_yxz, layout="yxz")
+        out = sitk.GetArrayFromImage(resample(img, geom.crop, mode))
+        return np.ascontiguousarray(np.transpose(out, (1, 2, 0)))
+
+    masks = [DEMO_CHANNELS[i] in ("PROSTATE", "CG", "PZ") for i in range(len(case.image))]
+    image = np.stack([move(c, "nearest" if m else "linear") for c, m in zip(case.image, masks)]).astype(np.float32)
+    labels = move(case.labels.astype(np.int16), "nearest").astype(np.int16)
+    return TrainingCase(case.case_id, image, labels, case.lesion_ggg, case.classify, geom, case.gt_case)
+
+
+def demo_card() -> dict[str, Any]:
+    return {"name": DEMO_NAME, "version": "1",
+            "intended_use": "DEMO MODEL trained on synthetic phantoms only, for trying the software; "
+                            "it has never seen a real MRI and must not be used on patients.",
+            "crop_size": DEMO_CROP_SIZE, "spacing": DEMO_SPACING,
+            "training_data": "synthetic phantoms (ProstateLesionCADLib.phantoms, demo_model.DEMO_PHANTOM)",
+            "licence": "Apache-2.0",
+            "ensemble": {"wbc_fold_pooling": "per_member", "segmentation_mode": "softmax_mean",
+                         "min_confidence": 0.05}}
+
+
+def train_demo(out: str | Path, n_cases: int = 48, seed: int = 100, cache: Optional[Path] = None,
+               training: Optional[dict[str, Any]] = None, progress=None):
+    from .training import make_split, training_settings
+    from .train_detector import cross_validate
+
+    seeds = [seed + i for i in range(n_cases)]
+    cases = phantom_training_cases(seeds, cache, progress)
+    settings = training_settings({**DEMO_TRAINING, **(training or {})})
+    split = make_split([c.case_id for c in cases], settings["n_folds"], settings["seed"])
+    cfg = make_config(**DEMO_NETWORK)
+    return cross_validate(cases, split, out, cfg, DEMO_CHANNELS, settings, demo_card(), progress=progress)
