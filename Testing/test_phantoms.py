@@ -249,7 +249,9 @@ def test_bad_parameters_are_refused(tmp_path):
     with pytest.raises(ParameterError, match="deformation_mm"):
         make_phantom(0, deformation_mm=-1)
     with pytest.raises(ParameterError, match="format"):
-        write_phantom(make_phantom(0, size_xy=32, n_slices=8, with_dce=False), tmp_path / "x", "png")
+        write_phantom(make_phantom(0, n_lesions=0, size_xy=32, n_slices=8, with_dce=False), tmp_path / "x", "png")
+    with pytest.raises(ParameterError, match="field of view"):  # 20 mm across: no room for a lesion
+        make_phantom(0, ggg=[2, 2, 2], size_xy=32, n_slices=8, with_dce=False)
     with pytest.raises(ParameterError, match="at least 1"):
         make_phantom_set(0, 0, tmp_path / "none")
     assert not (tmp_path / "none").exists()

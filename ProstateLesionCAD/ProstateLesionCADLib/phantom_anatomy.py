@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .errors import ParameterError
+
 # Tissue table. Every solid is one tissue; lesions get per-lesion values (see lesion_tissue).
 # t2: T2-weighted TSE signal; s0: DWI signal at b=0 (fat-suppressed EPI); adc: 1e-6 mm²/s;
 # ktrans: 1/min; pre: T1-weighted pre-contrast signal; enh: relative peak enhancement;
@@ -219,7 +221,8 @@ def layer_weights(layers: list[tuple[dict, np.ndarray]]) -> tuple[list[dict], np
 
 def make_anatomy(rng: np.random.Generator, n_lesions: int, gggs: list[int],
                  single_modality_fraction: float, zone_choices: list[str] | None = None,
-                 diameters: list[float] | None = None) -> Anatomy:
+                 diameters: list[float] | None = None,
+                 fov: tuple[np.ndarray, np.ndarray] | None = None) -> Anatomy:
     """Draw one pelvis: gland 25–60 cm³, CG anterior-central, background organs, lesions."""
     volume_mm3 = rng.uniform(25.0, 60.0) * 1000.0
     shape = np.array([1.30, 1.0, 1.10]) * rng.uniform(0.9, 1.1, size=3)  # LR > SI > AP
@@ -266,7 +269,8 @@ def make_anatomy(rng: np.random.Generator, n_lesions: int, gggs: list[int],
     for i in range(n_lesions):
         zone = zone_choices[i] if zone_choices else ("PZ" if rng.uniform() < 0.7 else "CG")
         diameter = diameters[i] if diameters else None
-        anatomy.lesions.append(_place_lesion(rng, anatomy, i + 1, gggs[i], zone, single_modality_fraction, diameter))
+        anatomy.lesions.append(_place_lesion(rng, anatomy, i + 1, gggs[i], zone, single_modality_fraction,
+                                             diameter, fov))
     return anatomy
 
 
@@ -291,10 +295,11 @@ def _sphere_dirs() -> np.ndarray:
 
 
 def _place_lesion(rng: np.random.Generator, anatomy: Anatomy, lesion_id: int, ggg: int, zone: str,
-                  single_modality_fraction: float, diameter: float | None = None) -> LesionSpec:
+                  single_modality_fraction: float, diameter: float | None = None,
+                  fov: tuple[np.ndarray, np.ndarray] | None = None) -> LesionSpec:
     """A lobulated ellipsoid 5–15 mm across (or `diameter`), wholly inside the gland (0.5 mm
     margin), centred in the requested zone, apart from the other lesions; shrinks if it
-    cannot fit."""
+    cannot fit. `fov` (body-frame box) is the imaged region the lesion must stay in (1 mm)."""
     drawn = rng.uniform(5.0, 15.0)
     diameter = float(diameter) if diameter else drawn
     aspect = rng.uniform(0.8, 1.2, size=3)
@@ -302,8 +307,8 @@ def _place_lesion(rng: np.random.Generator, anatomy: Anatomy, lesion_id: int, gg
     modulation = {k: rng.normal(0, 0.06) for k in _EVEN_TERMS}
     want = 1 if zone == "CG" else 2
     p = anatomy.prostate
-    for attempt in range(400):
-        if attempt and attempt % 80 == 0:
+    for attempt in range(1000):
+        if attempt and attempt % 100 == 0:
             diameter = max(3.0, diameter * 0.85)
         radii = diameter / 2.0 * aspect / np.cbrt(np.prod(aspect))
         center = p.center + p.rotation @ (rng.uniform(-0.9, 0.9, size=3) * p.radii)
@@ -314,12 +319,15 @@ def _place_lesion(rng: np.random.Generator, anatomy: Anatomy, lesion_id: int, gg
         surface = center + (_sphere_dirs() * radii * 1.35) @ rotation.T
         if not np.all(p.contains(surface, margin=0.5)):
             continue
+        if fov is not None and (np.any(surface < fov[0] + 1.0) or np.any(surface > fov[1] - 1.0)):
+            continue
         if any(np.linalg.norm(center - o.solid.center) < (diameter + o.diameter_mm) / 2.0 + 3.0
                for o in anatomy.lesions):
             continue
         break
     else:
-        raise RuntimeError("could not place a lesion inside the phantom gland")  # pragma: no cover
+        raise ParameterError(f"lesion {lesion_id} ({zone}) does not fit inside the imaged part of the phantom "
+                             f"gland; use a larger field of view (size_xy, n_slices, spacing) or fewer lesions.")
     visibility = "both"
     if single_modality_fraction > 0 and rng.uniform() < single_modality_fraction:
         visibility = "t2_only" if rng.uniform() < 0.5 else "adc_only"

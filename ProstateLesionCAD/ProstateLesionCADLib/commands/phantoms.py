@@ -17,8 +17,16 @@ def add_arguments(parser) -> None:
                         help="share of lesions visible only on T2 or only on ADC/DWI (default 0)")
     parser.add_argument("--size", type=int, default=128, help="T2 matrix size in-plane (default 128)")
     parser.add_argument("--slices", type=int, default=24, help="number of slices (default 24)")
+    parser.add_argument("--oblique-deg", type=float, default=0.0,
+                        help="tilt of the axial slices about the left-right axis (default 0)")
     parser.add_argument("--no-dce", action="store_true", help="leave out the DCE time series")
     parser.add_argument("--no-ktrans", action="store_true", help="leave out the Ktrans map")
+    parser.add_argument("--dwi-layout", choices=("single_series", "per_b"), default="single_series",
+                        help="DICOM: all b-values interleaved in one series (default) or one series per b-value")
+    parser.add_argument("--dce-layout", choices=("per_time_point", "single_series"), default="per_time_point",
+                        help="DICOM: one series per DCE time point (default, like ProstateX) or one series")
+    parser.add_argument("--b-value-tag", choices=("both", "standard", "siemens"), default="both",
+                        help="DICOM: write b-values in (0018,9087), Siemens (0019,100C) or both (default)")
 
 
 def run(args) -> int:
@@ -29,6 +37,8 @@ def run(args) -> int:
                            deformation_mm=args.deformation_mm,
                            single_modality_fraction=args.single_modality_fraction,
                            size_xy=args.size, n_slices=args.slices,
-                           with_dce=not args.no_dce, with_ktrans=not args.no_ktrans)
+                           oblique_deg=args.oblique_deg, with_dce=not args.no_dce, with_ktrans=not args.no_ktrans,
+                           **({"dwi_layout": args.dwi_layout, "dce_layout": args.dce_layout,
+                               "b_value_tag": args.b_value_tag} if args.format == "dicom" else {}))
     print(f"{args.n} phantoms written to {out} (ground truth: {out / 'ground-truth.json'})")
     return 0
