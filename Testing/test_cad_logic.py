@@ -14,6 +14,7 @@ import pytest
 import SimpleITK as sitk
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ProstateLesionCAD"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ZonalSegmentation"))
 
 slicer = pytest.importorskip("slicer", reason="the slicer-core wheel is a dev dependency")  # noqa: E402
 
@@ -481,6 +482,8 @@ def test_step_commands_follow_what_the_cli_accepts(tmp_path, case_files, scene_l
     p.registration_transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
     assert "--no-register" in logic.detection_command(tmp_path / "case" / "case.json", tmp_path / "out")
     assert logic.registration_command(tmp_path / "c.json", tmp_path / "o")[-2:] == ["--preset", "fast"]
+    zones = logic.zones_command(tmp_path / "case" / "case.json", tmp_path / "z", python="py")
+    assert zones[:5] == ["py", "-m", "ProstateLesionCADLib", "zones", str(tmp_path / "case" / "t2.nrrd")]
     register_paper_only = argparse.ArgumentParser()
     register_paper_only.add_argument("--preset", choices=["paper"])
     logic._verbs = {"register": register_paper_only}

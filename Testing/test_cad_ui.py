@@ -32,7 +32,7 @@ EXPECTED_CLASS = {
     r"progressBar": {"QProgressBar"},
 }
 SLICER_PROVIDED = {"slicer", "vtk", "qt", "ctk", "numpy", "SimpleITK", "SampleData", "DICOMLib"}
-PROJECT = {"ProstateLesionCADLib", "ProstateLesionCADSlicer", "ZonalSegmentationLib", "ZonalSegmentation"}
+PROJECT = {"ProstateLesionCADLib", "ProstateLesionCADSlicer", "ZonalSegmentationLib", "ZonalSegmentationSlicer"}
 
 
 def _ui_widgets(path: Path) -> dict[str, str]:

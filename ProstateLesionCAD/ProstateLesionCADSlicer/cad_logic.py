@@ -15,7 +15,7 @@ from typing import Optional
 
 import SimpleITK as sitk
 
-from ProstateLesionCADLib import coordinates, formats, ggg_palette, lesion_masks
+from ProstateLesionCADLib import formats, ggg_palette, lesion_masks
 from ProstateLesionCADLib.errors import CaseError, FormatError, ModelError
 
 from . import lesion_nodes, mrml_volumes
@@ -26,7 +26,6 @@ B_VALUE_ATTRIBUTE = "ProstateLesionCAD.BValue"
 TIME_ATTRIBUTE = "ProstateLesionCAD.TimeSeconds"
 ROLE_ATTRIBUTE = "ProstateLesionCAD.Role"
 DEFAULT_B = {"DWI_LOW": 400.0, "DWI_HIGH": 800.0}  # when a DWI volume carries no b-value
-ZONE_SEGMENTS = ((1, "Central gland", (0.50, 0.68, 0.85)), (2, "Peripheral zone", (0.85, 0.70, 0.50)))
 
 # Step -> the CLI verb it needs.
 STEP_VERBS = {"registration": "register", "zones": "zones", "detection": "detect"}
@@ -239,7 +238,8 @@ class CadLogic:
         return cli_command("register", args, python)
 
     def zones_command(self, case_json: Path, out_dir: Path, python: Optional[str] = None) -> list[str]:
-        return cli_command("zones", [case_json, "--out", out_dir], python)
+        """The ZonalSegmentation module's command on the exported T2 (its defaults: TAPS gland + demo cascade)."""
+        return self.zonal_logic().zones_command(Path(case_json).parent / "t2.nrrd", out_dir, python=python)
 
     def detection_command(self, case_json: Path, out_dir: Path, python: Optional[str] = None) -> list[str]:
         p = self.params
@@ -284,52 +284,35 @@ class CadLogic:
             lesion_nodes.remove_with_dependents(self.scene, node)
         p.registration_transform = None
 
+    def zonal_logic(self):
+        """The ZonalSegmentation module's MRML logic on this scene (same extension, same rules)."""
+        from ZonalSegmentationSlicer.zonal_logic import ZonalLogic
+
+        return ZonalLogic(self.scene)
+
+    def _zones_run_key(self) -> str:
+        return f"zones:{self.params.case_id or 'case'}"
+
     def load_zones_result(self, out_dir) -> object:
-        """zones.nrrd (1 = CG, 2 = PZ) -> a zonal segmentation node (replacing the previous run's)."""
-        path = Path(out_dir) / "zones.nrrd"
-        if not path.is_file():
-            raise FormatError(f"{path}: the zonal segmentation wrote no zones.nrrd.")
-        return self.zones_from_label_image(sitk.ReadImage(str(path)))
+        """zones.nrrd (1 = CG, 2 = PZ) -> the zonal segmentation node (Prostate, Central gland,
+        Peripheral zone), replacing the previous run's unless the user edited it."""
+        p = self.params
+        node, _ = self.zonal_logic().load_result(Path(out_dir), p.t2, self._zones_run_key())
+        p.zones = node
+        return node
 
     def zones_from_label_image(self, labels: sitk.Image) -> object:
         p = self.params
-        run_key = f"zones:{p.case_id or 'case'}"
-        lesion_nodes.ensure_segmentation_converters()
-        lesion_nodes.remove_run_nodes(self.scene, run_key)
-        node = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Prostate zones")
-        node.CreateDefaultDisplayNodes()
-        array = sitk.GetArrayFromImage(labels)
-        ijk_to_ras = coordinates.image_ijk_to_ras_matrix(labels)
-        for label, name, rgb in ZONE_SEGMENTS:
-            mask = lesion_masks.LesionMask((0, 0, 0), array == label, "label map")
-            node.AddSegmentFromBinaryLabelmapRepresentation(lesion_nodes.oriented_image_from_mask(mask, ijk_to_ras), name, rgb)
-        lesion_nodes.tag_node(node, run_key, "Zonal segmentation")
-        lesion_nodes.seal(node)
+        node = self.zonal_logic().segmentation_from_zones(labels, p.t2, self._zones_run_key())
         p.zones = node
         return node
 
     def zones_image(self) -> Optional[sitk.Image]:
-        """The (possibly hand-edited) zonal segmentation as a label map (1 = CG, 2 = PZ) on the T2 grid."""
+        """The (possibly hand-edited) zones as a label map (1 = CG, 2 = PZ) on the T2 grid; PZ = prostate - CG."""
         p = self.params
-        seg, t2 = p.zones, p.t2
-        if seg is None or t2 is None:
+        if p.zones is None or p.t2 is None:
             return None
-        import slicer
-        import vtk
-
-        ids = vtk.vtkStringArray()
-        segmentation = seg.GetSegmentation()
-        for _, name, _ in ZONE_SEGMENTS:
-            sid = segmentation.GetSegmentIdBySegmentName(name)
-            if not sid:
-                return None
-            ids.InsertNextValue(sid)
-        labelmap = self.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
-        try:
-            slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(seg, ids, labelmap, t2)
-            return mrml_volumes.volume_node_to_image(labelmap)
-        finally:
-            self.scene.RemoveNode(labelmap)
+        return self.zonal_logic().zones_image(p.zones, p.t2)
 
     def load_detections(self, path, case_id: Optional[str] = None, zones: Optional[sitk.Image] = None) -> tuple:
         """A detections file (DESIGN.md format) -> segmentation, ROIs and table for one case."""
