@@ -412,7 +412,7 @@ class ProstateLesionCADTest(ScriptedLoadableModuleTest):
             if available["zones"][0]:
                 self.delayDisplay("Zonal segmentation")
                 zones = logic.load_zones_result(self.run_step(logic, "zones", work))
-                self.assertEqual(zones.GetSegmentation().GetNumberOfSegments(), 2)
+                self.assertEqual(zones.GetSegmentation().GetNumberOfSegments(), 3)  # prostate, CG, PZ
             models = logic.detector_models()
             if available["detection"][0] and models:
                 self.delayDisplay(f"Detection with {models[0].name}")
