@@ -221,8 +221,7 @@ def layer_weights(layers: list[tuple[dict, np.ndarray]]) -> tuple[list[dict], np
 
 def make_anatomy(rng: np.random.Generator, n_lesions: int, gggs: list[int],
                  single_modality_fraction: float, zone_choices: list[str] | None = None,
-                 diameters: list[float] | None = None,
-                 fov: tuple[np.ndarray, np.ndarray] | None = None) -> Anatomy:
+                 diameters: list[float] | None = None) -> Anatomy:
     """Draw one pelvis: gland 25–60 cm³, CG anterior-central, background organs, lesions."""
     volume_mm3 = rng.uniform(25.0, 60.0) * 1000.0
     shape = np.array([1.30, 1.0, 1.10]) * rng.uniform(0.9, 1.1, size=3)  # LR > SI > AP
@@ -269,9 +268,34 @@ def make_anatomy(rng: np.random.Generator, n_lesions: int, gggs: list[int],
     for i in range(n_lesions):
         zone = zone_choices[i] if zone_choices else ("PZ" if rng.uniform() < 0.7 else "CG")
         diameter = diameters[i] if diameters else None
-        anatomy.lesions.append(_place_lesion(rng, anatomy, i + 1, gggs[i], zone, single_modality_fraction,
-                                             diameter, fov))
+        anatomy.lesions.append(_place_lesion(rng, anatomy, i + 1, gggs[i], zone, single_modality_fraction, diameter))
     return anatomy
+
+
+def _lesion_surface(solid: Solid) -> np.ndarray:
+    """Points just outside a lesion's largest possible extent (its radius modulation is < 35%)."""
+    return solid.center + (_sphere_dirs() * solid.radii * 1.35) @ solid.rotation.T
+
+
+def _in_box(points: np.ndarray, fov: tuple[np.ndarray, np.ndarray], margin: float) -> bool:
+    return bool(np.all(points >= fov[0] + margin) and np.all(points <= fov[1] - margin))
+
+
+def keep_lesions_in_view(anatomy: Anatomy, fov: tuple[np.ndarray, np.ndarray], rng: np.random.Generator,
+                         single_modality_fraction: float) -> None:
+    """Place again (same id, GGG, zone and size) every lesion not wholly inside `fov`, a
+    body-frame box (the T2 field of view), so the lesion masks always hold every lesion."""
+    for index, lesion in enumerate(anatomy.lesions):
+        if _in_box(_lesion_surface(lesion.solid), fov, 1.0):
+            continue
+        others = anatomy.lesions[:index] + anatomy.lesions[index + 1:]
+        anatomy.lesions = others
+        try:
+            placed = _place_lesion(rng, anatomy, lesion.id, lesion.ggg, lesion.zone, single_modality_fraction,
+                                   lesion.diameter_mm, fov)
+        finally:
+            anatomy.lesions = others
+        anatomy.lesions = others[:index] + [placed] + others[index:]
 
 
 def zone_at(anatomy: Anatomy, u: np.ndarray) -> np.ndarray:
@@ -307,8 +331,8 @@ def _place_lesion(rng: np.random.Generator, anatomy: Anatomy, lesion_id: int, gg
     modulation = {k: rng.normal(0, 0.06) for k in _EVEN_TERMS}
     want = 1 if zone == "CG" else 2
     p = anatomy.prostate
-    for attempt in range(1000):
-        if attempt and attempt % 100 == 0:
+    for attempt in range(400):
+        if attempt and attempt % 80 == 0:
             diameter = max(3.0, diameter * 0.85)
         radii = diameter / 2.0 * aspect / np.cbrt(np.prod(aspect))
         center = p.center + p.rotation @ (rng.uniform(-0.9, 0.9, size=3) * p.radii)
@@ -316,10 +340,10 @@ def _place_lesion(rng: np.random.Generator, anatomy: Anatomy, lesion_id: int, gg
             continue
         solid = Solid(center, radii, rotation, modulation)
         # surface points (max modulated radius) must sit inside the gland with a margin
-        surface = center + (_sphere_dirs() * radii * 1.35) @ rotation.T
+        surface = _lesion_surface(solid)
         if not np.all(p.contains(surface, margin=0.5)):
             continue
-        if fov is not None and (np.any(surface < fov[0] + 1.0) or np.any(surface > fov[1] - 1.0)):
+        if fov is not None and not _in_box(surface, fov, 1.0):
             continue
         if any(np.linalg.norm(center - o.solid.center) < (diameter + o.diameter_mm) / 2.0 + 3.0
                for o in anatomy.lesions):

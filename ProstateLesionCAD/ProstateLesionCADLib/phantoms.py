@@ -241,20 +241,23 @@ def make_phantom(seed: int, *, n_lesions: Optional[int] = None, ggg: Optional[li
     if lesion_diameters is not None and (len(lesion_diameters) != n_lesions
                                          or any(not 3.0 <= d <= 30.0 for d in lesion_diameters)):
         raise ParameterError(f"lesion_diameters must give one diameter of 3–30 mm per lesion, got {lesion_diameters}.")
-    # T2 geometry (its own random stream): image centre near the world origin, prostate
-    # centre a few mm off it.
-    geo = np.random.default_rng([int(seed) & 0xFFFFFFFFFFFF, 7])
+    anatomy = pa.make_anatomy(rng, n_lesions, gggs, single_modality_fraction, lesion_zones, lesion_diameters)
+
+    # T2 geometry: image centre near the world origin, prostate centre a few mm off it.
     spacing = tuple(float(s) for s in spacing)
     tilt = np.deg2rad(oblique_deg)
     direction = np.array([[1, 0, 0], [0, np.cos(tilt), np.sin(tilt)], [0, -np.sin(tilt), np.cos(tilt)]])
     t2_size = (size_xy, size_xy, n_slices)
-    image_center = geo.normal(0.0, 8.0, size=3)
-    gland_center = image_center + direction @ np.array([geo.normal(0, 3), geo.normal(0, 3), geo.normal(0, 2)])
+    image_center = rng.normal(0.0, 8.0, size=3)
+    gland_center = image_center + direction @ np.array([rng.normal(0, 3), rng.normal(0, 3), rng.normal(0, 2)])
     t2_ref = _grid(t2_size, spacing, _centered_origin(image_center, t2_size, spacing, direction), direction)
-    # lesions must lie inside the T2 field of view, which small test grids may make tight
+    # Lesions must lie inside the imaged region, which small test grids can make tight: any
+    # lesion that does not is placed again inside it (with its own random stream, so the
+    # default-size phantoms are untouched).
     fov_lo = (np.asarray(t2_ref.GetOrigin()) - gland_center) @ direction
     fov = (fov_lo, fov_lo + (np.array(t2_size) - 1) * np.array(spacing))
-    anatomy = pa.make_anatomy(rng, n_lesions, gggs, single_modality_fraction, lesion_zones, lesion_diameters, fov)
+    pa.keep_lesions_in_view(anatomy, fov, np.random.default_rng([int(seed) & 0xFFFFFFFFFFFF, 7]),
+                            single_modality_fraction)
 
     def body(points):
         return _to_body(points, gland_center, direction).astype(np.float32)
