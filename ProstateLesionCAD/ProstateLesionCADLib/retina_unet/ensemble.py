@@ -32,21 +32,21 @@ def members(pkg: ModelPackage) -> list[dict[str, Any]]:
     return found
 
 
+def read_member(pkg: ModelPackage, member: dict[str, Any]) -> dict:
+    """One member's state_dict (CPU); a missing or damaged file gives a ModelError."""
+    path = pkg.file(member["file"])
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ModelError(f"Model '{pkg.name}': weight file {path} is missing.") from None
+    except Exception as exc:
+        raise ModelError(f"Model '{pkg.name}': {path.name} cannot be read ({type(exc).__name__}); "
+                         "the file is corrupt.") from None
+
+
 def load_member_states(pkg: ModelPackage) -> tuple[dict[str, Any], list[tuple[dict[str, Any], dict]]]:
     """The network config and every member's state_dict (CPU)."""
-    cfg = network_config(pkg)
-    out = []
-    for m in members(pkg):
-        path = pkg.file(m["file"])
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise ModelError(f"Model '{pkg.name}': weight file {path} is missing.") from None
-        except Exception as exc:
-            raise ModelError(f"Model '{pkg.name}': {path.name} cannot be read ({type(exc).__name__}); "
-                             "the file is corrupt.") from None
-        out.append((m, state))
-    return cfg, out
+    return network_config(pkg), [(m, read_member(pkg, m)) for m in members(pkg)]
 
 
 def wbc_pooling(pkg: ModelPackage) -> str:

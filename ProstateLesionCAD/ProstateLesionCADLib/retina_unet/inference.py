@@ -26,7 +26,7 @@ from ..model_package import ModelPackage
 from ..progress import silent
 from .anchors import anchors_tensor
 from .decoding import refine_detections
-from .ensemble import load_member_states, member_id, wbc_pooling
+from .ensemble import member_id, members, network_config, read_member, wbc_pooling
 from .network import RetinaUNet
 from .weighted_box_clustering import Box, weighted_box_clustering
 
@@ -116,11 +116,16 @@ def _device(choice: str) -> torch.device:
 
 
 class RetinaUNetDetector:
-    """All members of a detector package, ready to predict on (C, Y, X, Z) arrays."""
+    """All members of a detector package, ready to predict on (C, Y, X, Z) arrays.
+
+    Members are read from disk one at a time during `predict` (25 published checkpoints
+    would take about 0.6 GB at once); `states` may also hold state_dicts directly.
+    """
 
     def __init__(self, pkg: ModelPackage, device: str = "auto"):
         self.pkg = pkg
-        self.cfg, self.states = load_member_states(pkg)
+        self.cfg = network_config(pkg)
+        self.states = [(m, None) for m in members(pkg)]
         self.device = _device(device)
         self.net = RetinaUNet(self.cfg).to(self.device).eval()
         self.anchors = anchors_tensor(self.cfg, self.device)
@@ -141,13 +146,15 @@ class RetinaUNetDetector:
         amp = torch.autocast("cuda", dtype=torch.float16) if self.device.type == "cuda" else nullcontext()
         boxes: list[Box] = []
         seg_sum = torch.zeros(tuple(self.cfg["patch_size"]), dtype=torch.float32, device=self.device)
-        timings = {"network": 0.0, "decoding": 0.0, "wbc": 0.0}
+        timings = {"loading weights": 0.0, "network": 0.0, "decoding": 0.0, "wbc": 0.0}
         y, xx, _ = self.cfg["patch_size"]
         for i, (member, state) in enumerate(self.states):
             progress(i / len(self.states), f"ensemble member {i + 1}/{len(self.states)} "
                                            f"(fold {member.get('fold')}, epoch {member.get('epoch')})")
+            tl = time.perf_counter()
+            self.net.load_state_dict(state if state is not None else read_member(self.pkg, member))
             t0 = time.perf_counter()
-            self.net.load_state_dict(state)
+            timings["loading weights"] += t0 - tl
             with torch.no_grad(), amp:
                 cls, deltas, seg = self.net(batch)
             t1 = time.perf_counter()
