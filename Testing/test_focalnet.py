@@ -133,7 +133,7 @@ def test_mfl_picks_the_closer_component_and_only_on_the_lesion_mask():
     ref = torch.full_like(f_out, 0.5)
     t2_only = torch.sigmoid(net(torch.cat([x[:, :1], torch.zeros_like(x[:, 1:])], 1)))[0, 0, 1, 1]
     adc_only = torch.sigmoid(net(torch.cat([torch.zeros_like(x[:, :1]), x[:, 1:]], 1)))[0, 0, 1, 1]
-    expected = min((0.5 - float(t2_only)) ** 2, (0.5 - float(adc_only)) ** 2) / 16
+    expected = min((0.5 - float(t2_only.detach())) ** 2, (0.5 - float(adc_only.detach())) ** 2) / 16
     assert float(mutual_finding_loss(net, x, target, ref).detach()) == pytest.approx(expected)
 
 
@@ -164,3 +164,78 @@ def test_combined_loss_kinds():
     assert parts["fl"] == pytest.approx(parts_fl["fl"]) and float(ce) > float(fl) > 0
     with pytest.raises(ValueError):
         focalnet_loss(net, x, target, kind="fl+mfl")
+
+
+# ---------------------------------------------------------------- localisation (Sec. II-E2)
+
+def _blob(shape, cy, cx, peak, sigma=2.0):
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    return peak * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * sigma ** 2))
+
+
+def test_local_maxima_per_slice_thresholded():
+    from ProstateLesionCADLib.focalnet.inference import local_maxima
+    det = np.zeros((4, 32, 32), np.float32)
+    det[1] = _blob((32, 32), 10, 12, 0.9) + _blob((32, 32), 22, 24, 0.4)
+    det[2] = _blob((32, 32), 10, 13, 0.7)
+    det[3] = _blob((32, 32), 5, 5, 0.04)  # below the threshold
+    peaks = local_maxima(det, threshold=0.1, min_distance_px=3)
+    assert [(p.z, p.y, p.x) for p in peaks] == [(1, 10, 12), (2, 10, 13), (1, 22, 24)]  # sorted by score
+    assert [round(p.score, 3) for p in peaks] == [0.9, 0.7, 0.4]
+    assert [(p.z, p.y, p.x) for p in local_maxima(det, threshold=0.5, min_distance_px=3)] == [(1, 10, 12), (2, 10, 13)]
+    # only the requested slices are searched; a second bump closer than min_distance is suppressed
+    det[2] = _blob((32, 32), 10, 13, 0.7, sigma=1.0) + _blob((32, 32), 10, 17, 0.5, sigma=1.0)
+    assert [(p.z, p.y, p.x) for p in local_maxima(det, 0.1, 5, slices=np.array([2]))] == [(2, 10, 13)]
+    assert [(p.z, p.y, p.x) for p in local_maxima(det, 0.1, 2, slices=np.array([2]))] == [(2, 10, 13), (2, 10, 17)]
+
+
+def test_detections_carry_lps_centre_ggg_and_class_scores():
+    import SimpleITK as sitk
+
+    from ProstateLesionCADLib.focalnet.inference import detections_from_output
+    from ProstateLesionCADLib.focalnet.preprocessing import SliceStack, T2Thresholds
+    grid = sitk.Image(32, 32, 3, sitk.sitkUInt8)
+    grid.SetSpacing((1.25, 1.25, 3.0))
+    grid.SetOrigin((-20.0, -10.0, 5.0))
+    stack = SliceStack("c", grid, np.zeros((3, 32, 32), np.float32), np.zeros((3, 32, 32), np.float32),
+                       T2Thresholds(0.0, 1.0, "bladder"), np.arange(3))
+    prob = np.zeros((3, 5, 32, 32), np.float32)
+    prob[1, 0] = _blob((32, 32), 8, 4, 0.9)
+    prob[1, 1] = _blob((32, 32), 8, 4, 0.8)  # GS 3+4 -> GGG2 at the peak
+    prob[2, 0] = _blob((32, 32), 20, 20, 0.3)  # below 0.5 everywhere: still a candidate, GGG1
+    dcase = detections_from_output(prob, stack, threshold=0.1, min_distance_mm=5.0)
+    assert [d.ggg for d in dcase.detections] == [2, 1]
+    assert dcase.detections[0].center_lps == pytest.approx((-20 + 4 * 1.25, -10 + 8 * 1.25, 5 + 3.0))
+    assert dcase.detections[0].score == pytest.approx(0.9)
+    assert dcase.detections[0].class_scores == pytest.approx({"0": 0.1, "1": 0.1, "2": 0.8, "3": 0.0})
+    merged = detections_from_output(np.concatenate([prob[:, :], prob[[1]]], 0)[:3], stack, 0.1, 5.0, merge_mm=100.0)
+    assert len(merged.detections) == 1
+
+
+# ---------------------------------------------------------------- voxel-level ROC (Sec. II-E4)
+
+def test_voxel_roc_samples_twelve_points_and_scores_cumulative_classes():
+    import SimpleITK as sitk
+
+    from ProstateLesionCADLib.evaluation.voxel_roc import voxel_roc
+    from ProstateLesionCADLib.formats import Detection, DetectionCase, GroundTruthCase, Lesion
+    mask = sitk.Image(20, 20, 4, sitk.sitkUInt8)
+    arr = np.zeros((4, 20, 20), np.uint8)
+    arr[1, 2:6, 2:6] = 1  # GGG3 lesion
+    arr[2, 12:16, 12:16] = 2  # GGG1 lesion
+    mask = sitk.GetImageFromArray(arr)
+    truth = GroundTruthCase("a", [Lesion(1, 3, (3.5, 3.5, 1.0), 1), Lesion(2, 1, (13.5, 13.5, 2.0), 2)])
+
+    def det(i, xyz, score, p2, p3):
+        return Detection(i, 2, score, xyz, class_scores={"0": 1 - score, "1": score - p2, "2": p2 - p3, "3": p3})
+    dets = [det(1, (3, 3, 1), 0.9, 0.8, 0.6), det(2, (13, 13, 2), 0.8, 0.3, 0.1)]
+    dets += [det(3 + i, (18, 1, 3), 0.5 - i * 0.02, 0.2, 0.05) for i in range(15)]  # non-lesion points
+    result = voxel_roc([(truth, DetectionCase("a", dets), mask)])
+    assert result["n_points"] == 12 and result["n_points_in_lesions"] == 2
+    gs7 = result["tasks"]["GS>=7"]
+    assert gs7["all_points"]["n_positive"] == 1 and gs7["all_points"]["auc"] == pytest.approx(1.0)
+    assert gs7["lesion_points"]["n"] == 2 and gs7["lesion_points"]["auc"] == pytest.approx(1.0)
+    assert result["tasks"]["GS>=8"]["criterion"] is None and "does not separate" in result["tasks"]["GS>=8"]["note"]
+    # a GGG1 lesion scored higher than the GGG3 one for P(GGG>=3) gives AUC 0 among lesion points
+    dets[1] = det(2, (13, 13, 2), 0.8, 0.75, 0.7)
+    assert voxel_roc([(truth, DetectionCase("a", dets), mask)])["tasks"]["GS>=4+3"]["lesion_points"]["auc"] == 0.0

@@ -38,6 +38,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--froc-ignore-other-lesions", action="store_true",
                         help="FROC: a detection hitting only lesions below the criterion is neither TP nor FP")
     parser.add_argument("--no-dice", action="store_true", help="skip the DSC of probability maps vs lesion masks")
+    parser.add_argument("--voxel-roc", action="store_true",
+                        help="also the voxel-level ROC of GS>=7, >=4+3, >=8, >=9 at sampled detection points (FocalNet)")
+    parser.add_argument("--voxel-roc-points", type=int, default=12, help="detection points sampled per case (default 12)")
     parser.add_argument("--compare-published", choices=("prostatex", "ivo"), default=None,
                         help="add the paper's Table 1 results of that test set to the report for comparison")
     parser.add_argument("--missing-cases", choices=("error", "empty", "skip"), default="error",
@@ -67,11 +70,19 @@ def run(args) -> int:
                       froc_rule=HitRule(args.froc_hit_mm, args.froc_same_slice, args.froc_slice_mm,
                                         args.froc_all_detections, args.froc_ignore_other_lesions),
                       with_dice=not args.no_dice, progress=progress)
+    voxel = None
+    if args.voxel_roc:
+        from ..evaluation import voxel_roc
+        from ..evaluation.evaluate import pair_cases
+        result["voxel_roc"] = voxel = voxel_roc.evaluate_files(pair_cases(detections, ground_truth, args.missing_cases)[0],
+                                                               args.voxel_roc_points, args.froc_hit_mm)
     if args.compare_published:
         from ..evaluation.published import published
         result["published_reference"] = published(args.compare_published)
     with staged_output_dir(args.out) as stage:
         write_report(result, stage)
-    print(markdown_report(result), end="")
+        if voxel:
+            voxel_roc.write_outputs(voxel, stage)
+    print(markdown_report(result) + (voxel_roc.markdown(voxel) if voxel else ""), end="")
     print(f"Wrote {args.out}/metrics.json, report.md and ROC plots.")
     return 0

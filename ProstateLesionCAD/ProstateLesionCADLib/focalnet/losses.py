@@ -93,13 +93,13 @@ def focalnet_loss(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
     logits = model(x)
     if kind == "ce":
         loss = cross_entropy_loss(logits, target)
-        return loss, {"ce": float(loss)}
+        return loss, {"ce": float(loss.detach())}
     fl = ordinal_focal_loss(logits, target, alpha=alpha)
     if kind == "fl":
-        return fl, {"fl": float(fl)}
+        return fl, {"fl": float(fl.detach())}
     if kind != "fl+mfl":
         raise ValueError(f"loss must be ce, fl or fl+mfl, got {kind!r}")
     if lam is None:
         raise ValueError("fl+mfl needs lam = 1 / positive-bit ratio of the training set")
     mfl = mutual_finding_loss(model, x, target, torch.sigmoid(logits), channels)
-    return fl + lam * mfl, {"fl": float(fl), "mfl": float(mfl)}
+    return fl + lam * mfl, {"fl": float(fl.detach()), "mfl": float(mfl.detach())}
