@@ -36,16 +36,31 @@ def repo_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def prostatex_case(prostatex_dir):
-    """`prostatex_case("ProstateX-0218")`: a real study loaded once per test session
-    (ProstateX-0218 with its 70 DCE series takes tens of seconds). Treat the Case as read-only."""
-    from ProstateLesionCADLib.case_loading import load_case
+def prostatex_scan(prostatex_dir):
+    """`prostatex_scan("ProstateX-0218")`: the header scan of a real study, once per session."""
+    from ProstateLesionCADLib.dicom_roles import scan_dicom_tree
 
     cache = {}
 
     def get(name: str):
         if name not in cache:
-            cache[name] = load_case(prostatex_dir / name)
+            cache[name] = scan_dicom_tree(prostatex_dir / name)
+        return cache[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def prostatex_case(prostatex_dir, prostatex_scan):
+    """`prostatex_case("ProstateX-0218")`: a real study loaded once per test session
+    (ProstateX-0218 with its 70 DCE series takes tens of seconds). Treat the Case as read-only."""
+    from ProstateLesionCADLib.dicom_roles import load_dicom_case
+
+    cache = {}
+
+    def get(name: str):
+        if name not in cache:
+            cache[name] = load_dicom_case(prostatex_dir / name, series=prostatex_scan(name))
         return cache[name]
 
     return get

@@ -28,18 +28,18 @@ from ProstateLesionCADLib.errors import CaseError, ParameterError
 # ---------------------------------------------------------------- real studies (session cache)
 
 @pytest.fixture(scope="session")
-def scan_0218(prostatex_dir):
-    return scan_dicom_tree(prostatex_dir / "ProstateX-0218")
+def scan_0218(prostatex_scan):
+    return prostatex_scan("ProstateX-0218")
 
 
 @pytest.fixture(scope="session")
-def case_0000(prostatex_dir):
-    return load_dicom_case(prostatex_dir / "ProstateX-0000")
+def case_0000(prostatex_case):
+    return prostatex_case("ProstateX-0000")
 
 
 @pytest.fixture(scope="session")
-def case_0218(prostatex_dir, scan_0218):
-    return load_dicom_case(prostatex_dir / "ProstateX-0218", series=scan_0218)
+def case_0218(prostatex_case):
+    return prostatex_case("ProstateX-0218")
 
 
 def _used(case, role):

@@ -67,10 +67,8 @@ def test_vote_rule(n, need):
     assert lg.required_votes(n) == need
 
 
-def test_real_prostatex_0000_lesion_contains_seed_and_has_plausible_volume(prostatex_dir):
-    from ProstateLesionCADLib.case_loading import load_case
-
-    case = load_case(prostatex_dir / "ProstateX-0000")
+def test_real_prostatex_0000_lesion_contains_seed_and_has_plausible_volume(prostatex_case):
+    case = prostatex_case("ProstateX-0000")
     seed = lg.Seed(1, (25.7457, 31.8707, -38.511), 3)
     labels, (report,) = lg.grow_lesions(case.t2, [seed], lg.growing_sequences(case))
     idx = case.t2.TransformPhysicalPointToIndex(seed.center_lps)
