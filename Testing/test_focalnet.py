@@ -160,7 +160,7 @@ def test_combined_loss_kinds():
     ce, _ = focalnet_loss(net, x, target, kind="ce")
     fl, parts_fl = focalnet_loss(net, x, target, kind="fl")
     both, parts = focalnet_loss(net, x, target, kind="fl+mfl", lam=50.0)
-    assert float(both) == pytest.approx(parts["fl"] + 50.0 * parts["mfl"], rel=1e-5)
+    assert float(both.detach()) == pytest.approx(parts["fl"] + 50.0 * parts["mfl"], rel=1e-5)
     assert parts["fl"] == pytest.approx(parts_fl["fl"]) and float(ce) > float(fl) > 0
     with pytest.raises(ValueError):
         focalnet_loss(net, x, target, kind="fl+mfl")
@@ -239,3 +239,66 @@ def test_voxel_roc_samples_twelve_points_and_scores_cumulative_classes():
     # a GGG1 lesion scored higher than the GGG3 one for P(GGG>=3) gives AUC 0 among lesion points
     dets[1] = det(2, (13, 13, 2), 0.8, 0.75, 0.7)
     assert voxel_roc([(truth, DetectionCase("a", dets), mask)])["tasks"]["GS>=4+3"]["lesion_points"]["auc"] == 0.0
+
+
+# ---------------------------------------------------------------- pre-processing, training, package
+
+@pytest.fixture(scope="module")
+def small_phantom():
+    from ProstateLesionCADLib.phantoms import make_phantom
+    return make_phantom(11, ggg=[3, 1], with_dce=False, with_ktrans=False)
+
+
+def test_preprocessing_bladder_window_crop_and_targets(small_phantom):
+    from ProstateLesionCADLib.focalnet.preprocessing import FOV_MM, prepare_case
+    p = small_phantom
+    stack = prepare_case(p.case, 48, lesion_mask=p.lesion_mask, lesion_ggg={1: 3, 2: 1})
+    # the phantom bladder is 1050 on average (times a smooth bias field); air/gas near 0
+    assert stack.thresholds.upper_source == "bladder" and 850 < stack.thresholds.upper < 1350
+    assert stack.thresholds.lower < 60
+    assert stack.grid.GetSpacing()[0] == pytest.approx(FOV_MM / 48) and stack.t2.shape[1:] == (48, 48)
+    x = stack.inputs()
+    assert x.shape == (len(stack.slices), 2, 48, 48) and 0.0 <= x.min() and x.max() <= 1.0
+    y = stack.targets()
+    assert set(np.unique(stack.classes)) == {0, 1, 3}  # GGG3+ lesion -> class 3 (GS 4+3), GGG1 -> class 1
+    assert y[:, 2].sum() > 0 and y[:, 3].sum() == 0  # bit 3 (class >= 3) on the GGG3 lesion only
+    jittered = stack.inputs(upper_scale=0.85)
+    assert jittered[:, 0].mean() > x[:, 0].mean() and np.array_equal(jittered[:, 1], x[:, 1])
+
+
+def test_training_writes_a_package_that_detects(tmp_path, small_phantom):
+    from ProstateLesionCADLib.focalnet.inference import FocalNetModel
+    from ProstateLesionCADLib.focalnet.network import FocalNetConfig
+    from ProstateLesionCADLib.focalnet.package import model_card, write_package
+    from ProstateLesionCADLib.focalnet.preprocessing import prepare_case
+    from ProstateLesionCADLib.focalnet.training import TrainSettings, train
+    p = small_phantom
+    stack = prepare_case(p.case, 32, lesion_mask=p.lesion_mask, lesion_ggg={1: 3, 2: 1})
+    settings = TrainSettings(steps=3, batch_size=4, patch=16, network=FocalNetConfig(width=4, aspp_channels=8))
+    model, info = train([stack], settings, device="cpu")
+    assert 0 < info["positive_bit_ratio"] < 1 and info["lambda"] == pytest.approx(1 / info["positive_bit_ratio"])
+    card = model_card(model, info, name="tiny", version="0", size=32, training_data="one phantom",
+                      intended_use="test only; synthetic")
+    pkg = write_package(tmp_path / "tiny", model, card)
+    loaded = FocalNetModel.from_package(pkg)
+    dcase, prob, _ = loaded.detect(p.case, device="cpu", threshold=0.0)
+    assert prob.shape[1] == 5 and 0.0 <= prob.min() and prob.max() <= 1.0 and dcase.detections
+    with pytest.raises(Exception, match="loss"):
+        train([stack], TrainSettings(loss="dice"), device="cpu")
+
+
+def test_augmentation_flips_shifts_scales_without_rotation():
+    from ProstateLesionCADLib.focalnet.training import augment
+    x = torch.zeros(1, 2, 16, 16)
+    x[0, :, 4, 2] = 1.0
+    y = torch.zeros(1, 5, 16, 16)
+    y[0, 0, 4, 2] = 1.0
+    rng = np.random.default_rng(0)
+    flips = 0
+    for _ in range(8):
+        xa, ya = augment(x, y, rng, max_shift=0.0, scale_range=(1.0, 1.0))
+        assert set(np.unique(ya.numpy())) <= {0.0, 1.0}  # labels stay labels (nearest)
+        hot = np.argwhere(ya[0, 0].numpy() > 0)
+        assert hot.tolist() in ([[4, 2]], [[4, 13]])  # identity or a left-right mirror, same row
+        flips += hot.tolist() == [[4, 13]]
+    assert 0 < flips < 8

@@ -88,11 +88,29 @@ def merge_peaks(points: np.ndarray, scores: np.ndarray, merge_mm: float) -> np.n
     return np.asarray(kept, dtype=int)
 
 
+def near_prostate(stack: SliceStack, margin_mm: float) -> Optional[np.ndarray]:
+    """The prostate mask on the stack's grid grown in-plane by margin_mm (None without a mask)."""
+    if stack.prostate is None or not stack.prostate.any():
+        return None
+    from scipy.ndimage import binary_dilation
+    radius = int(round(margin_mm / stack.grid.GetSpacing()[0]))
+    yy, xx = np.mgrid[-radius:radius + 1, -radius:radius + 1]
+    disk = (yy ** 2 + xx ** 2 <= radius ** 2)[None]
+    return binary_dilation(stack.prostate > 0, structure=disk) if radius > 0 else stack.prostate > 0
+
+
 def detections_from_output(prob: np.ndarray, stack: SliceStack, threshold: float = DEFAULT_THRESHOLD,
-                           min_distance_mm: float = DEFAULT_MIN_DISTANCE_MM, merge_mm: float = 0.0) -> DetectionCase:
-    """Localised points of one case (module docstring) as a `DetectionCase`."""
+                           min_distance_mm: float = DEFAULT_MIN_DISTANCE_MM, merge_mm: float = 0.0,
+                           prostate_margin_mm: Optional[float] = None) -> DetectionCase:
+    """Localised points of one case (module docstring) as a `DetectionCase`.
+
+    prostate_margin_mm: when set and the case has a prostate mask, maxima farther than this
+    outside the gland are dropped (the paper instead relies on its 80 mm prostate crop)."""
     spacing = stack.grid.GetSpacing()[0]
     peaks = local_maxima(prob[:, 0], threshold, round(min_distance_mm / spacing), stack.slices)
+    allowed = near_prostate(stack, prostate_margin_mm) if prostate_margin_mm is not None else None
+    if allowed is not None:
+        peaks = [p for p in peaks if allowed[p.z, p.y, p.x]]
     points = np.array([stack.grid.TransformContinuousIndexToPhysicalPoint((float(p.x), float(p.y), float(p.z)))
                        for p in peaks]).reshape(-1, 3)
     if merge_mm > 0 and peaks:
@@ -124,6 +142,7 @@ class FocalNetModel:
     fov_mm: float
     threshold: float
     min_distance_mm: float
+    prostate_margin_mm: Optional[float] = None
     name: str = "focalnet"
     version: str = "1"
 
@@ -136,7 +155,8 @@ class FocalNetModel:
         loc = card.get("localisation", {})
         return cls(network, int(card["input"]["size"]), float(card["input"].get("fov_mm", FOV_MM)),
                    float(loc.get("threshold", DEFAULT_THRESHOLD)),
-                   float(loc.get("min_distance_mm", DEFAULT_MIN_DISTANCE_MM)), pkg.name, pkg.version)
+                   float(loc.get("min_distance_mm", DEFAULT_MIN_DISTANCE_MM)), loc.get("prostate_margin_mm"),
+                   pkg.name, pkg.version)
 
     def prepare(self, case, prostate=None, transform=None) -> SliceStack:
         return prepare_case(case, self.size, self.fov_mm, prostate=prostate, transform=transform)
@@ -147,7 +167,7 @@ class FocalNetModel:
         stack = self.prepare(case, prostate, transform)
         prob = predict_stack(self.network, stack, device)
         dcase = detections_from_output(prob, stack, self.threshold if threshold is None else threshold,
-                                       self.min_distance_mm, merge_mm)
+                                       self.min_distance_mm, merge_mm, self.prostate_margin_mm)
         return dcase, prob, stack
 
 

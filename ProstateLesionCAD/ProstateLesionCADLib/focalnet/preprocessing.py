@@ -59,6 +59,7 @@ class SliceStack:
     slices: np.ndarray  # indices of the slices to use (those crossing the prostate; all without a mask)
     classes: Optional[np.ndarray] = None  # (z, y, x) uint8 FocalNet classes 0..5 (training)
     lesion_ids: Optional[np.ndarray] = None  # (z, y, x) lesion labels on the grid (evaluation)
+    prostate: Optional[np.ndarray] = None  # (z, y, x) uint8 prostate mask on the grid, when known
 
     def inputs(self, upper_scale: float = 1.0, slices: Optional[Sequence[int]] = None) -> np.ndarray:
         """(n, 2, y, x) float32 [T2, ADC] in [0, 1] for the chosen slices (default: `self.slices`)."""
@@ -157,6 +158,7 @@ def prepare_case(case, size: int = 64, fov_mm: float = FOV_MM, prostate: Optiona
     else:
         adc = np.zeros_like(t2)
     slices = np.arange(t2.shape[0])
+    p = None
     if prostate is not None:
         p = _resample(prostate, grid, sitk.sitkNearestNeighbor, pixel=sitk.sitkUInt8)
         crossing = np.flatnonzero(p.reshape(p.shape[0], -1).any(axis=1))
@@ -168,4 +170,4 @@ def prepare_case(case, size: int = 64, fov_mm: float = FOV_MM, prostate: Optiona
         classes = np.zeros_like(ids)
         for lid, ggg in (lesion_ggg or {}).items():
             classes[ids == lid] = ordinal.ggg_to_class(ggg)
-    return SliceStack(case.case_id, grid, t2, adc, thresholds, slices, classes, ids)
+    return SliceStack(case.case_id, grid, t2, adc, thresholds, slices, classes, ids, p)

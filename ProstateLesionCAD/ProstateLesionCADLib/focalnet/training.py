@@ -1,6 +1,6 @@
 """FocalNet training (Cao et al. 2019, Sec. II-C4 and II-D3).
 
-Loss: "fl+mfl" (Eq. 4, lambda = 1 / positive-bit ratio of the training targets), "fl" or
+Loss: "fl+mfl" (Eq. 4, lambda = 1 / positive-bit ratio of the training batches as sampled), "fl" or
 "ce" (the loss study of Sec. III-D). Augmentation per batch, never for validation: T2
 upper-threshold jitter in [-15 %, +20 %], random shift, scale and left-right flip, no
 rotation. The paper optimises with SGD (momentum 0.9, L2 1e-4, lr 1e-3 x 0.7 every 2000
@@ -98,6 +98,16 @@ class SliceBank:
     def positive_bit_ratio(self) -> float:
         return positive_bit_ratio(torch.from_numpy(self.targets))
 
+    def sampled_positive_bit_ratio(self, rng: np.random.Generator, settings: "TrainSettings", batches: int = 64) -> float:
+        """Positive-bit ratio of the batches as training draws them (lesion-slice share and
+        patches raise it far above the whole-slice ratio); lambda = its inverse."""
+        ones = total = 0.0
+        for _ in range(batches):
+            _, y = self.batch(self.sample(rng, settings.batch_size, settings.lesion_slice_share), rng, False, settings.patch)
+            ones += float(y.sum())
+            total += y.numel()
+        return ones / total if total else 0.0
+
     def sample(self, rng: np.random.Generator, n: int, lesion_share: float) -> np.ndarray:
         pos, neg = np.flatnonzero(self.has_lesion), np.flatnonzero(~self.has_lesion)
         if pos.size == 0 or neg.size == 0:
@@ -165,7 +175,7 @@ def train(stacks: Sequence[SliceStack], settings: TrainSettings = TrainSettings(
     rng = np.random.default_rng(settings.seed)
     dev = pick_device(device)
     bank = SliceBank(stacks)
-    ratio = bank.positive_bit_ratio()
+    ratio = bank.sampled_positive_bit_ratio(np.random.default_rng(settings.seed + 1), settings)
     lam = 1.0 / ratio if ratio > 0 else 0.0
     model = FocalNet(settings.network).to(dev)
     if settings.optimizer == "sgd":
