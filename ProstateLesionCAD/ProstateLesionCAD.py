@@ -296,10 +296,7 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     def startStep(self, step):
         with slicer.util.tryWithErrorDisplay(f"Could not start the {step} step.", waitCursor=True):
             work = Path(tempfile.mkdtemp(prefix=f"ProstateLesionCAD-{step}-"))
-            case_json = self.logic.export_case(work / "case")
-            command = {"registration": self.logic.registration_command, "zones": self.logic.zones_command,
-                       "detection": self.logic.detection_command}[step]
-            self.launch(step, command(case_json, work / "out"), work)
+            self.launch(step, self.logic.step_command(step, work), work)
 
     def startCommand(self, step, arguments):
         work = Path(tempfile.mkdtemp(prefix=f"ProstateLesionCAD-{step}-"))
@@ -385,11 +382,8 @@ class ProstateLesionCADTest(ScriptedLoadableModuleTest):
         self.test_pipeline_on_sample()
 
     def run_step(self, logic, step, work):
-        command = {"registration": logic.registration_command, "zones": logic.zones_command,
-                   "detection": logic.detection_command}[step]
-        case_json = logic.export_case(work / step / "case")
         process = background_process.BackgroundProcess(
-            command(case_json, work / step / "out"), extra_python_path=background_process.library_search_path(),
+            logic.step_command(step, work / step), extra_python_path=background_process.library_search_path(),
             work_dir=work / step)
         process.start()
         result = process.wait()

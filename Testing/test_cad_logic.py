@@ -282,6 +282,11 @@ def test_export_case_writes_what_the_views_show(tmp_path, case_files, scene_logi
     unmoved = sitk.GetArrayFromImage(case.dwi[1400.0])
     assert np.unravel_index(np.argmax(unmoved), unmoved.shape) == (5, 20, 20)
     assert np.array_equal(sitk.GetArrayFromImage(case.zones), sitk.GetArrayFromImage(case_files["zones"]))
+    # a new registration starts from the acquisition, not from the current transform
+    argv = logic.step_command("registration", tmp_path / "reg")
+    raw = load_case(tmp_path / "reg" / "case" / "case.json").adc
+    assert np.unravel_index(np.argmax(sitk.GetArrayFromImage(raw)), moved.shape) == (5, 20, 20)
+    assert argv[3] == "register" and argv[4] == str(tmp_path / "reg" / "case" / "case.json")
     assert [float(sitk.GetArrayFromImage(img).mean()) for img in case.dce] == [1.0, 2.0, 3.0]
     assert case.dce_times == pytest.approx([0.0, 4.2, 8.4])
     assert not list(tmp_path.glob(".case-work*"))

@@ -84,7 +84,7 @@ class CadLogic:
     def detector_models() -> list:
         from ProstateLesionCADLib.model_package import installed_packages
 
-        return installed_packages(task="detector")
+        return installed_packages(task="detector") + installed_packages(task="focalnet")  # `detect` runs both
 
     @staticmethod
     def model_presets(package, min_ggg: int) -> Optional[dict[str, float]]:
@@ -146,11 +146,11 @@ class CadLogic:
         match = re.search(r"\bb[-_ ]?(\d{2,4})\b", node.GetName(), re.IGNORECASE)
         return float(match.group(1)) if match else DEFAULT_B[role]
 
-    def _moving_image(self, node, work: Path) -> sitk.Image:
+    def _moving_image(self, node, work: Path, registered: bool = True) -> sitk.Image:
         """ADC/DWI as registered: when under a transform node, resampled through it (as Slicer shows it)."""
         image = mrml_volumes.volume_node_to_image(node)
         transform_node = mrml_volumes.parent_transform(node)
-        if transform_node is None:
+        if transform_node is None or not registered:
             return image
         # Slicer writes the node's "from parent" transform, i.e. ITK's resampling transform
         # (T2 world -> acquisition): resampling the image onto its own grid through it gives
@@ -161,8 +161,12 @@ class CadLogic:
         finally:
             path.unlink(missing_ok=True)
 
-    def case_from_nodes(self, work_dir) -> "Case":
-        """The selected inputs as the library's Case (ADC/DWI as registered, zones if any)."""
+    def case_from_nodes(self, work_dir, registered: bool = True) -> "Case":
+        """The selected inputs as the library's Case (zones if any).
+
+        registered: ADC/DWI as the views show them (through their transform node); False
+        gives the acquisitions as they are, which a new registration must start from.
+        """
         from ProstateLesionCADLib.case import Case, SeriesInfo
 
         p = self.params
@@ -173,13 +177,13 @@ class CadLogic:
         case = Case(case_id=p.case_id or p.t2.GetName(), t2=mrml_volumes.volume_node_to_image(p.t2))
         used = [("T2", p.t2)]
         if p.adc is not None:
-            case.adc = self._moving_image(p.adc, work)
+            case.adc = self._moving_image(p.adc, work, registered)
             used.append(("ADC", p.adc))
         for role in ("DWI_LOW", "DWI_HIGH"):
             node = p.input(role)
             if node is not None:
                 b = self.b_value_of(node, role)
-                case.dwi[b] = self._moving_image(node, work)
+                case.dwi[b] = self._moving_image(node, work, registered)
                 used.append((f"DWI:{b:g}", node))
         if p.ktrans is not None:
             case.ktrans = mrml_volumes.volume_node_to_image(p.ktrans)
@@ -193,12 +197,12 @@ class CadLogic:
                      for role, node in used]
         return case
 
-    def export_case(self, out_dir) -> Path:
+    def export_case(self, out_dir, registered: bool = True) -> Path:
         """Write the selected inputs as NRRD + case.json (the library's case format) for the CLI."""
         from ProstateLesionCADLib.case_files import write_case_files
 
         out = Path(out_dir)
-        case = self.case_from_nodes(out.parent / f".{out.name}-work")
+        case = self.case_from_nodes(out.parent / f".{out.name}-work", registered)
         try:
             return write_case_files(case, out)
         finally:
@@ -230,6 +234,18 @@ class CadLogic:
         return nodes, [t - seconds[0] for t in seconds]
 
     # ------------------------------------------------------------ commands (run in the background by the panel)
+
+    def step_command(self, step: str, work_dir, python: Optional[str] = None) -> list[str]:
+        """Export the inputs into work_dir/case and return the argv of `step` writing to work_dir/out.
+
+        Registration starts from the acquisitions (a re-run must not stack on the current
+        transform); zones and detection see ADC/DWI as registered in the scene.
+        """
+        work = Path(work_dir)
+        case_json = self.export_case(work / "case", registered=(step != "registration"))
+        builder = {"registration": self.registration_command, "zones": self.zones_command,
+                   "detection": self.detection_command}[step]
+        return builder(case_json, work / "out", python)
 
     def registration_command(self, case_json: Path, out_dir: Path, python: Optional[str] = None) -> list[str]:
         args = [case_json, "--out", out_dir]
