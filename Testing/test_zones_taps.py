@@ -151,3 +151,15 @@ def test_window_layout_skips_pure_padding():
     logits, run, total = taps_backend.sliding_window_logits(Counting(), arr, data_box)
     assert total == 4 * 2 * 1 and run == 2 * 2 and Counting.calls == run
     assert np.allclose(logits[:120], 1.0)
+
+
+@pytest.mark.slow
+def test_cascade_cnn2_splits_the_taps_gland(t2_0000, ours_0000):
+    """CNN-1 swapped for TAPS: CNN-2 splits that gland; prostate = CG ∪ PZ exactly, PZ = prostate − CG."""
+    from ZonalSegmentationLib.cascade import load_cascade, run_cascade
+
+    out = run_cascade(load_cascade(), t2_0000, prostate=ours_0000.mask)
+    gland = sitk.GetArrayFromImage(ours_0000.mask) > 0
+    assert np.array_equal(out.zones > 0, gland)
+    assert np.array_equal(out.zones == 2, gland & ~out.cg)
+    assert not (out.cg & ~gland).any()
