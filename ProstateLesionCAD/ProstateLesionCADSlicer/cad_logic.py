@@ -146,18 +146,21 @@ class CadLogic:
         match = re.search(r"\bb[-_ ]?(\d{2,4})\b", node.GetName(), re.IGNORECASE)
         return float(match.group(1)) if match else DEFAULT_B[role]
 
-    def _moving_image(self, node, work: Path, registered: bool = True) -> sitk.Image:
+    def _moving_image(self, node, work: Path, registered: bool) -> sitk.Image:
         """ADC/DWI as registered: when under a transform node, resampled through it (as Slicer shows it)."""
         image = mrml_volumes.volume_node_to_image(node)
         transform_node = mrml_volumes.parent_transform(node)
         if transform_node is None or not registered:
             return image
         # Slicer writes the node's "from parent" transform, i.e. ITK's resampling transform
-        # (T2 world -> acquisition): resampling the image onto its own grid through it gives
-        # exactly what the views show.
+        # (T2 world -> acquisition): resampling the image onto its own grid through it, as the
+        # registration library does, gives exactly what the views show.
+        from ProstateLesionCADLib import registration
+
         path = mrml_volumes.write_transform_to_itk_file(self.scene, transform_node, work / "registration.h5")
         try:
-            return sitk.Resample(image, image, sitk.ReadTransform(str(path)), sitk.sitkLinear, 0.0)
+            # the same resampling the registration library applies to its own output
+            return registration.apply_transform(image, sitk.ReadTransform(str(path)))
         finally:
             path.unlink(missing_ok=True)
 
