@@ -5,7 +5,9 @@ Residual encoder (bottleneck-free basic blocks, strides 2 per stage down to `out
 then dilated stages as DeepLab does instead of further downsampling), an atrous spatial
 pyramid pooling head (parallel dilated 3x3 convolutions + image pooling), a 1x1 classifier
 with 5 outputs (one per ordinal bit; sigmoid applied by the losses / inference) and bilinear
-upsampling of the logits to the input size.
+upsampling of the logits to the input size. No image-level pooling branch by default (DeepLab
+v2's ASPP): the network is then purely local, so training on patches and predicting whole
+slices see the same statistics.
 
 Depth and width are configurable: `FocalNetConfig()` is the light CPU configuration used for
 the demo model; `FocalNetConfig.paper_like()` is closer to ResNet-101 (3-4-23-3 blocks), for
@@ -32,6 +34,7 @@ class FocalNetConfig:
     output_stride: int = 4  # stages after this stride are dilated instead of strided
     aspp_rates: tuple[int, ...] = (1, 2, 4)
     aspp_channels: int = 32
+    image_pooling: bool = False  # DeepLab v3's image-level branch; v2 (the paper's era) has none
     out_channels: int = N_BITS
 
     @classmethod
@@ -70,18 +73,20 @@ class ResidualBlock(nn.Module):
 
 
 class ASPP(nn.Module):
-    def __init__(self, cin: int, cout: int, rates: tuple[int, ...]):
+    def __init__(self, cin: int, cout: int, rates: tuple[int, ...], image_pooling: bool = False):
         super().__init__()
         self.branches = nn.ModuleList(
             [nn.Sequential(nn.Conv2d(cin, cout, 1 if r == 1 else 3, padding=0 if r == 1 else r, dilation=r, bias=False),
                            _norm(cout), nn.ReLU(inplace=True)) for r in rates])
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(cin, cout, 1, bias=False), nn.ReLU(inplace=True))
-        self.project = nn.Sequential(nn.Conv2d(cout * (len(rates) + 1), cout, 1, bias=False), _norm(cout),
-                                     nn.ReLU(inplace=True))
+        self.pool = (nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(cin, cout, 1, bias=False), nn.ReLU(inplace=True))
+                     if image_pooling else None)
+        self.project = nn.Sequential(nn.Conv2d(cout * (len(rates) + int(image_pooling)), cout, 1, bias=False),
+                                     _norm(cout), nn.ReLU(inplace=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feats = [b(x) for b in self.branches]
-        feats.append(self.pool(x).expand(-1, -1, x.shape[2], x.shape[3]))
+        if self.pool is not None:
+            feats.append(self.pool(x).expand(-1, -1, x.shape[2], x.shape[3]))
         return self.project(torch.cat(feats, dim=1))
 
 
@@ -104,7 +109,7 @@ class FocalNet(nn.Module):
             stages.append(nn.Sequential(*layers))
             cin = cout
         self.stages = nn.Sequential(*stages)
-        self.aspp = ASPP(cin, config.aspp_channels, config.aspp_rates)
+        self.aspp = ASPP(cin, config.aspp_channels, config.aspp_rates, config.image_pooling)
         self.classifier = nn.Conv2d(config.aspp_channels, config.out_channels, 1)
         # start from the prior "almost everything is non-lesion" (as RetinaNet does) so the
         # first focal-loss steps are not dominated by the background
