@@ -44,8 +44,7 @@ class RegistrationSettings:
     score_sigma_mm: float = 0.75  # smoothing of the gradients correlated for the selection score
     histogram_bins: int = 32
     grid_spacing_mm: float = 60.0  # BSpline mesh cell size (control points every grid_spacing_mm)
-    iterations: int = 30  # per mesh level
-    mesh_levels: int = 1  # >1: refine the mesh (x2 per level) after converging on the coarser one
+    iterations: int = 30
     step_mm: float = 1.0  # first gradient step (largest control-point move), halved on overshoot
     min_step_mm: float = 0.01
     relaxation: float = 0.5
@@ -159,10 +158,12 @@ def run_start(problem: RegistrationProblem, settings: RegistrationSettings, star
     method.SetOptimizerAsRegularStepGradientDescent(learningRate=settings.step_mm, minStep=settings.min_step_mm,
                                                     numberOfIterations=settings.iterations,
                                                     relaxationFactor=settings.relaxation)
-    levels = max(1, int(settings.mesh_levels))
-    method.SetShrinkFactorsPerLevel([1] * levels)
-    method.SetSmoothingSigmasPerLevel([0.0] * levels)
-    method.SetInitialTransformAsBSpline(transform, inPlace=True, scaleFactors=[2 ** i for i in range(levels)])
+    # One level, and SetInitialTransform rather than SetInitialTransformAsBSpline: the latter's
+    # mesh adaptor would shrink the BSpline domain to the working region, making the
+    # displacement jump to zero at its border; we keep T2's whole field of view.
+    method.SetShrinkFactorsPerLevel([1])
+    method.SetSmoothingSigmasPerLevel([0.0])
+    method.SetInitialTransform(transform, inPlace=True)
     trace: list[float] = []
     method.AddCommand(sitk.sitkIterationEvent, lambda: trace.append(method.GetMetricValue()))
     try:
