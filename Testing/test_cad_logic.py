@@ -493,3 +493,16 @@ def test_step_commands_follow_what_the_cli_accepts(tmp_path, case_files, scene_l
     register_paper_only.add_argument("--preset", choices=["paper"])
     logic._verbs = {"register": register_paper_only}
     assert "--preset" not in logic.registration_command(tmp_path / "c.json", tmp_path / "o")
+
+
+def test_model_selector_lists_every_package_detect_can_run(tmp_path, monkeypatch):
+    from ProstateLesionCADLib.model_package import write_model_card
+
+    monkeypatch.setenv("PROSTATE_CAD_MODELS", str(tmp_path / "models"))
+    for name, task in (("my-retina", "detector"), ("my-focalnet", "focalnet"), ("my-zones", "zones")):
+        root = tmp_path / "models" / name
+        root.mkdir(parents=True)
+        (root / "w.bin").write_bytes(name.encode())
+        write_model_card(root, {"name": name, "version": "1", "task": task, "intended_use": "test"}, ["w.bin"])
+    names = {p.name for p in CadLogic.detector_models()}
+    assert {"my-retina", "my-focalnet"} <= names and "my-zones" not in names

@@ -27,6 +27,8 @@ TIME_ATTRIBUTE = "ProstateLesionCAD.TimeSeconds"
 ROLE_ATTRIBUTE = "ProstateLesionCAD.Role"
 DEFAULT_B = {"DWI_LOW": 400.0, "DWI_HIGH": 800.0}  # when a DWI volume carries no b-value
 
+DETECTION_TASKS = ("detector", "focalnet")  # model tasks `prostate-cad detect` dispatches on
+
 # Step -> the CLI verb it needs.
 STEP_VERBS = {"registration": "register", "zones": "zones", "detection": "detect"}
 
@@ -82,9 +84,10 @@ class CadLogic:
 
     @staticmethod
     def detector_models() -> list:
+        """Installed packages `prostate-cad detect` runs: Retina U-Net ("detector") and FocalNet."""
         from ProstateLesionCADLib.model_package import installed_packages
 
-        return installed_packages(task="detector") + installed_packages(task="focalnet")  # `detect` runs both
+        return [p for p in installed_packages() if p.task in DETECTION_TASKS] + installed_packages(task="focalnet")  # `detect` runs both
 
     @staticmethod
     def model_presets(package, min_ggg: int) -> Optional[dict[str, float]]:
