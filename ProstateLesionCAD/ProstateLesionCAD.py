@@ -332,6 +332,11 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 with slicer.util.tryWithErrorDisplay(f"The {step} step finished but its result could not be loaded.",
                                                      waitCursor=True):
                     self.loadResult(step, process.work_dir / "out")
+                # the command's notes (e.g. a channel left blank, a demo model) stay visible
+                notes = [line[len("note: "):] for line in process.log if line.startswith("note: ")]
+                if notes:
+                    label = self.statusLabel(step)
+                    label.text = label.text + "<br>" + "<br>".join(notes)
             elif result.state == background_process.CANCELLED:
                 self.statusLabel(step).text = "Cancelled; the scene is unchanged."
             else:
