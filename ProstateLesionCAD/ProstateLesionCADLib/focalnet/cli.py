@@ -24,6 +24,8 @@ def add_focalnet_arguments(parser) -> None:
     parser.add_argument("--size", type=int, default=64, help="pixels across the 80 mm square (paper: 128)")
     parser.add_argument("--width", type=int, default=16, help="channels of the first residual stage")
     parser.add_argument("--blocks", default="1,1,1", help="residual blocks per stage, e.g. 3,4,23,3 (ResNet-101)")
+    parser.add_argument("--mfl-warmup", type=float, default=0.25,
+                        help="share of the steps trained with FL alone before MFL joins (0 = the paper's schedule)")
     parser.add_argument("--patch", type=int, default=32, help="training patch size in pixels (0 = whole slices)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--phantom-seed", type=int, default=5000, help="first phantom seed (with --phantoms)")
@@ -47,7 +49,7 @@ def _settings(args):
         raise ParameterError(f"--blocks must be comma-separated integers, got {args.blocks!r}.") from None
     network = FocalNetConfig(width=args.width, blocks=blocks, aspp_channels=max(16, 2 * args.width))
     return TrainSettings(loss=args.loss, steps=args.steps, batch_size=args.batch_size, optimizer=args.optimizer,
-                         lr=args.lr, patch=args.patch, seed=args.seed, network=network)
+                         lr=args.lr, patch=args.patch, seed=args.seed, mfl_warmup=args.mfl_warmup, network=network)
 
 
 def _load_cases(args, progress):

@@ -11,6 +11,11 @@ trains in minutes — a documented deviation.
 Slices: the paper trains on annotated slices only; our phantoms and cases come with
 prostate masks, so every slice crossing the prostate is used (lesion-free slices teach the
 network where *not* to fire); `lesion_slice_share` oversamples the slices with lesions.
+MFL warm-up: the paper starts from pre-trained weights, so its f_out is a meaningful "soft
+truth" from the first step. From random weights f_out is flat at first, and MFL then pulls the
+single-component outputs on lesions towards that flat reference (through the shared weights,
+the full-input output too), which stalls training; MFL therefore joins after `mfl_warmup` of
+the steps (FL alone before). Set it to 0 for the paper's schedule.
 For CPU speed the network (fully convolutional) is trained on `patch` x `patch` crops of the
 slices — around a lesion pixel on lesion slices, anywhere in the central region otherwise —
 and applied to whole slices at inference.
@@ -52,6 +57,7 @@ class TrainSettings:
     max_shift: float = 0.1  # fraction of the image size
     scale_range: tuple[float, float] = (0.9, 1.1)
     lesion_slice_share: float = 0.5
+    mfl_warmup: float = 0.25  # share of the steps trained with FL alone before MFL joins (see module docstring)
     patch: int = 32  # training patch size in pixels (0: whole slices); inference always uses whole slices
     seed: int = 0
     network: FocalNetConfig = field(default_factory=FocalNetConfig)
@@ -192,7 +198,10 @@ def train(stacks: Sequence[SliceStack], settings: TrainSettings = TrainSettings(
         if settings.augment:
             x, y = augment(x, y, rng, settings.max_shift, settings.scale_range)
         x, y = x.to(dev), y.to(dev)
-        loss, parts = focalnet_loss(model, x, y, kind=settings.loss, lam=lam, alpha=settings.alpha)
+        kind = settings.loss
+        if kind == "fl+mfl" and step < settings.mfl_warmup * settings.steps:
+            kind = "fl"
+        loss, parts = focalnet_loss(model, x, y, kind=kind, lam=lam, alpha=settings.alpha)
         opt.zero_grad()
         loss.backward()
         opt.step()
