@@ -26,9 +26,11 @@ PAPER_RULE = HitRule(distance_mm=5.0, same_slice=True)
 
 
 def evaluate_phantoms(model, cases: Sequence[PhantomCase], k: int = 1, rule: HitRule = PAPER_RULE,
-                      threshold: float = 0.02) -> tuple[dict[str, Any], list[DetectionCase]]:
+                      threshold: float = 0.02, prostate_margin_mm: Optional[float] = None
+                      ) -> tuple[dict[str, Any], list[DetectionCase]]:
     """FROC of a model on prepared phantoms, plus per-visibility sensitivity at 0.5/1/2 FP per patient."""
-    dets = [detections_from_output(predict_stack(model, c.stack, "cpu"), c.stack, threshold=threshold) for c in cases]
+    dets = [detections_from_output(predict_stack(model, c.stack, "cpu"), c.stack, threshold=threshold,
+                                   prostate_margin_mm=prostate_margin_mm) for c in cases]
     per_case = [case_hits(c.truth, d.detections, c.lesion_mask, k, rule) for c, d in zip(cases, dets)]
     result = froc_from_hits(per_case, rule)
     result["sensitivity_by_visibility"] = _by_visibility(cases, per_case, result)
@@ -53,7 +55,7 @@ def _by_visibility(cases: Sequence[PhantomCase], per_case, result: dict[str, Any
 
 def loss_study(n_train: int = 24, n_test: int = 12, steps: int = 300, single_modality_fraction: float = 0.5,
                seed: int = 0, size: int = 64, settings: Optional[TrainSettings] = None,
-               losses: Sequence[str] = ("ce", "fl", "fl+mfl"),
+               losses: Sequence[str] = ("ce", "fl", "fl+mfl"), prostate_margin_mm: Optional[float] = None,
                progress: Optional[ProgressCallback] = None) -> dict[str, Any]:
     """Train one model per loss on the same phantoms; FROC on the same held-out phantoms."""
     progress = progress or silent
@@ -62,13 +64,13 @@ def loss_study(n_train: int = 24, n_test: int = 12, steps: int = 300, single_mod
                                 single_modality_fraction=single_modality_fraction, progress=sub_progress(progress, 0, 0.1))
     test_cases = phantom_cases(range(7500 + seed * 1000, 7500 + seed * 1000 + n_test), size,
                                single_modality_fraction=single_modality_fraction, progress=sub_progress(progress, 0.1, 0.2))
-    out: dict[str, Any] = {"n_train": n_train, "n_test": n_test, "steps": steps,
+    out: dict[str, Any] = {"n_train": n_train, "n_test": n_test, "steps": steps, "prostate_margin_mm": prostate_margin_mm,
                            "single_modality_fraction": single_modality_fraction, "variants": {}}
     for i, loss in enumerate(losses):
         s = TrainSettings(**{**base.__dict__, "loss": loss, "steps": steps, "seed": seed})
         span = (0.2 + 0.8 * i / len(losses), 0.2 + 0.8 * (i + 1) / len(losses))
         model, info = train([c.stack for c in train_cases], s, "cpu", sub_progress(progress, *span))
-        result, _ = evaluate_phantoms(model, test_cases)
+        result, _ = evaluate_phantoms(model, test_cases, prostate_margin_mm=prostate_margin_mm)
         out["variants"][loss] = {"froc": result, "seconds": info["seconds"], "lambda": info["lambda"]}
     return out
 
