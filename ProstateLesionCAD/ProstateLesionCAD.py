@@ -19,10 +19,12 @@ from slicer.util import VTKObservationMixin
 from ProstateLesionCADLib import device, ggg_palette, model_catalog
 from ProstateLesionCADLib.resources import sample_case_dir
 from ProstateLesionCADSlicer import background_process
+from ProstateLesionCADSlicer.annotate_logic import TABLE_COLUMNS as SEED_COLUMNS, AnnotateLogic
 from ProstateLesionCADSlicer.cad_logic import CadLogic
 from ProstateLesionCADSlicer.parameters import CRITERIA, get_parameter_node
 
 POLL_MS = 200
+REGROW_DEBOUNCE_MS = 500  # a dragged seed re-grows once it has rested this long
 
 
 class ProstateLesionCAD(ScriptedLoadableModule):
@@ -58,6 +60,8 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._process = None
         self._processStep = None
         self._packages = []
+        self.annotateLogic = None
+        self._seedsNode = None
 
     # ------------------------------------------------------------ set-up
 
@@ -103,6 +107,19 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.cancelButton.connect("clicked()", self.onCancel)
         self.ui.lesionTableView.connect("clicked(QModelIndex)", self.onTableClicked)
 
+        self.annotateLogic = AnnotateLogic(slicer.mrmlScene)
+        self.ui.seedsTableWidget.setColumnCount(len(SEED_COLUMNS))
+        self.ui.seedsTableWidget.setHorizontalHeaderLabels(list(SEED_COLUMNS))
+        self.ui.seedsSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onSeedsNodeChanged)
+        self.ui.seedsTableWidget.connect("cellClicked(int,int)", self.onSeedRowClicked)
+        self.ui.growButton.connect("clicked()", self.onGrow)
+        self.ui.regrowSelectedButton.connect("clicked()", self.onRegrowSelected)
+        self.ui.exportAnnotationButton.connect("clicked()", self.onExportAnnotation)
+        self._regrowTimer = qt.QTimer()
+        self._regrowTimer.setSingleShot(True)
+        self._regrowTimer.setInterval(REGROW_DEBOUNCE_MS)
+        self._regrowTimer.connect("timeout()", self.onSeedsSettled)
+
         self._timer = qt.QTimer()
         self._timer.setInterval(POLL_MS)
         self._timer.connect("timeout()", self.onPoll)
@@ -116,6 +133,7 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         if self._process is not None:
             self._process.cancel()
             self._process.cleanup()
+        self._regrowTimer.stop()
         self.removeObservers()
 
     def enter(self):
@@ -126,6 +144,7 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def onSceneStartClose(self, caller, event):
         self.setParameterNode(None)
+        self.ui.seedsSelector.setCurrentNode(None)
 
     def onSceneEndClose(self, caller, event):
         if self.parent.isEntered:
@@ -193,6 +212,7 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.resetRegistrationButton.enabled = self.logic.params.registration_transform is not None and not running
         self.ui.cancelButton.enabled = running
         self.updatePresetButtons()
+        self.updateAnnotateButtons()
 
     # ------------------------------------------------------------ models, device, presets
 
@@ -286,6 +306,102 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.lesionTableView.setMRMLTableNode(table)
         shown = self.logic.apply_filter()
         self.ui.detectStatusLabel.text = f"{len(infos)} detections, {len(shown)} shown at {self.logic.params.criterion}."
+
+    # ------------------------------------------------------------ annotate (seeds -> grown lesions)
+
+    def onSeedsNodeChanged(self, node):
+        self._regrowTimer.stop()
+        if self._seedsNode is not None:
+            self.removeObserver(self._seedsNode, self._seedsNode.PointModifiedEvent, self.onSeedPointModified)
+            for event in (self._seedsNode.PointAddedEvent, self._seedsNode.PointRemovedEvent):
+                self.removeObserver(self._seedsNode, event, self.onSeedsListChanged)
+        self._seedsNode = node
+        if node is not None:
+            self.addObserver(node, node.PointModifiedEvent, self.onSeedPointModified)
+            for event in (node.PointAddedEvent, node.PointRemovedEvent):
+                self.addObserver(node, event, self.onSeedsListChanged)
+        self.ui.seedPlaceWidget.setCurrentNode(node)
+        self.updateSeedTable()
+
+    def onSeedsListChanged(self, caller, event):
+        self.updateSeedTable()
+
+    def onSeedPointModified(self, caller, event):
+        self._regrowTimer.start()  # restarts on every move event: only where a drag comes to rest is grown
+
+    def onSeedsSettled(self):
+        if self._seedsNode is None or self.logic.params.t2 is None:
+            return
+        if self.annotateLogic.segmentation_of(self._seedsNode) is None:  # nothing grown yet: just show positions
+            self.updateSeedTable()
+            return
+        with slicer.util.tryWithErrorDisplay("Could not re-grow the moved seed.", waitCursor=True):
+            outcome = self.annotateLogic.regrow_moved(self._seedsNode, self.logic.params.t2,
+                                                      force=self.ui.overwriteEditsCheckBox.checked)
+            self.ui.annotateStatusLabel.text = outcome.message()
+        self.updateSeedTable()
+
+    def updateSeedTable(self):
+        table = self.ui.seedsTableWidget
+        rows = self.annotateLogic.table_rows(self._seedsNode) if self._seedsNode is not None else []
+        table.setRowCount(len(rows))
+        for r, row in enumerate(rows):
+            combo = qt.QComboBox()
+            for ggg, cls in ggg_palette.PALETTE.items():
+                combo.addItem(cls.name, ggg)
+            combo.currentIndex = combo.findData(row.ggg)
+            combo.connect("currentIndexChanged(int)", lambda i, pid=row.point_id, c=combo: self.onSeedGGGChanged(pid, c))
+            table.setCellWidget(r, 1, combo)
+            values = [str(row.number), "", *(f"{v:.1f}" for v in row.position_ras),
+                      "" if row.volume_cm3 is None else f"{row.volume_cm3:.2f}", ", ".join(row.flags)]
+            for c, text in enumerate(values):
+                if c != 1:
+                    item = qt.QTableWidgetItem(text)
+                    item.setData(qt.Qt.UserRole, row.point_id)
+                    table.setItem(r, c, item)
+        self.updateAnnotateButtons()
+
+    def updateAnnotateButtons(self):
+        seeds = self._seedsNode
+        ready = seeds is not None and self.logic.params.t2 is not None and seeds.GetNumberOfControlPoints() > 0
+        self.ui.growButton.enabled = ready
+        self.ui.regrowSelectedButton.enabled = ready
+        self.ui.exportAnnotationButton.enabled = ready and self.annotateLogic.segmentation_of(seeds) is not None
+
+    def onSeedGGGChanged(self, pointId, combo):
+        with slicer.util.tryWithErrorDisplay("Could not set the grade group."):
+            self.annotateLogic.set_ggg(self._seedsNode, pointId, combo.currentData)
+
+    def onSeedRowClicked(self, row, column):
+        item = self.ui.seedsTableWidget.item(row, 0)
+        if item is not None and self._seedsNode is not None:
+            center = self.annotateLogic.position_ras(self._seedsNode, item.data(qt.Qt.UserRole))
+            slicer.modules.markups.logic().JumpSlicesToLocation(*center, True)
+
+    def growSeeds(self, pointIds=None):
+        with slicer.util.tryWithErrorDisplay("Could not grow the lesions.", waitCursor=True):
+            self._regrowTimer.stop()
+            outcome = self.annotateLogic.grow(self._seedsNode, self.logic.params.t2, pointIds,
+                                              force=self.ui.overwriteEditsCheckBox.checked)
+            self.ui.annotateStatusLabel.text = outcome.message()
+        self.updateSeedTable()
+
+    def onGrow(self):
+        self.growSeeds(None)
+
+    def onRegrowSelected(self):
+        table = self.ui.seedsTableWidget
+        rows = sorted({index.row() for index in table.selectedIndexes()})
+        pointIds = [table.item(r, 0).data(qt.Qt.UserRole) for r in rows if table.item(r, 0) is not None]
+        if pointIds:
+            self.growSeeds(pointIds)
+
+    def onExportAnnotation(self):
+        folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), "Export ground truth to folder")
+        if folder:
+            with slicer.util.tryWithErrorDisplay("Could not export the annotation.", waitCursor=True):
+                path = self.annotateLogic.export(self._seedsNode, self.logic.params.t2, folder)
+                self.ui.annotateStatusLabel.text = f"Wrote {path} and lesions.nrrd."
 
     # ------------------------------------------------------------ background steps
 

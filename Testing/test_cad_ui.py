@@ -30,6 +30,9 @@ EXPECTED_CLASS = {
     r"thresholdSlider": {"ctkSliderWidget"},
     r"lesionTableView": {"qMRMLTableView"},
     r"progressBar": {"QProgressBar"},
+    r".*CheckBox$": {"QCheckBox"},
+    r".*TableWidget$": {"QTableWidget"},
+    r".*PlaceWidget$": {"qSlicerMarkupsPlaceWidget"},
 }
 SLICER_PROVIDED = {"slicer", "vtk", "qt", "ctk", "numpy", "SimpleITK", "SampleData", "DICOMLib"}
 PROJECT = {"ProstateLesionCADLib", "ProstateLesionCADSlicer", "ZonalSegmentationLib", "ZonalSegmentationSlicer"}
