@@ -132,6 +132,8 @@ def run_detect(args) -> int:
     pkg = find_model(args.model, task="focalnet")
     case = load_case(args.path, progress=sub_progress(progress, 0.0, 0.1))
     prostate = read_image_file(args.prostate, "prostate", label=True) if args.prostate else None
+    if prostate is None and getattr(args, "zones", None):  # the gland = every zone (1 CG, 2 PZ)
+        prostate = read_image_file(args.zones, "zones", label=True) > 0
     transform = None
     if args.transform:
         from ..registration import read_transform
