@@ -199,3 +199,38 @@ def test_prostatex_0000_sample_lesion_from_markups(repo_dir):
     arr = _segment_array(logic.segmentation_of(seeds), pid, t2_node)
     i, j, k = np.round(mrml_volumes.ras_to_ijk(t2_node, (-25.7457, -31.8707, -38.511))).astype(int)
     assert arr[k, j, i]
+
+
+def test_overlapping_segments_regrow_without_touching_each_other(scene_setup):
+    """Two seeds in one lesion grow overlapping segments; re-growing one leaves the other intact and unflagged."""
+    scene, t2, t2_node, seeds, logic, ids = scene_setup
+    ras = np.array(logic.position_ras(seeds, ids[0])) + [0.5, 0.5, 0.0]
+    seeds.AddControlPoint(*ras, "")
+    third = logic.point_ids(seeds)[2]
+    logic.grow_all(seeds, t2_node)
+    seg_node = logic.segmentation_of(seeds)
+    first = _segment_array(seg_node, ids[0], t2_node)
+    assert (first & _segment_array(seg_node, third, t2_node)).sum() > 0.7 * first.sum()
+    seeds.SetNthControlPointPosition(2, *(ras + [0.5, 0.0, 0.0]))
+    assert logic.regrow_moved(seeds, t2_node).grown == [third]
+    assert np.array_equal(_segment_array(seg_node, ids[0], t2_node), first)
+    assert not any(logic.is_edited(seg_node, pid) for pid in logic.point_ids(seeds))
+
+
+def test_grades_and_edit_protection_survive_saving_the_segmentation(scene_setup, tmp_path):
+    """Segment tags (fingerprint, grown-at position) go through .seg.nrrd: a reloaded segmentation is not 'edited'."""
+    scene, t2, t2_node, seeds, logic, ids = scene_setup
+    logic.grow_all(seeds, t2_node)
+    storage = logic.segmentation_of(seeds).CreateDefaultStorageNode()
+    scene.AddNode(storage)
+    storage.SetFileName(str(tmp_path / "lesions.seg.nrrd"))
+    assert storage.WriteData(logic.segmentation_of(seeds))
+    reloaded = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "reloaded")
+    storage2 = reloaded.CreateDefaultStorageNode()
+    scene.AddNode(storage2)
+    storage2.SetFileName(str(tmp_path / "lesions.seg.nrrd"))
+    assert storage2.ReadData(reloaded)
+    seeds.SetNodeReferenceID("ProstateLesionCAD.AnnotationSegmentation", reloaded.GetID())
+    assert [reloaded.GetSegmentation().GetSegment(segment_id_for(p)).GetName() for p in ids] == ["Seed 1 · GGG2", "Seed 2 · GGG0"]
+    assert not any(logic.is_edited(reloaded, p) for p in ids) and logic.moved_seeds(seeds) == []
+    assert [r.ggg for r in logic.table_rows(seeds)] == [2, 0]
