@@ -234,3 +234,21 @@ def test_grades_and_edit_protection_survive_saving_the_segmentation(scene_setup,
     assert [reloaded.GetSegmentation().GetSegment(segment_id_for(p)).GetName() for p in ids] == ["Seed 1 · GGG2", "Seed 2 · GGG0"]
     assert not any(logic.is_edited(reloaded, p) for p in ids) and logic.moved_seeds(seeds) == []
     assert [r.ggg for r in logic.table_rows(seeds)] == [2, 0]
+
+
+def test_zones_from_the_cad_panel_clip_a_lesion_to_its_zone(scene_setup):
+    """With zones selected in the CAD panel, growing stays in the seed's zone and says so (flag in the table)."""
+    from ProstateLesionCADSlicer.cad_logic import CadLogic
+
+    scene, t2, t2_node, seeds, logic, ids = scene_setup
+    zones = np.full(sitk.GetArrayViewFromImage(t2).shape, 1, np.uint8)  # CG
+    zones[:, :, :CENTRES[0][0] - 2] = 2  # PZ cuts through lesion 1, 1 mm left of its seed
+    labels = sitk.GetImageFromArray(zones)
+    labels.CopyInformation(t2)
+    CadLogic(scene).zones_from_label_image(labels)
+    outcome = logic.grow_all(seeds, t2_node)
+    assert "clipped_to_prostate" in outcome.reports[ids[0]].flags
+    assert outcome.reports[ids[1]].flags == []
+    arr = _segment_array(logic.segmentation_of(seeds), ids[0], t2_node)
+    assert not arr[:, :, :CENTRES[0][0] - 2 - 4].any()  # nothing beyond the 2 mm margin into the PZ
+    assert "clipped_to_prostate" in logic.table_rows(seeds)[0].flags
