@@ -25,7 +25,7 @@ def demo_run(tmp_path_factory):
 
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
-        code = main(["demo", "--out", str(out)])
+        code = main(["demo", "--out", str(out), "--registration-starts", "2"])
     return code, out, buffer.getvalue()
 
 
@@ -57,10 +57,29 @@ def test_demo_writes_channels_montage_and_summary(demo_run):
     assert "ProstateX-0000" in summary and "channels-montage.png" in summary
     # progress lines of every step, ending at 100 %
     lines = [l for l in text.splitlines() if l.startswith("PROGRESS ")]
-    assert any("[1/4 load sample]" in l for l in lines) and any("[4/4 channel montage]" in l for l in lines)
+    assert any("[1/7 load sample]" in l for l in lines) and any("[6/7 channel montage]" in l for l in lines)
     percents = [float(l.split()[1]) for l in lines]
     assert percents == sorted(percents) and percents[-1] == 100.0
     assert not list(out.parent.glob(".demo-output.partial-*"))  # staging folder cleaned up
+
+
+def test_demo_runs_zones_registration_and_detection(demo_run):
+    from ProstateLesionCADLib.formats import read_detections
+
+    code, out, text = demo_run
+    assert code == 0
+    zones = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "zones" / "zones.nrrd")))
+    assert set(np.unique(zones)) == {0, 1, 2}
+    report = json.loads((out / "zones" / "zones.json").read_text())
+    assert 15 < report["volumes_cm3"]["prostate"] < 150
+    # the crop is centred on the gland the zones step found
+    meta = json.loads((out / "preprocessed" / "preprocessed.json").read_text())
+    assert meta["geometry"]["center_source"] == "prostate mask"
+    reg = json.loads((out / "registration" / "registration.json").read_text())
+    assert (out / "registration" / "transform.h5").is_file() and "identity_kept" in reg
+    dets = read_detections(out / "detections" / "detections.json")
+    assert dets.model["name"] == "demo-retina-unet-phantoms" and "synthetic" in dets.model["intended_use"].lower()
+    assert (out / "detections" / "lesions-over-t2.png").is_file()
 
 
 def test_demo_failure_leaves_no_output_and_steps_can_be_added(tmp_path):
@@ -78,8 +97,9 @@ def test_demo_failure_leaves_no_output_and_steps_can_be_added(tmp_path):
     assert calls == ["ProstateX-0000"]  # ran after the sample was loaded
     assert not out.exists() and not list(tmp_path.glob(".demo-output.partial-*"))
     # insertion points for later capabilities
-    names = [s.name for s in add_step(default_steps(), DemoStep("zones", failing), before="pre-process")]
-    assert names == ["load sample", "zones", "pre-process", "write channels", "channel montage"]
+    names = [s.name for s in add_step(default_steps(), DemoStep("x", failing), before="pre-process")]
+    assert names == ["load sample", "zonal segmentation", "registration", "x", "pre-process", "write channels",
+                     "channel montage", "detect lesions (demo model)"]
     with pytest.raises(ValueError, match="no demo step named"):
         add_step(default_steps(), DemoStep("x", failing), before="nope")
 

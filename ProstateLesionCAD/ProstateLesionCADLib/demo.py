@@ -46,10 +46,45 @@ def _load_sample(state: DemoState, progress: ProgressCallback) -> None:
     progress(1.0, f"loaded {state.case.case_id}: {', '.join(state.case.roles_present())}")
 
 
+def _register(state: DemoState, progress: ProgressCallback) -> None:
+    """Multi-start ADC/DWI -> T2 registration scored in the CG and PZ just segmented; the fast
+    preset (8 starts; `--registration-starts` to change) keeps the demo short."""
+    from .registration import register_case
+    from .registration_outputs import write_registration_outputs
+
+    result = register_case(state.case, preset="fast", starts=state.results.get("registration_starts"),
+                           progress=progress)
+    files = write_registration_outputs(state.case, result, state.out / "registration")
+    state.outputs += [f"registration/{name}" for name in files.values()] + ["registration/registration.json"]
+    state.results["transform"] = result.transform
+    progress(1.0, result.summary().splitlines()[0])
+
+
+def _zones(state: DemoState, progress: ProgressCallback) -> None:
+    """Pretrained TAPS gland + the demo cascade's CNN-2 for the central gland; PZ = rest."""
+    import SimpleITK as sitk
+    from ZonalSegmentationLib.zonal_pipeline import demo_zones
+
+    report = demo_zones(state.case.t2, state.out / "zones", backend="taps", case_id=state.case.case_id,
+                        progress=progress)
+    zones = sitk.ReadImage(report["files"]["zones"])
+    state.case.zones = zones
+    state.case.prostate = sitk.Cast(zones > 0, sitk.sitkUInt8)
+    state.outputs += ["zones/zones.nrrd", "zones/zones.json", "zones/zones.png"]
+    state.results["zones"] = report
+
+
 def _preprocess(state: DemoState, progress: ProgressCallback) -> None:
     from .preprocessing import preprocess
 
-    state.preprocessed = preprocess(state.case, progress=progress)
+    state.preprocessed = preprocess(state.case, dwi_adc_transform=state.results.get("transform"),
+                                    progress=progress)
+
+
+def _detect(state: DemoState, progress: ProgressCallback) -> None:
+    from .retina_unet.demo_step import demo_detect_step
+
+    demo_detect_step(state, progress)
 
 
 def _write_channels(state: DemoState, progress: ProgressCallback) -> None:
@@ -75,9 +110,12 @@ def default_steps() -> list[DemoStep]:
     """The demo in order. Later capabilities insert their steps here."""
     return [
         DemoStep("load sample", _load_sample, 1.0),
+        DemoStep("zonal segmentation", _zones, 6.0),
+        DemoStep("registration", _register, 6.0),
         DemoStep("pre-process", _preprocess, 3.0),
         DemoStep("write channels", _write_channels, 1.0),
         DemoStep("channel montage", _montage, 1.0),
+        DemoStep("detect lesions (demo model)", _detect, 2.0),
     ]
 
 
@@ -108,8 +146,10 @@ def _write_summary(state: DemoState) -> None:
 
 
 def run_demo(out_dir: str | os.PathLike, case_dir: Optional[str | os.PathLike] = None,
-             steps: Optional[list[DemoStep]] = None, progress: Optional[ProgressCallback] = None) -> DemoState:
-    """Run the demo steps on `case_dir` (default: the embedded sample) into `out_dir`."""
+             steps: Optional[list[DemoStep]] = None, progress: Optional[ProgressCallback] = None,
+             options: Optional[dict[str, Any]] = None) -> DemoState:
+    """Run the demo steps on `case_dir` (default: the embedded sample) into `out_dir`;
+    `options` seed `state.results` (e.g. {"registration_starts": 2})."""
     from .errors import CaseError
     from .resources import sample_case_dir
 
@@ -124,7 +164,7 @@ def run_demo(out_dir: str | os.PathLike, case_dir: Optional[str | os.PathLike] =
     total = sum(s.weight for s in steps) or 1.0
     done = 0.0
     with staged_output_dir(out_dir) as stage:
-        state = DemoState(out=stage, case_dir=case_path)
+        state = DemoState(out=stage, case_dir=case_path, results=dict(options or {}))
         for number, step in enumerate(steps, 1):
             start = done / total
             done += step.weight

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
-HELP = "Run the pipeline on the embedded sample case; write channels (NRRD), a montage PNG and a summary."
+HELP = ("Run the whole pipeline on the embedded sample: zones, registration, pre-processed channels (NRRD + "
+        "montage), lesion detection with the demo model; write a summary.")
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--out", default="demo-output", help="output folder (default: demo-output)")
     parser.add_argument("--case", default=None,
                         help="another case (DICOM folder or case JSON/folder) instead of the embedded sample")
+    parser.add_argument("--registration-starts", type=int, default=None,
+                        help="number of registration starts (default: the fast preset's 8)")
 
 
 def run(args) -> int:
     from ..demo import run_demo
     from ..progress import ConsoleProgress
 
-    state = run_demo(args.out, args.case, progress=ConsoleProgress())
+    from ..errors import ParameterError
+
+    if args.registration_starts is not None and args.registration_starts < 1:
+        raise ParameterError(f"--registration-starts must be at least 1, got {args.registration_starts}.")
+    state = run_demo(args.out, args.case, progress=ConsoleProgress(),
+                     options={"registration_starts": args.registration_starts})
     print(f"demo outputs in {state.out}:")
     for path in state.outputs + ["SUMMARY.txt"]:
         print(f"  {path}")

@@ -16,6 +16,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--prostate", default=None, help="prostate mask on any grid")
     parser.add_argument("--transform", default=None, help="ADC->T2 transform file (skips automatic registration)")
     parser.add_argument("--no-register", action="store_true", help="use ADC/DWI as they are (no registration)")
+    parser.add_argument("--register-preset", default="paper", choices=("paper", "fast"),
+                        help="automatic registration: paper = 50 starts (slow on a CPU), fast = 8 starts")
+    parser.add_argument("--zones-backend", default="taps", choices=("taps", "cascade"),
+                        help="automatic zonal segmentation when --zones is not given (see prostate-cad zones)")
 
 
 def run(args) -> int:

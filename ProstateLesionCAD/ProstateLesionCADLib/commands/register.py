@@ -22,20 +22,13 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    import json
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..case_files import read_image_file, write_image_file
+    from ..case_files import read_image_file
     from ..case_loading import load_case
     from ..errors import CaseError
     from ..output_files import staged_output_dir
     from ..progress import ConsoleProgress, sub_progress
-    from ..registration import (apply_to_case, checkerboard, identity_transform, read_transform, register_case,
-                                score_case_transform, write_transform)
+    from ..registration import read_transform, register_case, score_case_transform
+    from ..registration_outputs import write_registration_outputs
 
     progress = ConsoleProgress()
     case = load_case(args.path, progress=sub_progress(progress, 0.0, 0.1))
@@ -49,33 +42,8 @@ def run(args) -> int:
     else:
         result = register_case(case, args.preset, args.starts, args.seed, args.workers,
                                sub_progress(progress, 0.1, 0.9))
-    registered = apply_to_case(case, result.transform)
     with staged_output_dir(args.out) as stage:
-        write_transform(result.transform, stage / "transform.h5")
-        files = {"transform": "transform.h5"}
-        if registered.adc is not None:
-            write_image_file(registered.adc, stage / "adc.nrrd")
-            files["ADC"] = "adc.nrrd"
-            fig, ax = plt.subplots(1, 2, figsize=(10, 5))
-            ax[0].imshow(checkerboard(case.t2, case.adc, identity_transform()), cmap="gray")
-            ax[0].set_title("T2 / ADC before")
-            ax[1].imshow(checkerboard(case.t2, case.adc, result.transform), cmap="gray")
-            ax[1].set_title("T2 / ADC after")
-            for a in ax:
-                a.axis("off")
-            fig.tight_layout()
-            fig.savefig(stage / "checkerboard.png", dpi=80)
-            plt.close(fig)
-            files["checkerboard"] = "checkerboard.png"
-        for kind, images in (("dwi", registered.dwi), ("dwi-computed", registered.dwi_computed)):
-            for b, image in images.items():
-                name = f"{kind}-b{b:g}.nrrd"
-                write_image_file(image, stage / name)
-                files[f"{kind.upper().replace('-', '_')}:{b:g}"] = name
-        report = result.as_dict()
-        report["case_id"] = case.case_id
-        report["files"] = files
-        (stage / "registration.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+        write_registration_outputs(case, result, stage)
     progress(1.0, f"registration written to {args.out}")
     print(result.summary())
     return 0

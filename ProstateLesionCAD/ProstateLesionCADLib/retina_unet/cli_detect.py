@@ -9,9 +9,24 @@ from ..progress import ConsoleProgress, sub_progress
 from .pipeline import detect_case
 
 
-def _register(case, progress):
-    from ..registration import register_case
-    return register_case(case, progress=progress).transform
+def _registration(preset: str):
+    def register(case, progress):
+        from ..registration import register_case
+        return register_case(case, preset=preset, progress=progress).transform
+    return register
+
+
+def _zonal_segmentation(backend: str):
+    """CNN-1 (or the pretrained gland network) + CNN-2 from ZonalSegmentationLib."""
+    def segment(case, progress):
+        import SimpleITK as sitk
+        from ZonalSegmentationLib.zonal_pipeline import segment_zones
+
+        result = segment_zones(case.t2, backend=backend, case_id=case.case_id, progress=progress)
+        for flag in result.report["qc"]["flags"] + result.report["warnings"]:
+            print(f"note: zones: {flag}")
+        return sitk.Cast(result.zones > 0, sitk.sitkUInt8), result.zones
+    return segment
 
 
 def run_detect(args) -> int:
@@ -30,7 +45,8 @@ def run_detect(args) -> int:
         transform = read_transform(args.transform, case.t2)
     report = detect_case(case, pkg, args.out, drop=drop, tta=args.tta,
                          device=args.device, prostate=prostate, zones=zones, transform=transform,
-                         register=None if args.no_register else _register,
+                         register=None if args.no_register else _registration(getattr(args, "register_preset", "paper")),
+                         segment_zones=_zonal_segmentation(getattr(args, "zones_backend", "taps")),
                          progress=sub_progress(progress, 0.1, 1.0))
     for message in report.messages:
         print(f"note: {message}")
