@@ -126,17 +126,25 @@ def _case_id(entry: Any, index: int, path: Path) -> str:
     return entry["case_id"]
 
 
-def read_detections(path: str | Path) -> DetectionSet:
-    path = Path(path)
+def _read_cases(path: Path, expected_format: str) -> tuple[dict, list[tuple[str, dict]]]:
+    """Load, check the format, and return (data, [(case_id, entry)]) with unique case ids."""
     data = _load_json(path)
-    _check_format(data, DETECTIONS_FORMAT, path)
-    cases = []
-    seen = set()
+    _check_format(data, expected_format, path)
+    cases, seen = [], set()
     for i, entry in enumerate(data["cases"]):
         cid = _case_id(entry, i, path)
         if cid in seen:
             raise FormatError(f"{path}: case {cid!r} appears twice.")
         seen.add(cid)
+        cases.append((cid, entry))
+    return data, cases
+
+
+def read_detections(path: str | Path) -> DetectionSet:
+    path = Path(path)
+    data, entries = _read_cases(path, DETECTIONS_FORMAT)
+    cases = []
+    for cid, entry in entries:
         dets = []
         for j, d in enumerate(entry.get("detections", []) or []):
             where = f"case {cid!r} detection #{j + 1}"
@@ -169,15 +177,9 @@ def read_detections(path: str | Path) -> DetectionSet:
 
 def read_ground_truth(path: str | Path) -> GroundTruthSet:
     path = Path(path)
-    data = _load_json(path)
-    _check_format(data, GROUND_TRUTH_FORMAT, path)
+    data, entries = _read_cases(path, GROUND_TRUTH_FORMAT)
     cases = []
-    seen = set()
-    for i, entry in enumerate(data["cases"]):
-        cid = _case_id(entry, i, path)
-        if cid in seen:
-            raise FormatError(f"{path}: case {cid!r} appears twice.")
-        seen.add(cid)
+    for cid, entry in entries:
         lesions = []
         for j, d in enumerate(entry.get("lesions", []) or []):
             where = f"case {cid!r} lesion #{j + 1}"

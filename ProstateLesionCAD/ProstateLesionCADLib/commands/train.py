@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-import importlib
+from ._subverbs import add_subverbs, run_subverb
 
-HELP = "Train a model: detector (Retina U-Net)."
+HELP = "Train a model: detector (Retina U-Net), zones (zonal cascade) or focalnet."
 
 # sub-verb -> (library module, help)
 SUBVERBS = {
@@ -16,15 +16,8 @@ SUBVERBS = {
 
 
 def add_arguments(parser) -> None:
-    sub = parser.add_subparsers(dest="train_verb", metavar="<sub-verb>")
-    sub.required = True
-    for name, (module_name, help_text) in SUBVERBS.items():
-        module = importlib.import_module(f"..{module_name}", __package__)
-        func = name.replace("-", "_")
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        getattr(module, f"add_{func}_arguments")(p)
-        p.set_defaults(_train_run=getattr(module, f"run_{func}"))
+    add_subverbs(parser, SUBVERBS)
 
 
 def run(args) -> int:
-    return args._train_run(args)
+    return run_subverb(args)
