@@ -44,6 +44,7 @@ import SimpleITK as sitk
 
 from .case import Case, SeriesInfo
 from .errors import CaseError, FormatError, ParameterError
+from .formats import load_json_object
 from .output_files import staged_output_dir
 from .progress import ProgressCallback, silent, sub_progress
 
@@ -103,15 +104,7 @@ def write_image_file(image: sitk.Image, path: str | os.PathLike) -> None:
 # ---------------------------------------------------------------- reading case JSON
 
 def _load(path: Path) -> dict:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except FileNotFoundError:
-        raise CaseError(f"{path}: case file not found.") from None
-    except json.JSONDecodeError as exc:
-        raise FormatError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}).") from None
-    if not isinstance(data, dict):
-        raise FormatError(f"{path}: expected a JSON object at the top level.")
+    data = load_json_object(path, CaseError, "case file")
     if data.get("format") != CASE_FORMAT:
         raise FormatError(f"{path}: unknown format {data.get('format')!r}; expected {CASE_FORMAT!r}.")
     return data

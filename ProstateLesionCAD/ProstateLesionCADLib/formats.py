@@ -73,12 +73,13 @@ class GroundTruthSet:
 
 # ---------------------------------------------------------------- reading helpers
 
-def _load_json(path: Path) -> dict:
+def load_json_object(path: Path, missing: type[Exception] = FormatError, what: str = "file") -> dict:
+    """A JSON file holding an object, or one clear sentence (`missing` when it does not exist)."""
     try:
         with open(path, encoding="utf-8") as handle:
             data = json.load(handle)
     except FileNotFoundError:
-        raise FormatError(f"{path}: file not found.") from None
+        raise missing(f"{path}: {what} not found.") from None
     except json.JSONDecodeError as exc:
         raise FormatError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}).") from None
     if not isinstance(data, dict):
@@ -128,7 +129,7 @@ def _case_id(entry: Any, index: int, path: Path) -> str:
 
 def _read_cases(path: Path, expected_format: str) -> tuple[dict, list[tuple[str, dict]]]:
     """Load, check the format, and return (data, [(case_id, entry)]) with unique case ids."""
-    data = _load_json(path)
+    data = load_json_object(path)
     _check_format(data, expected_format, path)
     cases, seen = [], set()
     for i, entry in enumerate(data["cases"]):
