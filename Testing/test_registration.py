@@ -42,12 +42,21 @@ def phantom_result(deformed_phantom):
 
 
 def test_phantom_tre_halved_and_below_1_5_mm(deformed_phantom, phantom_result):
-    points = _truth_points(deformed_phantom)
-    before = _tre(reg.identity_transform(), deformed_phantom.deformation, points)
-    after = _tre(phantom_result.transform, deformed_phantom.deformation, points)
-    assert before > 3.0  # the phantom really is mis-registered
-    assert not phantom_result.identity_kept
-    assert after < before / 2 and after < 1.5, (before, after)
+    """Mean TRE over six phantoms (seeds 0-5, each with its own 8 mm deformation), fast preset,
+    2 starts. Before the coarse-to-fine gradient pyramid, phantoms 1 and 5 drifted away."""
+    before, after = [], []
+    for seed in range(6):
+        phantom = deformed_phantom if seed == 3 else make_phantom(seed, deformation_mm=8.0, with_dce=False,
+                                                                    with_ktrans=False)
+        result = phantom_result if seed == 3 else reg.register_case(phantom.case, preset="fast", starts=2, seed=0,
+                                                                      workers=2)
+        points = _truth_points(phantom)
+        before.append(_tre(reg.identity_transform(), phantom.deformation, points))
+        after.append(_tre(result.transform, phantom.deformation, points))
+        assert before[-1] > 3.0  # the phantom really is mis-registered
+        assert not result.identity_kept and after[-1] < before[-1], (seed, before[-1], after[-1])
+    print("TRE before", np.round(before, 2), "after", np.round(after, 2))
+    assert np.mean(after) < np.mean(before) / 2 and np.mean(after) < 1.5, (before, after)
     assert phantom_result.regions == "zones"
     assert phantom_result.chosen_score.total > phantom_result.identity_score.total
     # the registered ADC now correlates better with T2 inside the gland than before

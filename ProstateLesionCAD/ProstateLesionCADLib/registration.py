@@ -182,16 +182,17 @@ def build_problem(t2: sitk.Image, adc: sitk.Image, zones: Optional[sitk.Image] =
                         "(images do not overlap; check that both series belong to the same study).")
     regions = scoring_regions(fixed, zones, prostate)
     union = np.any(np.stack(regions.masks), axis=0)
-    fixed_grad = gradient_magnitude(fixed, settings.gradient_sigma_mm)
-    moving_grad = gradient_magnitude(moving, settings.gradient_sigma_mm)
+    levels = [(normalise_for_mi(gradient_magnitude(fixed, sigma), union),
+               normalise_for_mi(gradient_magnitude(moving, sigma))) for sigma in settings.gradient_sigmas_mm]
     fixed_score_grad = gradient_magnitude(fixed, settings.score_sigma_mm)
     # The BSpline domain: T2's full extent (a 1-voxel-thick copy would do, but keep geometry exact).
     domain = sitk.Image([int(v) for v in t2.GetSize()], sitk.sitkUInt8)
     domain.CopyInformation(t2)
     return RegistrationProblem(fixed_features=fixed_score_grad,
-                               fixed_features_mi=normalise_for_mi(fixed_grad, union),
+                               fixed_features_mi=levels[-1][0],
                                moving_image=moving,
-                               moving_features_mi=normalise_for_mi(moving_grad),
+                               moving_features_mi=levels[-1][1],
+                               coarse_levels_mi=levels[:-1],
                                domain=domain, regions=regions)
 
 
