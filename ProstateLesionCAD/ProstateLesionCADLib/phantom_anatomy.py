@@ -151,6 +151,7 @@ class Anatomy:
     others: list[tuple[str, Solid]]  # background solids, bottom to top, tissue name
     lesions: list[LesionSpec]
     zone_t2: dict[str, float]  # per-case T2 of PZ and CG (lesion T2 is relative to these)
+    min_lesion_distance_mm: float = 0.0  # lesion centres at least this far apart (besides a 3 mm edge gap)
 
     def distances(self, u: np.ndarray) -> dict:
         """Signed distances of points u to every solid: evaluate once, use for several
@@ -221,7 +222,7 @@ def layer_weights(layers: list[tuple[dict, np.ndarray]]) -> tuple[list[dict], np
 
 def make_anatomy(rng: np.random.Generator, n_lesions: int, gggs: list[int],
                  single_modality_fraction: float, zone_choices: list[str] | None = None,
-                 diameters: list[float] | None = None) -> Anatomy:
+                 diameters: list[float] | None = None, min_lesion_distance_mm: float = 0.0) -> Anatomy:
     """Draw one pelvis: gland 25–60 cm³, CG anterior-central, background organs, lesions."""
     volume_mm3 = rng.uniform(25.0, 60.0) * 1000.0
     shape = np.array([1.30, 1.0, 1.10]) * rng.uniform(0.9, 1.1, size=3)  # LR > SI > AP
@@ -264,7 +265,7 @@ def make_anatomy(rng: np.random.Generator, n_lesions: int, gggs: list[int],
     others.append(("gas", Solid(rect_center + [0, 1.0, 0], np.array([1.25, 0.9, 1.0]) * r_rect * gas,
                                 np.eye(3), {}, cylinder=True)))
     zone_t2 = {"PZ": TISSUES["pz"]["t2"] * rng.uniform(0.9, 1.1), "CG": TISSUES["cg"]["t2"] * rng.uniform(0.9, 1.1)}
-    anatomy = Anatomy(prostate, cg, others, [], zone_t2)
+    anatomy = Anatomy(prostate, cg, others, [], zone_t2, float(min_lesion_distance_mm))
     for i in range(n_lesions):
         zone = zone_choices[i] if zone_choices else ("PZ" if rng.uniform() < 0.7 else "CG")
         diameter = diameters[i] if diameters else None
@@ -345,7 +346,8 @@ def _place_lesion(rng: np.random.Generator, anatomy: Anatomy, lesion_id: int, gg
             continue
         if fov is not None and not _in_box(surface, fov, 1.0):
             continue
-        if any(np.linalg.norm(center - o.solid.center) < (diameter + o.diameter_mm) / 2.0 + 3.0
+        if any(np.linalg.norm(center - o.solid.center) < max((diameter + o.diameter_mm) / 2.0 + 3.0,
+                                                             anatomy.min_lesion_distance_mm)
                for o in anatomy.lesions):
             continue
         break

@@ -204,7 +204,7 @@ def make_phantom(seed: int, *, n_lesions: Optional[int] = None, ggg: Optional[li
                  with_dce: bool = True, with_ktrans: bool = True, case_id: Optional[str] = None,
                  oblique_deg: float = 0.0, dwi_spacing_xy: float = DWI_SPACING_XY,
                  lesion_zones: Optional[list[str]] = None,
-                 lesion_diameters: Optional[list[float]] = None) -> Phantom:
+                 lesion_diameters: Optional[list[float]] = None, min_lesion_distance_mm: float = 0.0) -> Phantom:
     """Draw one synthetic study (deterministic for `seed`; see the module docstring).
 
     n_lesions / ggg: number of lesions (0–3 drawn when both are None) and their GGG (0..3,
@@ -214,6 +214,8 @@ def make_phantom(seed: int, *, n_lesions: Optional[int] = None, ggg: Optional[li
     single_modality_fraction: share of lesions visible only on T2 or only on ADC/DWI.
     oblique_deg: tilt of the axial slices about the left-right axis (real T2 is often oblique).
     dwi_spacing_xy: in-plane spacing of the DWI/ADC grid (use `spacing[0]` for the T2 grid spacing).
+    min_lesion_distance_mm: lesion centres at least this far apart (e.g. the 15 mm matching radius
+    of the evaluation, so that no lesion can be scored by its neighbour's detection).
     """
     if ggg is not None:
         if n_lesions is not None and n_lesions != len(ggg):
@@ -241,7 +243,10 @@ def make_phantom(seed: int, *, n_lesions: Optional[int] = None, ggg: Optional[li
     if lesion_diameters is not None and (len(lesion_diameters) != n_lesions
                                          or any(not 3.0 <= d <= 30.0 for d in lesion_diameters)):
         raise ParameterError(f"lesion_diameters must give one diameter of 3–30 mm per lesion, got {lesion_diameters}.")
-    anatomy = pa.make_anatomy(rng, n_lesions, gggs, single_modality_fraction, lesion_zones, lesion_diameters)
+    if not 0.0 <= min_lesion_distance_mm <= 40.0:
+        raise ParameterError(f"min_lesion_distance_mm must be between 0 and 40 mm, got {min_lesion_distance_mm}.")
+    anatomy = pa.make_anatomy(rng, n_lesions, gggs, single_modality_fraction, lesion_zones, lesion_diameters,
+                              min_lesion_distance_mm)
 
     # T2 geometry: image centre near the world origin, prostate centre a few mm off it.
     spacing = tuple(float(s) for s in spacing)
