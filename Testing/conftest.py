@@ -64,3 +64,13 @@ def prostatex_case(prostatex_dir, prostatex_scan):
         return cache[name]
 
     return get
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module (opt in with pytest.mark.usefixtures)."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

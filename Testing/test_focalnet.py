@@ -15,14 +15,8 @@ from ProstateLesionCADLib.focalnet.losses import (cross_entropy_loss, focal_weig
 
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: the machine's cores are shared, and oversubscribed OpenMP threads crawl."""
-    import torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# one torch thread: the cores are shared, and oversubscribed OpenMP threads crawl
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # ---------------------------------------------------------------- ordinal encoding (Table I)
 

@@ -16,14 +16,8 @@ from ProstateLesionCADLib.model_package import find_model
 from ProstateLesionCADLib.phantoms import make_phantom
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: the machine's cores are shared, and oversubscribed OpenMP threads crawl."""
-    import torch
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# one torch thread: the cores are shared, and oversubscribed OpenMP threads crawl
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 DEMO = "focalnet-demo"
 HELD_OUT_SEEDS = range(9100, 9110)  # the demo trained on seeds 5000.. and validated on the next ones
