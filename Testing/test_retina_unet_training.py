@@ -127,8 +127,20 @@ def test_short_cross_validation_writes_a_package(tmp_path):
     settings = training_settings({"batch_size": 2, "batches_per_epoch": 2, "epochs": 3, "n_folds": 2,
                                   "save_n_models": 2, "aug_elastic_p": 0.5})
     card = {"name": "tiny", "version": "0", "intended_use": "test", "crop_size": [32, 32, 8], "spacing": [1, 1, 3]}
-    pkg = cross_validate(cases, split, tmp_path / "pkg", CFG, CHANNELS, settings, card)
+    # one fold first (as one job of several would): its package holds fold 1 only, its training stays
+    one = cross_validate(cases, split, tmp_path / "pkg", CFG, CHANNELS, settings, card, folds=[1])
+    assert {m["fold"] for m in one.card["ensemble"]["members"]} == {1}
+    fold1 = tmp_path / ".pkg.training" / "fold_1"
+    assert len(list(fold1.glob("epoch_*.pt"))) == 2
+    # then all folds: fold 1 is reused, not trained again
+    said = []
+    pkg = cross_validate(cases, split, tmp_path / "pkg", CFG, CHANNELS, settings, card,
+                         progress=lambda f, msg: said.append(msg))
+    assert any(m.startswith("fold 1: reusing") for m in said) and not any(m.startswith("fold 0: reusing") for m in said)
+    assert not any(m.startswith("fold 1 epoch") for m in said)
     pkg = load_model_package(tmp_path / "pkg")
+    assert {m["file"] for m in pkg.card["ensemble"]["members"] if m["fold"] == 1} == \
+        {m["file"] for m in one.card["ensemble"]["members"]}
     members = pkg.card["ensemble"]["members"]
     assert sorted((m["fold"], m["rank"]) for m in members) == [(0, 0), (0, 1), (1, 0), (1, 1)]
     assert (tmp_path / "pkg" / "training_fold0.png").stat().st_size > 1000

@@ -174,6 +174,7 @@ def cross_validate(cases: Sequence[TrainingCase], split: dict[str, Any], out: st
         the_card["thresholds"] = thresholds
         the_card["validation"] = validation
         write_model_card(stage, the_card, files)
-    shutil.rmtree(work, ignore_errors=True)
+    if set(folds) == set(range(n_folds)):  # else keep the finished folds for a later call to reuse
+        shutil.rmtree(work, ignore_errors=True)
     progress(1.0, f"model package written to {out}")
     return load_model_package(out)

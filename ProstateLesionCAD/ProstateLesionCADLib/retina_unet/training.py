@@ -210,10 +210,18 @@ def _dist() -> tuple[int, int]:
 def train_fold(fold: int, train_cases: Sequence[TrainingCase], val_cases: Sequence[TrainingCase],
                cfg: dict[str, Any], channels: Sequence[str], settings: dict[str, Any], work_dir: Path,
                device: torch.device, progress: Optional[Callable[[float, str], None]] = None) -> FoldResult:
-    """Train one fold; rank 0 writes work_dir/fold_<f>/epoch_<e>.pt for the best epochs."""
+    """Train one fold; rank 0 writes work_dir/fold_<f>/epoch_<e>.pt for the best epochs and
+    fold_<f>/result.json. A fold already finished there with the same network, settings,
+    channels and cases is reused, not trained again (one fold per job, then package them all)."""
     from monai.utils import set_determinism
 
     progress = progress or silent
+    fold_dir = work_dir / f"fold_{fold}"
+    key = _fold_key(fold, train_cases, val_cases, cfg, channels, settings)
+    finished = _finished_fold(fold, fold_dir, key)
+    if finished is not None:
+        progress(1.0, f"fold {fold}: reusing the finished training in {fold_dir}")
+        return finished
     rank, world = _dist()
     seed = int(settings["seed"]) + 1000 * fold
     torch.manual_seed(seed)  # same initial weights on every rank
@@ -226,7 +234,6 @@ def train_fold(fold: int, train_cases: Sequence[TrainingCase], val_cases: Sequen
     opt, sched = make_optimizer(net, settings)
     anchors = anchors_tensor(cfg, device)
     augmenter = make_augmenter(settings)
-    fold_dir = work_dir / f"fold_{fold}"
     fold_dir.mkdir(parents=True, exist_ok=True)
     result = FoldResult(fold, [])
     epochs, per_epoch, bs = int(settings["epochs"]), int(settings["batches_per_epoch"]), int(settings["batch_size"])
@@ -278,7 +285,30 @@ def train_fold(fold: int, train_cases: Sequence[TrainingCase], val_cases: Sequen
     if rank == 0:
         (fold_dir / "history.json").write_text(json.dumps(result.history, indent=1))
         plot_history(result.history, fold_dir / "training.png", f"fold {fold}")
+        (fold_dir / "result.json").write_text(json.dumps({"key": key, "ranking": result.ranking}))
     return result
+
+
+def _fold_key(fold: int, train_cases, val_cases, cfg, channels, settings) -> str:
+    """What a fold's training depends on (cases by id, network, channels, settings)."""
+    import hashlib
+
+    what = {"fold": fold, "train": [c.case_id for c in train_cases], "val": [c.case_id for c in val_cases],
+            "cfg": cfg, "channels": list(channels), "settings": settings}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _finished_fold(fold: int, fold_dir: Path, key: str) -> Optional[FoldResult]:
+    try:
+        done = json.loads((fold_dir / "result.json").read_text())
+        history = json.loads((fold_dir / "history.json").read_text())
+    except (OSError, ValueError):
+        return None
+    ranking = [(int(e), float(v)) for e, v in done.get("ranking", [])]
+    files = {e: fold_dir / f"epoch_{e}.pt" for e, _ in ranking}
+    if done.get("key") != key or not ranking or not all(f.is_file() for f in files.values()):
+        return None
+    return FoldResult(fold, ranking, history, files)
 
 
 def _keep_best(result: FoldResult, net: RetinaUNet, epoch: int, score: float, fold_dir: Path, keep: int) -> None:
