@@ -33,10 +33,10 @@ from ProstateLesionCADLib.retina_unet.pipeline import detect_preprocessed
 # 40 lesions, 20 of them GGG>=2
 HELD_OUT = {9001 + i: list(pair) for i, pair in enumerate(itertools.product(range(4), repeat=2))}
 HELD_OUT.update({9017 + i: [i % 4] for i in range(8)})
-# The issue asks for GGG>=2 lesion AUC >= 0.95; the previous demo package reached 0.825 here
-# (GGG>=3: 0.97, GGG>=1: 0.81). The bars
-# are those measured values minus a margin (the run is deterministic: fixed seeds, CPU).
-MIN_AUC = {"GGG>=1": 0.75, "GGG>=2": 0.78, "GGG>=3": 0.9}
+# The issue asks for GGG>=2 lesion AUC >= 0.95; the shipped package reaches 0.91 here (GGG>=3 0.97,
+# GGG>=1 0.93; the previous package 0.825 / 0.97 / 0.81). The bars are those measured values minus
+# a margin (the run is deterministic: fixed seeds, CPU).
+MIN_AUC = {"GGG>=1": 0.88, "GGG>=2": 0.87, "GGG>=3": 0.93}
 
 
 @pytest.fixture(scope="module")
