@@ -116,7 +116,8 @@ def demo_card() -> dict[str, Any]:
 
 
 def train_demo(out: str | Path, n_cases: int = DEMO_CASES["n_cases"], seed: int = DEMO_CASES["seed"],
-               cache: Optional[Path] = None, training: Optional[dict[str, Any]] = None, folds: Optional[list[int]] = None, progress=None):
+               cache: Optional[Path] = None, training: Optional[dict[str, Any]] = None,
+               folds: Optional[list[int]] = None, progress=None):
     """Train the demo package at `out` on phantoms seeds seed..seed+n_cases-1 (`folds`: a subset of
     the cross-validation folds; thresholds then come from those folds' validation cases)."""
     from .training import make_split, training_settings
