@@ -104,20 +104,22 @@ def test_prostatex_0218_roles_b_values_and_dce(case_0218):
     assert [u.series_number for u in _used(case, "DWI:500")] == [18]
     assert [u.series_number for u in _used(case, "DWI:1400")] == [19]
     assert {u.series_number for r in ("DWI:0", "DWI:400", "DWI:800") for u in _used(case, r)} == {8}
-    # Pick rule: two ADC maps -> latest-acquired (21, from the high-b series); 9 listed unused.
-    assert [u.series_number for u in _used(case, "ADC")] == [21]
+    # Pick rule: two ADC maps; 21 'ADC_high bvalue' is later but computed from b up to 1400,
+    # so the standard map 9 (from series 8, b <= 800) is used (PI-RADS: ADC from b <= 1000).
+    assert [u.series_number for u in _used(case, "ADC")] == [9]
     unused = {(u.series_number, u.role): u.reason for u in case.unused}
-    assert "series 21 used" in unused[(9, "ADC")]
+    assert "series 9 used (ADC from b <= 1000 first" in unused[(21, "ADC")]
     assert "series 17 used" in unused[(8, "DWI:100")]
 
 
 def test_choose_overrides_the_pick(prostatex_dir, scan_0218):
     root = prostatex_dir / "ProstateX-0218"
-    plan = plan_study(root, {"ADC": "9"}, series=scan_0218)
-    assert plan.picks["ADC"].series.number == 9
+    assert plan_study(root, series=scan_0218).picks["ADC"].series.number == 9
+    plan = plan_study(root, {"ADC": "21"}, series=scan_0218)
+    assert plan.picks["ADC"].series.number == 21
     assert plan.reasons["ADC"] == "chosen by the user"
     uid = plan.picks["ADC"].series.uid
-    assert plan_study(root, {"adc": uid}, series=scan_0218).picks["ADC"].series.number == 9
+    assert plan_study(root, {"adc": uid}, series=scan_0218).picks["ADC"].series.number == 21
     # A whole DWI family from one series: only its b-values remain.
     plan = plan_study(root, {"DWI": "8"}, series=scan_0218)
     assert sorted(k for k in plan.picks if k.startswith("DWI:")) == ["DWI:0", "DWI:100", "DWI:400", "DWI:800"]
@@ -318,6 +320,18 @@ def test_b_value_tags_of_each_vendor():
     assert b_value_of(seq) == 800.0
     seq.SequenceName = "*ep_b50_800"  # an ADC's sequence name names two b-values: not one image's
     assert b_value_of(seq) is None
+
+
+def test_adc_named_after_a_high_b_series_ranks_last():
+    from types import SimpleNamespace as NS
+    from ProstateLesionCADLib.dicom_roles import _high_b_adc_maps
+    def vol(description, uid, b=None):
+        return NS(series=NS(description=description, uid=uid), b_value=b)
+    diffusion = [vol("ep2d_diff_hb", "d1", b) for b in (50.0, 1400.0)] + [vol("ep2d_diff", "d2", b) for b in (50.0, 800.0)]
+    adc = [vol("ep2d_diff_ADC", "a1"), vol("ep2d_diff_hb_ADC", "a2"), vol("ADC map", "a3"), vol("ADC high-b", "a4")]
+    # a1's source is ep2d_diff (b <= 800); ep2d_diff_hb_ADC also starts with it but its own
+    # source (b 1400) counts; a3 has no known source; a4 says high b.
+    assert _high_b_adc_maps(adc, diffusion) == frozenset({"a2", "a4"})
 
 
 def test_cli_load_prints_roles_and_refuses_invalid(prostatex_dir, shared_dir, capsys):

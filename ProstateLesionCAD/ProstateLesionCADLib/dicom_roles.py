@@ -25,7 +25,10 @@ SeriesInstanceUID, and each series is classified from its headers alone:
 **Pick rule** when several candidates exist for one role (a repeated T2, two ADC maps,
 the same b-value in two series, two dynamic runs): only candidates with complete,
 regular geometry are considered; among them the latest-acquired one wins (acquisition
-date/time, then series number; for DCE the run with the most time points first). The
+date/time, then series number; for DCE the run with the most time points first). ADC maps
+computed from b-values above 1000 s/mm² rank after the others (PI-RADS v2.1 computes ADC
+with b <= 1000): those whose description names high b-values, or whose source diffusion
+series (named ``<source>_ADC``, the scanners' convention) holds a b-value above 1000. The
 others are listed as unused with the reason. The user overrides the pick with
 ``choose={"ADC": "9"}`` (series number or SeriesInstanceUID) — keys ``T2``, ``ADC``,
 ``DCE``, ``DWI:<b>`` / ``DWI_COMPUTED:<b>`` for one b-value, or ``DWI`` /
@@ -64,6 +67,9 @@ from .errors import CaseError, ParameterError
 from .progress import ProgressCallback, silent, sub_progress
 
 PICK_RULE = "latest-acquired complete axial series"
+ADC_PICK_RULE = "ADC from b <= 1000 first (PI-RADS v2.1), then latest-acquired complete axial series"
+_HIGH_B_TEXT = re.compile(r"high[\s_-]*b", re.IGNORECASE)
+_MAX_ADC_B = 1000.0
 _ORIENTATION_TOL = 1e-3  # max difference of direction cosines inside one series
 _SPACING_TOL = 0.1  # slice distances may deviate 10 % from the median distance
 
@@ -675,11 +681,28 @@ def _candidate_problem(candidate: Volume | DceRun) -> Optional[str]:
     return f"{candidate.series.label()} {candidate.problem}" if candidate.problem else None
 
 
-def _rank(candidate: Volume | DceRun):
-    """Pick rule: latest acquisition, then highest series number (DCE: most time points first)."""
+def _rank(candidate: Volume | DceRun, high_b_adc: frozenset = frozenset()):
+    """Pick rule: latest acquisition, then highest series number (DCE: most time points first;
+    ADC: maps from b > 1000, uids in `high_b_adc`, last)."""
     if isinstance(candidate, DceRun):
         return (len(candidate.volumes), candidate.acquired_s, max(s.number or 0 for s in candidate.series))
-    return (candidate.series.acquired_s, candidate.series.number or 0)
+    return (candidate.series.uid not in high_b_adc, candidate.series.acquired_s, candidate.series.number or 0)
+
+
+def _high_b_adc_maps(adc_maps: list[Volume], diffusion: list[Volume]) -> frozenset:
+    """SeriesInstanceUIDs of ADC maps computed from b-values above 1000 s/mm²: described as
+    high-b, or named after a diffusion series ('<source>_ADC') that holds such a b-value."""
+    b_by_description: dict[str, set[float]] = {}
+    for v in diffusion:
+        if v.b_value is not None:
+            b_by_description.setdefault(_compact(v.series.description), set()).add(v.b_value)
+    high = set()
+    for adc in adc_maps:
+        name = _compact(adc.series.description)
+        sources = [bs for source, bs in b_by_description.items() if source and name.startswith(source) and name != source]
+        if _HIGH_B_TEXT.search(adc.series.description) or any(max(bs) > _MAX_ADC_B for bs in sources):
+            high.add(adc.series.uid)
+    return frozenset(high)
 
 
 _CHOOSE_KEYS = "T2, ADC, KTRANS, DCE, DWI, DWI:<b>, DWI_COMPUTED, DWI_COMPUTED:<b>"
@@ -746,6 +769,8 @@ def plan_study(root: str | os.PathLike, choose: Optional[dict] = None,
                 else:
                     del slots[slot]
 
+    high_b_adc = _high_b_adc_maps(slots.get("ADC", []), [v for k, cands in slots.items()
+                                                         if k.split(":")[0] == "DWI" for v in cands])
     for slot in sorted(slots, key=_slot_order):
         candidates = slots[slot]
         chosen: Optional[Volume | DceRun] = None
@@ -763,10 +788,11 @@ def plan_study(root: str | os.PathLike, choose: Optional[dict] = None,
         else:
             complete = [c for c in candidates if _candidate_problem(c) is None]
             if not complete:
-                broken = max(candidates, key=_rank)
+                broken = max(candidates, key=lambda c: _rank(c, high_b_adc))
                 raise CaseError(f"{_candidate_problem(broken)}; it cannot be used as {slot}.")
-            chosen = max(complete, key=_rank)
-            how = PICK_RULE if len(candidates) > 1 else "only candidate"
+            chosen = max(complete, key=lambda c: _rank(c, high_b_adc))
+            how = ("only candidate" if len(candidates) == 1 else
+                   ADC_PICK_RULE if slot == "ADC" and high_b_adc else PICK_RULE)
         plan.picks[slot] = chosen
         plan.reasons[slot] = how
         for c in candidates:
