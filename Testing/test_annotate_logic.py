@@ -167,6 +167,21 @@ def test_deleted_seed_drops_its_segment_and_new_seed_is_numbered_after(scene_set
     assert seg.GetNumberOfSegments() == 2 and seg.GetSegment(segment_id_for(new_id)).GetName() == "Seed 3 · GGG0"
 
 
+def test_export_refuses_seeds_without_a_grade(scene_setup, tmp_path):
+    scene, t2, t2_node, seeds, logic, ids = scene_setup
+    seeds.AddControlPoint(*coordinates.lps_to_ras(t2.TransformIndexToPhysicalPoint(CENTRES[0])), "")
+    new_id = logic.point_ids(seeds)[-1]
+    logic.grow_all(seeds, t2_node)
+    assert [r.flags.count("grade not set") for r in logic.table_rows(seeds)] == [0, 0, 1]
+    with pytest.raises(CaseError, match="Seed 3 has no grade group yet"):
+        logic.export(seeds, t2_node, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    logic.set_ggg(seeds, new_id, 0)  # benign, said on purpose
+    assert "grade not set" not in logic.table_rows(seeds)[2].flags
+    gt = read_ground_truth(logic.export(seeds, t2_node, tmp_path / "out", case_id="P1")).by_case()["P1"]
+    assert [les.ggg for les in gt.lesions] == [2, 0, 0]
+
+
 def test_bad_input_gives_clear_errors(scene_setup, tmp_path):
     scene, t2, t2_node, seeds, logic, ids = scene_setup
     with pytest.raises(CaseError, match="Grow the lesions before exporting"):

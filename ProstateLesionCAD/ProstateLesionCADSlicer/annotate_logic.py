@@ -51,7 +51,8 @@ GGG_ATTRIBUTE = "ProstateLesionCAD.GGG."  # + control point ID
 NUMBER_ATTRIBUTE = "ProstateLesionCAD.SeedNumber."  # + control point ID
 SEGMENTATION_REFERENCE = "ProstateLesionCAD.AnnotationSegmentation"  # seeds node -> its segmentation
 TAG = "ProstateLesionCAD.Annotate."
-DEFAULT_GGG = 0  # a new point is benign until the annotator sets its grade in the table
+DEFAULT_GGG = 0  # shown for a new point until the annotator sets its grade; export refuses unset grades
+UNGRADED_FLAG = "grade not set"
 MOVE_TOLERANCE_MM = 0.01
 TABLE_COLUMNS = ("Seed", "GGG", "R", "A", "S", "Volume (cm³)", "Flags")
 
@@ -181,6 +182,10 @@ class AnnotateLogic:
         value = seeds_node.GetAttribute(GGG_ATTRIBUTE + point_id)
         return int(value) if value else DEFAULT_GGG
 
+    @staticmethod
+    def has_ggg(seeds_node, point_id: str) -> bool:
+        return bool(seeds_node.GetAttribute(GGG_ATTRIBUTE + point_id))
+
     def set_ggg(self, seeds_node, point_id: str, ggg: int) -> None:
         """Set a seed's GGG (0..3; 4 and 5 count as 3); its segment's name and colour follow."""
         g = int(ggg)
@@ -225,6 +230,8 @@ class AnnotateLogic:
                 row.edited = self.is_edited(seg_node, pid)
                 if row.edited:
                     row.flags.append("edited by hand")
+            if not self.has_ggg(seeds_node, pid):
+                row.flags.append(UNGRADED_FLAG)
             rows.append(row)
         return rows
 
@@ -384,6 +391,12 @@ class AnnotateLogic:
         """Write out_dir/lesions.nrrd and out_dir/ground-truth.json (DESIGN.md) for training; returns the JSON path."""
         if t2_node is None or seeds_node is None or seeds_node.GetNumberOfControlPoints() == 0:
             raise CaseError("Select a T2 volume and a seed list with at least one point to export.")
+        ungraded = sorted(self.seed_number(seeds_node, pid) for pid in self.point_ids(seeds_node)
+                          if not self.has_ggg(seeds_node, pid))
+        if ungraded:  # saving them as GGG0 would teach a model that they are benign
+            raise CaseError(f"Seed{'s' if len(ungraded) > 1 else ''} {', '.join(map(str, ungraded))} "
+                            "ha{} no grade group yet: choose the GGG in the seed table before exporting."
+                            .format("ve" if len(ungraded) > 1 else "s"))
         labels = self.label_map(seeds_node, t2_node)
         seeds = sorted((self.seed(seeds_node, pid) for pid in self.point_ids(seeds_node)), key=lambda s: s.id)
         case_id = case_id or parameters(self.scene).case_id or t2_node.GetName()
