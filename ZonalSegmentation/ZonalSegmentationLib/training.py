@@ -25,6 +25,7 @@ from typing import Optional, Sequence
 import numpy as np
 import SimpleITK as sitk
 
+from ProstateLesionCADLib.case_files import read_image_file, same_grid
 from ProstateLesionCADLib.errors import CaseError, ParameterError
 from ProstateLesionCADLib.progress import ProgressCallback, silent
 
@@ -45,28 +46,14 @@ class TrainingCase:
 
 def read_pair(image_path: str | os.PathLike, label_path: str | os.PathLike) -> tuple[sitk.Image, sitk.Image]:
     """Read one T2 + zone label map; both must be 3D and share a grid."""
-    out = []
-    for path, what in ((image_path, "image"), (label_path, "label map")):
-        if not Path(path).is_file():
-            raise CaseError(f"Training {what} {path} does not exist.")
-        try:
-            img = sitk.ReadImage(str(path))
-        except RuntimeError as exc:
-            raise CaseError(f"Training {what} {path} cannot be read ({str(exc).strip().splitlines()[-1][:120]}).") from None
-        if img.GetDimension() != 3:
-            raise CaseError(f"Training {what} {path} is {img.GetDimension()}D; a 3D volume is needed.")
-        out.append(img)
-    image, label = out
-    same = (image.GetSize() == label.GetSize()
-            and np.allclose(image.GetSpacing(), label.GetSpacing(), atol=1e-3)
-            and np.allclose(image.GetOrigin(), label.GetOrigin(), atol=1e-2)
-            and np.allclose(image.GetDirection(), label.GetDirection(), atol=1e-4))
-    if not same:
+    image = read_image_file(image_path, "training image")
+    label = read_image_file(label_path, "training label map")  # float32: foreign values stay visible
+    if not same_grid(image, label):
         raise CaseError(f"Label map {label_path} is not on the grid of image {image_path} (size/spacing/origin differ).")
     values = set(np.unique(sitk.GetArrayViewFromImage(label)).tolist())
     if not values <= {0, CG_LABEL, PZ_LABEL} or not values & {CG_LABEL, PZ_LABEL}:
-        raise CaseError(f"Label map {label_path} must hold 1 = CG and 2 = PZ (found values {sorted(values)}).")
-    return image, label
+        raise CaseError(f"Label map {label_path} must hold 1 = CG and 2 = PZ (found values {', '.join(f'{v:g}' for v in sorted(values))}).")
+    return image, sitk.Cast(label, sitk.sitkUInt8)
 
 
 def prepare_case(name: str, t2: sitk.Image, zones: sitk.Image, spacing_xy: float) -> TrainingCase:
