@@ -3,8 +3,8 @@
 Held-out phantoms come from the demo training distribution (`demo_model.demo_phantom`) with
 seeds the model never saw and a balanced GGG mix, go through the real pre-processing with the
 phantoms' true prostate/zone masks, then through the model's fold x epoch ensemble
-(`pipeline.detect_preprocessed`) and the evaluation package (the code behind
-`prostate-cad evaluate`): lesion matching within 15 mm, ROC AUC per criterion.
+(`pipeline.detect_preprocessed`); detections and ground truth are written as JSON and scored
+by `prostate-cad evaluate` (lesion matching within 15 mm, ROC AUC per criterion).
 
 Their lesion centres lie at least 15 mm apart. With the training distribution's spacing (3 mm
 between lesion edges) a GGG0/1 lesion within 15 mm of a GGG>=2 lesion takes that lesion's
@@ -16,13 +16,16 @@ phantoms' layout, not the model. `test_heldout_set_is_decidable` checks the ceil
 from __future__ import annotations
 
 import itertools
+import json
 
 import pytest
 import SimpleITK as sitk
 import torch
 
 from ProstateLesionCADLib.evaluation.evaluate import evaluate
-from ProstateLesionCADLib.formats import Detection, DetectionCase, DetectionSet, GroundTruthSet
+from ProstateLesionCADLib.cli import main as cli_main
+from ProstateLesionCADLib.formats import (Detection, DetectionCase, DetectionSet, GroundTruthSet, write_detections,
+                                          write_ground_truth)
 from ProstateLesionCADLib.model_package import find_model
 from ProstateLesionCADLib.preprocessing import preprocess
 from ProstateLesionCADLib.retina_unet.demo_model import DEMO_NAME, demo_phantom
@@ -46,7 +49,7 @@ def heldout_phantoms():
 
 
 @pytest.fixture(scope="module")
-def heldout_metrics(heldout_phantoms):
+def heldout_metrics(heldout_phantoms, tmp_path_factory):
     torch.set_num_threads(1)
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
     pkg = find_model(DEMO_NAME, task="detector")
@@ -55,8 +58,12 @@ def heldout_metrics(heldout_phantoms):
     for phantom in heldout_phantoms:
         prep = preprocess(phantom.case)  # the phantom's true prostate and zones
         detections.append(detect_preprocessed(prep, pkg, detector=detector, device="cpu")[0])
-    return evaluate(DetectionSet(detections, model={"name": pkg.name, "version": pkg.version}),
-                    GroundTruthSet([p.ground_truth for p in heldout_phantoms]), bootstrap=0, with_dice=False)
+    folder = tmp_path_factory.mktemp("heldout")
+    write_detections(DetectionSet(detections, model={"name": pkg.name, "version": pkg.version}), folder / "det.json")
+    write_ground_truth(GroundTruthSet([p.ground_truth for p in heldout_phantoms]), folder / "gt.json")
+    assert cli_main(["evaluate", "--detections", str(folder / "det.json"), "--ground-truth", str(folder / "gt.json"),
+                     "--out", str(folder / "eval"), "--bootstrap", "0", "--no-dice"]) == 0
+    return json.loads((folder / "eval" / "metrics.json").read_text())
 
 
 def test_heldout_set_is_decidable(heldout_phantoms):
