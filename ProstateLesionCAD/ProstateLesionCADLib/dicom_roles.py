@@ -68,7 +68,7 @@ from .progress import ProgressCallback, silent, sub_progress
 
 PICK_RULE = "latest-acquired complete axial series"
 ADC_PICK_RULE = "ADC from b <= 1000 first (PI-RADS v2.1), then latest-acquired complete axial series"
-_HIGH_B_TEXT = re.compile(r"high[\s_-]*b", re.IGNORECASE)
+_HIGH_B_TEXT = re.compile(r"(?<![a-z])high[\s_-]*b(?:val|[\s_-]*\d|\b)", re.IGNORECASE)  # not "high bandwidth"
 _MAX_ADC_B = 1000.0
 _ORIENTATION_TOL = 1e-3  # max difference of direction cosines inside one series
 _SPACING_TOL = 0.1  # slice distances may deviate 10 % from the median distance

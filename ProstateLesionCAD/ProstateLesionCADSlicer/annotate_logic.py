@@ -394,9 +394,9 @@ class AnnotateLogic:
         ungraded = sorted(self.seed_number(seeds_node, pid) for pid in self.point_ids(seeds_node)
                           if not self.has_ggg(seeds_node, pid))
         if ungraded:  # saving them as GGG0 would teach a model that they are benign
-            raise CaseError(f"Seed{'s' if len(ungraded) > 1 else ''} {', '.join(map(str, ungraded))} "
-                            "ha{} no grade group yet: choose the GGG in the seed table before exporting."
-                            .format("ve" if len(ungraded) > 1 else "s"))
+            many = len(ungraded) > 1
+            raise CaseError(f"Seed{'s' if many else ''} {', '.join(map(str, ungraded))} {'have' if many else 'has'} "
+                            "no grade group yet: choose the GGG in the seed table before exporting.")
         labels = self.label_map(seeds_node, t2_node)
         seeds = sorted((self.seed(seeds_node, pid) for pid in self.point_ids(seeds_node)), key=lambda s: s.id)
         case_id = case_id or parameters(self.scene).case_id or t2_node.GetName()
