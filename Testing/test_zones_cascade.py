@@ -148,4 +148,9 @@ def test_train_zones_cli_writes_a_loadable_package(tmp_path, capsys):
     sitk.WriteImage(shifted, str(tmp_path / "shifted.nrrd"))
     with pytest.raises(CaseError, match="not on the grid"):
         training.read_pair(images[0], tmp_path / "shifted.nrrd")
+    tilted = sitk.ReadImage(str(labels[0]))  # 5e-4 in a direction cosine: the trainer's bound is 1e-4
+    tilted.SetDirection(tuple(d + (5e-4 if i == 1 else 0.0) for i, d in enumerate(tilted.GetDirection())))
+    sitk.WriteImage(tilted, str(tmp_path / "tilted.nrrd"))
+    with pytest.raises(CaseError, match="not on the grid"):
+        training.read_pair(images[0], tmp_path / "tilted.nrrd")
     assert not (tmp_path / "x").exists()

@@ -75,11 +75,12 @@ def read_image_file(path: str | os.PathLike, what: str, label: bool = False, dim
     return sitk.Cast(image, sitk.sitkUInt8 if label else sitk.sitkFloat32)
 
 
-def same_grid(a: sitk.Image, b: sitk.Image, tol: float = _GEOMETRY_TOL) -> bool:
+def same_grid(a: sitk.Image, b: sitk.Image, tol: float = _GEOMETRY_TOL,
+              direction_tol: Optional[float] = None) -> bool:
     return (a.GetSize() == b.GetSize()
             and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=tol)
             and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=tol * 10)
-            and np.allclose(a.GetDirection(), b.GetDirection(), atol=tol))
+            and np.allclose(a.GetDirection(), b.GetDirection(), atol=tol if direction_tol is None else direction_tol))
 
 
 def _storage_type(image: sitk.Image) -> int:

@@ -46,9 +46,9 @@ class TrainingCase:
 
 def read_pair(image_path: str | os.PathLike, label_path: str | os.PathLike) -> tuple[sitk.Image, sitk.Image]:
     """Read one T2 + zone label map; both must be 3D and share a grid."""
-    image = read_image_file(image_path, "training image")
-    label = read_image_file(label_path, "training label map")  # float32: foreign values stay visible
-    if not same_grid(image, label):
+    image = read_image_file(image_path, "training T2")
+    label = read_image_file(label_path, "training zone map")  # float32: foreign values stay visible
+    if not same_grid(image, label, direction_tol=1e-4):  # the trainer's own, stricter direction check
         raise CaseError(f"Label map {label_path} is not on the grid of image {image_path} (size/spacing/origin differ).")
     values = set(np.unique(sitk.GetArrayViewFromImage(label)).tolist())
     if not values <= {0, CG_LABEL, PZ_LABEL} or not values & {CG_LABEL, PZ_LABEL}:
