@@ -14,6 +14,7 @@ import torch
 from ProstateLesionCADLib import cli
 from ProstateLesionCADLib.errors import ModelError
 from ProstateLesionCADLib.model_package import load_model_package
+from ProstateLesionCADLib.retina_unet.box_coding import iou_matrix
 from ProstateLesionCADLib.retina_unet.ensemble import member_id
 from ProstateLesionCADLib.retina_unet.mdt_import import mdt_key
 from ProstateLesionCADLib.retina_unet.network import RetinaUNet, make_config
@@ -114,6 +115,24 @@ def test_nms_suppresses_any_overlap_keeps_touching_boxes():
     # box 1 overlaps box 0 -> suppressed; box 2 only touches box 0 (IoU 0) -> kept; box 3 is empty -> kept
     assert nms_3d(boxes, scores, 1e-5).tolist() == [3, 0, 2]
     assert nms_3d(boxes, scores, 1e-5, max_keep=2).tolist() == [3, 0]
+
+
+def test_nms_is_greedy_on_random_boxes():
+    """Kept boxes overlap no better kept box; every dropped box overlaps a better kept one."""
+    g = torch.Generator().manual_seed(3)
+    for threshold in (1e-5, 0.3):
+        corner, size = torch.rand(300, 3, generator=g) * 40, torch.rand(300, 3, generator=g) * 10 + 1
+        boxes = torch.stack([corner[:, 0], corner[:, 1], corner[:, 0] + size[:, 0], corner[:, 1] + size[:, 1],
+                             corner[:, 2], corner[:, 2] + size[:, 2]], 1).round()
+        scores = torch.rand(300, generator=g)
+        kept = nms_3d(boxes, scores, threshold)
+        assert torch.all(scores[kept][:-1] >= scores[kept][1:])
+        iou = iou_matrix(boxes, boxes)
+        is_kept = torch.zeros(300, dtype=torch.bool)
+        is_kept[kept] = True
+        for i in range(300):
+            better_kept = is_kept & (scores > scores[i])
+            assert bool((iou[i, better_kept] > threshold).any()) != bool(is_kept[i])
 
 
 def test_wbc_fold_pooling_quirk_and_per_member():
