@@ -331,7 +331,7 @@ def test_adc_named_after_a_high_b_series_ranks_last():
     adc = [vol("ep2d_diff_ADC", "a1"), vol("ep2d_diff_hb_ADC", "a2"), vol("ADC map", "a3"), vol("ADC high-b", "a4"),
            vol("ADC highbandwidth", "a5")]
     # a1's source is ep2d_diff (b <= 800); ep2d_diff_hb_ADC also starts with it but its own
-    # source (b 1400) counts; a3 has no known source; a4 says high b.
+    # source (b 1400) counts; a3 has no known source; a4 says high b; a5 only "high bandwidth".
     assert _high_b_adc_maps(adc, diffusion) == frozenset({"a2", "a4"})
 
 

@@ -49,7 +49,8 @@ def read_pair(image_path: str | os.PathLike, label_path: str | os.PathLike) -> t
     image = read_image_file(image_path, "training T2")
     label = read_image_file(label_path, "training zone map")  # float32: foreign values stay visible
     if not same_grid(image, label, direction_tol=1e-4):  # the trainer's own, stricter direction check
-        raise CaseError(f"Label map {label_path} is not on the grid of image {image_path} (size/spacing/origin differ).")
+        raise CaseError(f"Label map {label_path} is not on the grid of image {image_path} "
+                        "(size, spacing, origin or direction differ).")
     values = set(np.unique(sitk.GetArrayViewFromImage(label)).tolist())
     if not values <= {0, CG_LABEL, PZ_LABEL} or not values & {CG_LABEL, PZ_LABEL}:
         raise CaseError(f"Label map {label_path} must hold 1 = CG and 2 = PZ (found values {', '.join(f'{v:g}' for v in sorted(values))}).")
