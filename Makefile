@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test bench accuracy venv clean
 
 venv: $(STAMP)
 
@@ -29,5 +29,9 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/prostate-cad bench --out bench-output
 
+# lesion AUC of the demo detector on 96 held-out phantoms (192 lesions), with bootstrap CIs
+accuracy: $(STAMP)
+	$(PY) -m ProstateLesionCADLib.retina_unet.demo_accuracy --out accuracy-output
+
 clean:
-	rm -rf $(VENV) demo-output bench-output
+	rm -rf $(VENV) demo-output bench-output accuracy-output

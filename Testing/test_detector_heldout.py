@@ -37,8 +37,9 @@ from ProstateLesionCADLib.retina_unet.pipeline import detect_preprocessed
 HELD_OUT = {9001 + i: list(pair) for i, pair in enumerate(itertools.product(range(4), repeat=2))}
 HELD_OUT.update({9017 + i: [i % 4] for i in range(8)})
 # The issue asks for GGG>=2 lesion AUC >= 0.95; the shipped package reaches 0.91 here (GGG>=3 0.97,
-# GGG>=1 0.93; the previous package 0.825 / 0.97 / 0.81). The bars are those measured values minus
-# a margin (the run is deterministic: fixed seeds, CPU).
+# GGG>=1 0.93; the previous package 0.825 / 0.97 / 0.81); `make accuracy` (192 lesions) gives
+# GGG>=2 0.936. The bars are those measured values minus a margin (the run is deterministic:
+# fixed seeds, CPU).
 MIN_AUC = {"GGG>=1": 0.88, "GGG>=2": 0.87, "GGG>=3": 0.93}
 
 
@@ -81,3 +82,14 @@ def test_heldout_lesion_auc(heldout_metrics):
     print({key: round(heldout_metrics[key]["lesion"]["auc"], 3) for key in MIN_AUC})
     for key, bar in MIN_AUC.items():
         assert heldout_metrics[key]["lesion"]["auc"] >= bar, (key, heldout_metrics[key]["lesion"]["auc"])
+
+
+def test_large_heldout_measurement_runs(tmp_path):
+    """`make accuracy` (demo_accuracy) on two phantoms: writes the inputs and metrics with a CI."""
+    from ProstateLesionCADLib.retina_unet.demo_accuracy import heldout_grades, main
+
+    assert heldout_grades(17)[:2] == [[0, 0], [0, 1]] and heldout_grades(17)[16] == [0, 0]
+    assert main(["--out", str(tmp_path), "--phantoms", "2", "--bootstrap", "50"]) == 0
+    metrics = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
+    assert metrics["GGG>=1"]["lesion"]["n"] == 4 and (tmp_path / "detections.json").is_file()
+    assert main(["--out", str(tmp_path / "x"), "--phantoms", "0"]) == 2 and not (tmp_path / "x").exists()
