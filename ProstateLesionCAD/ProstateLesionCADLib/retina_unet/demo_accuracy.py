@@ -4,7 +4,7 @@ The unit test's 40 held-out lesions (Testing/test_detector_heldout.py) keep CI s
 on 20 positives has a standard error of about 0.04. This runs the same recipe on more phantoms
 (default 96: every ordered pair of grades six times, 192 lesions, 96 of them GGG>=2, centres at
 least 15 mm apart, seeds the demo training never used) and scores them with `prostate-cad
-evaluate` including bootstrap confidence intervals. About 7 minutes for the demo model on this 2-core CPU.
+evaluate` including bootstrap confidence intervals. About 7 minutes for the demo model on 2 CPU cores.
 """
 
 from __future__ import annotations
