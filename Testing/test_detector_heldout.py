@@ -23,14 +23,9 @@ import SimpleITK as sitk
 import torch
 
 from ProstateLesionCADLib.evaluation.evaluate import evaluate
-from ProstateLesionCADLib.cli import main as cli_main
-from ProstateLesionCADLib.formats import (Detection, DetectionCase, DetectionSet, GroundTruthSet, write_detections,
-                                          write_ground_truth)
-from ProstateLesionCADLib.model_package import find_model
-from ProstateLesionCADLib.preprocessing import preprocess
+from ProstateLesionCADLib.formats import Detection, DetectionCase, DetectionSet, GroundTruthSet
+from ProstateLesionCADLib.retina_unet.demo_accuracy import heldout_grades, main as accuracy_main, score_phantoms
 from ProstateLesionCADLib.retina_unet.demo_model import DEMO_NAME, demo_phantom
-from ProstateLesionCADLib.retina_unet.inference import RetinaUNetDetector
-from ProstateLesionCADLib.retina_unet.pipeline import detect_preprocessed
 
 # seed -> GGG of its lesions: every ordered pair of grades, then two single lesions of each grade:
 # 40 lesions, 20 of them GGG>=2
@@ -53,18 +48,8 @@ def heldout_phantoms():
 def heldout_metrics(heldout_phantoms, tmp_path_factory):
     torch.set_num_threads(1)
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-    pkg = find_model(DEMO_NAME, task="detector")
-    detector = RetinaUNetDetector(pkg, "cpu")
-    detections = []
-    for phantom in heldout_phantoms:
-        prep = preprocess(phantom.case)  # the phantom's true prostate and zones
-        detections.append(detect_preprocessed(prep, pkg, detector=detector, device="cpu")[0])
-    folder = tmp_path_factory.mktemp("heldout")
-    write_detections(DetectionSet(detections, model={"name": pkg.name, "version": pkg.version}), folder / "det.json")
-    write_ground_truth(GroundTruthSet([p.ground_truth for p in heldout_phantoms]), folder / "gt.json")
-    assert cli_main(["evaluate", "--detections", str(folder / "det.json"), "--ground-truth", str(folder / "gt.json"),
-                     "--out", str(folder / "eval"), "--bootstrap", "0", "--no-dice"]) == 0
-    return json.loads((folder / "eval" / "metrics.json").read_text())
+    # the phantoms' true prostate and zones; prostate-cad evaluate as a user would run it
+    return score_phantoms(heldout_phantoms, DEMO_NAME, tmp_path_factory.mktemp("heldout"), bootstrap=0)
 
 
 def test_heldout_set_is_decidable(heldout_phantoms):
@@ -86,10 +71,9 @@ def test_heldout_lesion_auc(heldout_metrics):
 
 def test_large_heldout_measurement_runs(tmp_path):
     """`make accuracy` (demo_accuracy) on two phantoms: writes the inputs and metrics with a CI."""
-    from ProstateLesionCADLib.retina_unet.demo_accuracy import heldout_grades, main
-
     assert heldout_grades(17)[:2] == [[0, 0], [0, 1]] and heldout_grades(17)[16] == [0, 0]
-    assert main(["--out", str(tmp_path), "--phantoms", "2", "--bootstrap", "50"]) == 0
+    assert accuracy_main(["--out", str(tmp_path), "--phantoms", "2", "--bootstrap", "50"]) == 0
     metrics = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
     assert metrics["GGG>=1"]["lesion"]["n"] == 4 and (tmp_path / "detections.json").is_file()
-    assert main(["--out", str(tmp_path / "x"), "--phantoms", "0"]) == 2 and not (tmp_path / "x").exists()
+    assert metrics["GGG>=1"]["lesion"]["auc_ci"]["n_resamples"] == 50
+    assert accuracy_main(["--out", str(tmp_path / "x"), "--phantoms", "0"]) == 2 and not (tmp_path / "x").exists()

@@ -29,33 +29,39 @@ def measure(model: str, out: Path, n_phantoms: int = 96, bootstrap: int = 1000, 
     write out/detections.json, out/ground-truth.json and out/evaluation/metrics.json; return the metrics."""
     import torch
 
-    from ..cli import main as cli_main
     from ..errors import ParameterError
+    from .demo_model import demo_phantom
+
+    if n_phantoms < 1:
+        raise ParameterError(f"--phantoms must be at least 1, got {n_phantoms}.")
+    phantoms = [demo_phantom(FIRST_SEED + i, case_id=f"HeldOut-{FIRST_SEED + i}", ggg=ggg, min_lesion_distance_mm=15.0)
+                for i, ggg in enumerate(heldout_grades(n_phantoms))]
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return score_phantoms(phantoms, model, out, bootstrap, device, progress)
+
+
+def score_phantoms(phantoms, model: str, out: Path, bootstrap: int, device: str = "cpu", progress=None) -> dict:
+    """Pre-process each phantom (its true prostate and zones), detect with `model`, and score the
+    detections against the phantoms' ground truth with `prostate-cad evaluate` (files under `out`)."""
+    from ..cli import main as cli_main
     from ..formats import DetectionSet, GroundTruthSet, write_detections, write_ground_truth
     from ..model_package import find_model
     from ..preprocessing import preprocess
     from ..progress import silent
-    from .demo_model import demo_phantom
     from .inference import RetinaUNetDetector
     from .pipeline import detect_preprocessed
 
-    if n_phantoms < 1:
-        raise ParameterError(f"--phantoms must be at least 1, got {n_phantoms}.")
     progress = progress or silent
     pkg = find_model(model, task="detector")
-    device = "cuda" if torch.cuda.is_available() else "cpu"
     detector = RetinaUNetDetector(pkg, device)
-    detections, truths = [], []
-    for i, ggg in enumerate(heldout_grades(n_phantoms)):
-        progress(i / n_phantoms, f"held-out phantom {i + 1}/{n_phantoms}")
-        seed = FIRST_SEED + i
-        phantom = demo_phantom(seed, case_id=f"HeldOut-{seed}", ggg=ggg, min_lesion_distance_mm=15.0)
+    detections = []
+    for i, phantom in enumerate(phantoms):
+        progress(i / len(phantoms), f"held-out phantom {i + 1}/{len(phantoms)}")
         detections.append(detect_preprocessed(preprocess(phantom.case), pkg, detector=detector, device=device)[0])
-        truths.append(phantom.ground_truth)
     out.mkdir(parents=True, exist_ok=True)
     model_info = {"name": pkg.name, "version": pkg.version}
     write_detections(DetectionSet(detections, model=model_info), out / "detections.json")
-    write_ground_truth(GroundTruthSet(truths), out / "ground-truth.json")
+    write_ground_truth(GroundTruthSet([p.ground_truth for p in phantoms]), out / "ground-truth.json")
     code = cli_main(["evaluate", "--detections", str(out / "detections.json"), "--ground-truth",
                      str(out / "ground-truth.json"), "--out", str(out / "evaluation"), "--bootstrap", str(bootstrap),
                      "--no-dice"])
