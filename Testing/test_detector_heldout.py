@@ -31,11 +31,11 @@ from ProstateLesionCADLib.retina_unet.demo_model import DEMO_NAME, demo_phantom
 # 40 lesions, 20 of them GGG>=2
 HELD_OUT = {9001 + i: list(pair) for i, pair in enumerate(itertools.product(range(4), repeat=2))}
 HELD_OUT.update({9017 + i: [i % 4] for i in range(8)})
-# The issue asks for GGG>=2 lesion AUC >= 0.95; the shipped package reaches 0.91 here (GGG>=3 0.97,
-# GGG>=1 0.93; the previous package 0.825 / 0.97 / 0.81); `make accuracy` (192 lesions) gives
-# GGG>=2 0.936. The bars are those measured values minus a margin (the run is deterministic:
-# fixed seeds, CPU).
-MIN_AUC = {"GGG>=1": 0.88, "GGG>=2": 0.87, "GGG>=3": 0.93}
+# The issue asks for GGG>=2 lesion AUC >= 0.95; the shipped package reaches 0.95 here (GGG>=3 0.943,
+# GGG>=1 0.963; the previous packages 0.91 / 0.97 / 0.93 and 0.825 / 0.97 / 0.81); `make accuracy`
+# (192 lesions) gives GGG>=2 0.945 (95% CI 0.92-0.97). The bars are those measured values minus a
+# margin (the run is deterministic: fixed seeds, CPU).
+MIN_AUC = {"GGG>=1": 0.93, "GGG>=2": 0.92, "GGG>=3": 0.91}
 
 
 @pytest.fixture(scope="module")
