@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-FIRST_SEED = 20000  # demo training uses seeds 100..403, the unit test 9001..9024
+FIRST_SEED = 20000  # demo training uses seeds 100..703, the unit test 9001..9024
 
 
 def heldout_grades(n_phantoms: int) -> list[list[int]]:
@@ -27,8 +27,6 @@ def heldout_grades(n_phantoms: int) -> list[list[int]]:
 def measure(model: str, out: Path, n_phantoms: int = 96, bootstrap: int = 1000, progress=None) -> dict:
     """Detect on `n_phantoms` held-out phantoms with the detector package `model` (name or folder),
     write out/detections.json, out/ground-truth.json and out/evaluation/metrics.json; return the metrics."""
-    import torch
-
     from ..errors import ParameterError
     from ..progress import silent, sub_progress
     from .demo_model import demo_phantom
@@ -41,8 +39,8 @@ def measure(model: str, out: Path, n_phantoms: int = 96, bootstrap: int = 1000, 
         progress(0.1 * i / n_phantoms, f"drawing held-out phantom {i + 1}/{n_phantoms}")
         seed = FIRST_SEED + i
         phantoms.append(demo_phantom(seed, case_id=f"HeldOut-{seed}", ggg=ggg, min_lesion_distance_mm=15.0))
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    return score_phantoms(phantoms, model, out, bootstrap, device, sub_progress(progress, 0.1, 1.0))
+    # "auto": the detector's own device choice (first GPU, else CPU)
+    return score_phantoms(phantoms, model, out, bootstrap, "auto", sub_progress(progress, 0.1, 1.0))
 
 
 def score_phantoms(phantoms, model: str, out: Path, bootstrap: int, device: str = "cpu", progress=None) -> dict:
