@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 
 import numpy as np
@@ -15,11 +16,13 @@ import torch
 import torch.multiprocessing as mp
 
 from ProstateLesionCADLib.crop_geometry import CropGeometry, Grid
+from ProstateLesionCADLib.errors import ParameterError
 from ProstateLesionCADLib.formats import GroundTruthCase, Lesion
 from ProstateLesionCADLib.model_package import load_model_package
 from ProstateLesionCADLib.retina_unet.anchors import anchors_tensor
 from ProstateLesionCADLib.retina_unet.channel_drop import random_channel_drop
 from ProstateLesionCADLib.retina_unet.losses import total_loss
+from ProstateLesionCADLib.retina_unet.merge_packages import merge_detectors
 from ProstateLesionCADLib.retina_unet.network import RetinaUNet, make_config
 from ProstateLesionCADLib.retina_unet.targets import UNKNOWN_CLASS, boxes_from_labels, match_anchors
 from ProstateLesionCADLib.retina_unet.train_detector import cross_validate
@@ -149,6 +152,24 @@ def test_short_cross_validation_writes_a_package(tmp_path):
     assert pkg.card["training"]["split"]["unlabeled"] == ["S06"]
     assert pkg.card["channel_drop"]["trained_with"] is True
     assert not (tmp_path / ".pkg.training").exists()
+    # a second run of the same network joins the ensemble; thresholds come from the merged ensemble
+    shutil.copytree(tmp_path / "pkg", tmp_path / "run2")
+    run2 = load_model_package(tmp_path / "run2")
+    merged = merge_detectors([pkg, run2], tmp_path / "merged", cases, "7 test cases", card={"name": "tiny-merged"})
+    assert merged.name == "tiny-merged" and len(merged.card["ensemble"]["members"]) == 8
+    assert [m["run"] for m in merged.card["ensemble"]["members"]] == [0] * 4 + [1] * 4
+    for m, src in zip(merged.card["ensemble"]["members"], members + members):
+        assert (merged.root / m["file"]).read_bytes() == (pkg.root / src["file"]).read_bytes()
+    assert [r["name"] for r in merged.card["training"]["merged_runs"]] == ["tiny", "tiny"]
+    assert (merged.root / "run1_history_fold0.json").read_bytes() == (pkg.root / "history_fold0.json").read_bytes()
+    assert merged.card["validation"]["GGG>=1"]["n_lesions"] >= 6
+    assert all(t["computed_on"] == "7 test cases" for t in merged.card["thresholds"].values())
+    # a run with other channels cannot be averaged in: one sentence, nothing written
+    card = json.loads((tmp_path / "run2" / "model.json").read_text())
+    (tmp_path / "run2" / "model.json").write_text(json.dumps(dict(card, channels=CHANNELS[:-1])))
+    with pytest.raises(ParameterError, match="channels differ"):
+        merge_detectors([pkg, load_model_package(tmp_path / "run2")], tmp_path / "bad", cases, "x")
+    assert not (tmp_path / "bad").exists()
 
 
 def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
