@@ -20,7 +20,8 @@ from ProstateLesionCADLib.retina_unet.demo_model import DEMO_NAME, demo_phantom
 from ProstateLesionCADLib.retina_unet.inference import model_input
 
 # held-out phantoms from the training distribution (1-3 lesions, GGG uniform); seeds never used in
-# training (the demo model trained on seeds 100..703). Two keep the test short (pre-processing dominates).
+# training or calibration (the demo model: seeds 100..1003 and 60000..60149). Two keep the test
+# short (pre-processing dominates).
 HELD_OUT = [9001, 9002]
 
 

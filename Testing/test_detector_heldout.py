@@ -31,11 +31,12 @@ from ProstateLesionCADLib.retina_unet.demo_model import DEMO_NAME, demo_phantom
 # 40 lesions, 20 of them GGG>=2
 HELD_OUT = {9001 + i: list(pair) for i, pair in enumerate(itertools.product(range(4), repeat=2))}
 HELD_OUT.update({9017 + i: [i % 4] for i in range(8)})
-# The issue asks for GGG>=2 lesion AUC >= 0.95; the shipped package reaches 0.95 here (GGG>=3 0.943,
-# GGG>=1 0.963; the previous packages 0.91 / 0.97 / 0.93 and 0.825 / 0.97 / 0.81); `make accuracy`
-# (192 lesions) gives GGG>=2 0.945 (95% CI 0.92-0.97). The bars are those measured values minus a
-# margin (the run is deterministic: fixed seeds, CPU).
-MIN_AUC = {"GGG>=1": 0.93, "GGG>=2": 0.92, "GGG>=3": 0.91}
+# The issue asks for GGG>=2 lesion AUC >= 0.95; the shipped package (two training runs in one ensemble)
+# reaches 0.97 here (GGG>=3 0.993, GGG>=1 0.943; the single-run packages before it 0.95 / 0.943 / 0.963,
+# 0.91 / 0.97 / 0.93 and 0.825 / 0.97 / 0.81); `make accuracy` (192 lesions) gives GGG>=2 0.965
+# (95% CI 0.94-0.98) and 0.951 (0.92-0.98) on its confirmation set. The bars are those measured values
+# minus a margin (the run is deterministic: fixed seeds, CPU); for GGG>=2 the issue's own 0.95.
+MIN_AUC = {"GGG>=1": 0.92, "GGG>=2": 0.95, "GGG>=3": 0.96}
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +78,7 @@ def test_large_heldout_measurement_runs(tmp_path):
     assert metrics["GGG>=1"]["lesion"]["n"] == 4 and (tmp_path / "detections.json").is_file()
     assert metrics["GGG>=1"]["lesion"]["auc_ci"]["n_resamples"] == 50
     assert accuracy_main(["--out", str(tmp_path / "x"), "--phantoms", "0"]) == 2 and not (tmp_path / "x").exists()
+    # another held-out set (the one that confirmed the shipped package) from its first seed
+    args = ["--out", str(tmp_path / "y"), "--phantoms", "1", "--first-seed", "30000", "--bootstrap", "0"]
+    assert accuracy_main(args) == 0
+    assert "HeldOut-30000" in (tmp_path / "y" / "ground-truth.json").read_text()
