@@ -169,6 +169,10 @@ def test_short_cross_validation_writes_a_package(tmp_path):
     (tmp_path / "run2" / "model.json").write_text(json.dumps(dict(card, channels=CHANNELS[:-1])))
     with pytest.raises(ParameterError, match="channels differ"):
         merge_detectors([pkg, load_model_package(tmp_path / "run2")], tmp_path / "bad", cases, "x")
+    mdt = dict(card, ensemble=dict(card["ensemble"], wbc_fold_pooling="mdt"))  # pools members by fold
+    (tmp_path / "run2" / "model.json").write_text(json.dumps(mdt))
+    with pytest.raises(ParameterError, match="per-member box clustering"):
+        merge_detectors([pkg, load_model_package(tmp_path / "run2")], tmp_path / "bad", cases, "x")
     assert not (tmp_path / "bad").exists()
 
 

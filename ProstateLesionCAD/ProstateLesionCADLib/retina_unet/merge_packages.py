@@ -39,6 +39,9 @@ def merge_detectors(packages: Sequence[ModelPackage], out: str | Path, calibrati
         differ = [k for k in SAME if pkg.card.get(k) != first.get(k)]
         if differ:
             raise ParameterError(f"{pkg.root} cannot join {packages[0].root}: its {', '.join(differ)} differ.")
+    pooled = [str(p.root) for p in packages if (p.card.get("ensemble") or {}).get("wbc_fold_pooling") == "mdt"]
+    if pooled:  # the toolkit's pooling groups members by fold index, which runs share without sharing folds
+        raise ParameterError(f"{', '.join(pooled)}: only packages with per-member box clustering can be merged.")
     if not any(c.gt_case is not None for c in calibration):
         raise ParameterError("the calibration cases have no ground truth to compute thresholds from.")
     merged = {k: v for k, v in first.items() if k not in ("files", "thresholds", "validation")}
