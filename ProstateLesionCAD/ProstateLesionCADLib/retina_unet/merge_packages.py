@@ -28,8 +28,8 @@ def merge_detectors(packages: Sequence[ModelPackage], out: str | Path, calibrati
     """Write at `out` a package whose members are all members of `packages` (run i's files under
     members/run<i>_...), with the first package's card updated by `card` and thresholds from the
     merged ensemble's predictions on `calibration`."""
-    from .inference import RetinaUNetDetector, to_detection_case
-    from .train_detector import _lesion_thresholds
+    from .inference import RetinaUNetDetector
+    from .train_detector import lesion_thresholds, predicted_lesions
 
     progress = progress or silent
     if len(packages) < 2:
@@ -62,11 +62,8 @@ def merge_detectors(packages: Sequence[ModelPackage], out: str | Path, calibrati
         merged["ensemble"] = dict(first["ensemble"], members=members)
         package = write_model_card(stage, merged, files)
         detector = RetinaUNetDetector(ModelPackage(stage, package.card), device)
-        predictions = []
-        for i, case in enumerate(calibration):
-            progress(i / len(calibration), f"calibration case {i + 1}/{len(calibration)}")
-            predictions.append((case, to_detection_case(detector.predict(case.image), case.geometry, case.case_id)))
-        merged["thresholds"], merged["validation"] = _lesion_thresholds(predictions, computed_on)
+        predictions = predicted_lesions(detector, calibration, progress)
+        merged["thresholds"], merged["validation"] = lesion_thresholds(predictions, computed_on)
         write_model_card(stage, merged, files)
     progress(1.0, f"merged package written to {out}")
     return load_model_package(out)

@@ -77,7 +77,19 @@ def load_training_cases(data_dir: str | Path, ground_truth: str | Path, channels
     return cases
 
 
-def _lesion_thresholds(val_predictions: list[tuple[TrainingCase, Any]], computed_on: str) -> tuple[dict, dict]:
+def predicted_lesions(detector, cases: Sequence[TrainingCase], progress=None) -> list[tuple[TrainingCase, Any]]:
+    """Each case with its detections by `detector` on the case's own crop (input to `lesion_thresholds`)."""
+    from .inference import to_detection_case
+
+    progress = progress or silent
+    predictions = []
+    for i, case in enumerate(cases):
+        progress(i / len(cases), f"case {i + 1}/{len(cases)}")
+        predictions.append((case, to_detection_case(detector.predict(case.image), case.geometry, case.case_id)))
+    return predictions
+
+
+def lesion_thresholds(val_predictions: list[tuple[TrainingCase, Any]], computed_on: str) -> tuple[dict, dict]:
     """Working points per criterion GGG>=k from validation predictions (evaluation helper)."""
     from ..evaluation.lesion_matching import lesion_scores
     from ..evaluation.roc import roc_auc, working_points
@@ -108,7 +120,7 @@ def cross_validate(cases: Sequence[TrainingCase], split: dict[str, Any], out: st
                    progress: Optional[Callable[[float, str], None]] = None) -> Optional[ModelPackage]:
     """Train the folds and write the model package at `out` (rank 0 only)."""
     from ..device import resolve_device
-    from .inference import RetinaUNetDetector, to_detection_case
+    from .inference import RetinaUNetDetector
     from .training import _dist
 
     progress = progress or silent
@@ -165,12 +177,9 @@ def cross_validate(cases: Sequence[TrainingCase], split: dict[str, Any], out: st
             fold_card = dict(full.card)
             fold_card["ensemble"] = dict(ens, members=[m for m in members if m["fold"] == res.fold])
             detector = RetinaUNetDetector(ModelPackage(stage, fold_card), device)
-            for cid in split["folds"][res.fold]:
-                case = by_id[cid]
-                pred = detector.predict(case.image)
-                val_predictions.append((case, to_detection_case(pred, case.geometry, cid)))
+            val_predictions += predicted_lesions(detector, [by_id[cid] for cid in split["folds"][res.fold]])
         computed_on = f"validation folds {folds} ({len(val_predictions)} cases), lesion level"
-        thresholds, validation = _lesion_thresholds(val_predictions, computed_on)
+        thresholds, validation = lesion_thresholds(val_predictions, computed_on)
         the_card["thresholds"] = thresholds
         the_card["validation"] = validation
         write_model_card(stage, the_card, files)
