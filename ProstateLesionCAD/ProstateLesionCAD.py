@@ -16,7 +16,8 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-from ProstateLesionCADLib import device, ggg_palette, model_catalog
+from ProstateLesionCADLib import device, ggg_palette
+from ProstateLesionCADLib.models import catalog as model_catalog
 from ProstateLesionCADLib.resources import sample_case_dir
 from ProstateLesionCADSlicer import background_process
 from ProstateLesionCADSlicer.annotate_logic import TABLE_COLUMNS as SEED_COLUMNS, AnnotateLogic

@@ -38,7 +38,7 @@ def repo_dir() -> Path:
 @pytest.fixture(scope="session")
 def prostatex_scan(prostatex_dir):
     """`prostatex_scan("ProstateX-0218")`: the header scan of a real study, once per session."""
-    from ProstateLesionCADLib.dicom_roles import scan_dicom_tree
+    from ProstateLesionCADLib.study.dicom_roles import scan_dicom_tree
 
     cache = {}
 
@@ -54,7 +54,7 @@ def prostatex_scan(prostatex_dir):
 def prostatex_case(prostatex_dir, prostatex_scan):
     """`prostatex_case("ProstateX-0218")`: a real study loaded once per test session
     (ProstateX-0218 with its 70 DCE series takes tens of seconds). Treat the Case as read-only."""
-    from ProstateLesionCADLib.dicom_roles import load_dicom_case
+    from ProstateLesionCADLib.study.dicom_roles import load_dicom_case
 
     cache = {}
 

@@ -13,7 +13,6 @@ import pytest
 import SimpleITK as sitk
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ProstateLesionCAD"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ZonalSegmentation"))
 
 slicer = pytest.importorskip("slicer", reason="the slicer-core wheel is a dev dependency")  # noqa: E402
 

@@ -14,11 +14,11 @@ import pytest
 import SimpleITK as sitk
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ProstateLesionCAD"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ZonalSegmentation"))
 
 slicer = pytest.importorskip("slicer", reason="the slicer-core wheel is a dev dependency")  # noqa: E402
 
-from ProstateLesionCADLib import coordinates, ggg_palette, lesion_masks  # noqa: E402
+from ProstateLesionCADLib import coordinates, ggg_palette
+from ProstateLesionCADLib.lesions import masks as lesion_masks  # noqa: E402
 from ProstateLesionCADLib.errors import CaseError, FormatError, ModelError  # noqa: E402
 from ProstateLesionCADLib.formats import Detection, DetectionCase, DetectionSet, write_detections  # noqa: E402
 from ProstateLesionCADSlicer import background_process, lesion_nodes, mrml_volumes  # noqa: E402
@@ -272,7 +272,7 @@ def test_export_case_writes_what_the_views_show(tmp_path, case_files, scene_logi
     assert data["format"] == "prostate-cad-case/1" and data["case_id"] == "P1"
     assert data["DWI"] == {"1400": "dwi-b1400.nrrd"} and data["zones"] == "zones.nrrd"
     # read back by the library's own loader, exactly what `prostate-cad detect` will see
-    from ProstateLesionCADLib.case_loading import load_case
+    from ProstateLesionCADLib.study.loading import load_case
 
     case = load_case(case_json)
     assert np.allclose(case.t2.GetDirection(), DIRECTION) and np.allclose(case.t2.GetOrigin(), (-10.0, 5.0, -60.0))
@@ -326,7 +326,7 @@ def test_steps_are_offered_only_when_the_cli_has_their_verb(scene_logic):
 
 
 def test_presets_come_from_the_model_package(tmp_path):
-    from ProstateLesionCADLib.model_package import ModelPackage
+    from ProstateLesionCADLib.models.package import ModelPackage
 
     pkg = ModelPackage(tmp_path, {"thresholds": {"GGG>=2": {"max_sensitivity": 0.12, "balanced": 0.4}}})
     assert CadLogic.model_presets(pkg, 2) == {"max_sensitivity": 0.12, "balanced": 0.4}
@@ -496,7 +496,7 @@ def test_step_commands_follow_what_the_cli_accepts(tmp_path, case_files, scene_l
 
 
 def test_model_selector_lists_every_package_detect_can_run(tmp_path, monkeypatch):
-    from ProstateLesionCADLib.model_package import write_model_card
+    from ProstateLesionCADLib.models.package import write_model_card
 
     monkeypatch.setenv("PROSTATE_CAD_MODELS", str(tmp_path / "models"))
     for name, task in (("my-retina", "detector"), ("my-focalnet", "focalnet"), ("my-zones", "zones")):

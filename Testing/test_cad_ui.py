@@ -35,7 +35,7 @@ EXPECTED_CLASS = {
     r".*PlaceWidget$": {"qSlicerMarkupsPlaceWidget"},
 }
 SLICER_PROVIDED = {"slicer", "vtk", "qt", "ctk", "numpy", "SimpleITK", "SampleData", "DICOMLib"}
-PROJECT = {"ProstateLesionCADLib", "ProstateLesionCADSlicer", "ZonalSegmentationLib", "ZonalSegmentationSlicer"}
+PROJECT = {"ProstateLesionCADLib", "ProstateLesionCADSlicer", "ProstateLesionCADLib.zones", "ProstateLesionCADSlicer"}
 
 
 def _ui_widgets(path: Path) -> dict[str, str]:

@@ -9,9 +9,9 @@ import pytest
 import SimpleITK as sitk
 
 from ProstateLesionCADLib import cli
-from ProstateLesionCADLib.case import Case
-from ProstateLesionCADLib.case_files import CASE_FORMAT, read_case_json, write_case_files
-from ProstateLesionCADLib.case_loading import load_case, role_lines
+from ProstateLesionCADLib.study.case import Case
+from ProstateLesionCADLib.study.case_json import CASE_FORMAT, read_case_json, write_case_files
+from ProstateLesionCADLib.study.loading import load_case, role_lines
 from ProstateLesionCADLib.errors import CaseError, FormatError, ParameterError
 from ProstateLesionCADLib.formats import read_ground_truth
 from ProstateLesionCADLib.resources import sample_case_dir

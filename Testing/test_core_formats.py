@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from ProstateLesionCADLib import formats, model_package
+from ProstateLesionCADLib import formats
+from ProstateLesionCADLib.models import package as model_package
 from ProstateLesionCADLib.errors import FormatError, ModelError
 from ProstateLesionCADLib.output_files import staged_output_dir
 from ProstateLesionCADLib.progress import ConsoleProgress, parse_progress_line, sub_progress

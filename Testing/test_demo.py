@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from ProstateLesionCADLib.channels import CHANNELS
-from ProstateLesionCADLib.demo import DemoStep, add_step, default_steps, run_demo
+from ProstateLesionCADLib.preprocessing.channels import CHANNELS
+from ProstateLesionCADLib.demo.run import DemoStep, add_step, default_steps, run_demo
 from ProstateLesionCADLib.errors import CaseError
 from ProstateLesionCADLib.resources import sample_case_dir
 

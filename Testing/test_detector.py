@@ -11,13 +11,13 @@ import pytest
 import SimpleITK as sitk
 
 from ProstateLesionCADLib import cli
-from ProstateLesionCADLib.case_loading import load_case
+from ProstateLesionCADLib.study.loading import load_case
 from ProstateLesionCADLib.errors import CaseError
 from ProstateLesionCADLib.formats import DetectionSet, read_detections
-from ProstateLesionCADLib.model_package import find_model
-from ProstateLesionCADLib.phantoms import write_phantom
-from ProstateLesionCADLib.retina_unet.demo_model import DEMO_NAME, demo_phantom
-from ProstateLesionCADLib.retina_unet.inference import model_input
+from ProstateLesionCADLib.models.package import find_model
+from ProstateLesionCADLib.phantoms.generate import write_phantom
+from ProstateLesionCADLib.demo.detector_model import DEMO_NAME, demo_phantom
+from ProstateLesionCADLib.detection.retina_unet.inference import model_input
 
 # held-out phantoms from the training distribution (1-3 lesions, GGG uniform); seeds never used in
 # training or calibration (the demo model: seeds 100..1003 and 60000..60149). Two keep the test
@@ -68,7 +68,7 @@ def test_detect_outputs_on_t2_grid_in_lps(detected):
 
 
 def test_channel_rules(demo_model, tmp_path, capsys):
-    from ProstateLesionCADLib.preprocessing import preprocess
+    from ProstateLesionCADLib.preprocessing.preprocess import preprocess
 
     phantom = demo_phantom(9100, ggg=[3], with_ktrans=False)
     prep = preprocess(phantom.case)

@@ -24,8 +24,8 @@ import torch
 
 from ProstateLesionCADLib.evaluation.evaluate import evaluate
 from ProstateLesionCADLib.formats import Detection, DetectionCase, DetectionSet, GroundTruthSet
-from ProstateLesionCADLib.retina_unet.demo_accuracy import heldout_grades, main as accuracy_main, score_phantoms
-from ProstateLesionCADLib.retina_unet.demo_model import DEMO_NAME, demo_phantom
+from ProstateLesionCADLib.demo.accuracy import heldout_grades, main as accuracy_main, score_phantoms
+from ProstateLesionCADLib.demo.detector_model import DEMO_NAME, demo_phantom
 
 # seed -> GGG of its lesions: every ordered pair of grades, then two single lesions of each grade:
 # 40 lesions, 20 of them GGG>=2

@@ -20,7 +20,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from ProstateLesionCADLib import cli
-from ProstateLesionCADLib.dicom_roles import (b_value_of, load_dicom_case, plan_study, scan_dicom_tree,
+from ProstateLesionCADLib.study.dicom_roles import (b_value_of, load_dicom_case, plan_study, scan_dicom_tree,
                                               stack_geometry)
 from ProstateLesionCADLib.errors import CaseError, ParameterError
 
@@ -324,7 +324,7 @@ def test_b_value_tags_of_each_vendor():
 
 def test_adc_named_after_a_high_b_series_ranks_last():
     from types import SimpleNamespace as NS
-    from ProstateLesionCADLib.dicom_roles import _high_b_adc_maps
+    from ProstateLesionCADLib.study.dicom_roles import _high_b_adc_maps
     def vol(description, uid, b=None):
         return NS(series=NS(description=description, uid=uid), b_value=b)
     diffusion = [vol("ep2d_diff_hb", "d1", b) for b in (50.0, 1400.0)] + [vol("ep2d_diff", "d2", b) for b in (50.0, 800.0)]
@@ -352,7 +352,7 @@ def test_cli_load_prints_roles_and_refuses_invalid(prostatex_dir, shared_dir, ca
 
 
 def test_stack_geometry_sorts_any_file_order():
-    from ProstateLesionCADLib.dicom_roles import SliceHeader
+    from ProstateLesionCADLib.study.dicom_roles import SliceHeader
 
     def header(z, n):
         return SliceHeader(path=f"{n}", series_uid="1", series_number=1, description="", image_type=(), modality="MR",
@@ -372,7 +372,7 @@ def test_stack_geometry_sorts_any_file_order():
 
 def test_fast_pixel_path_equals_pydicom(prostatex_dir, scan_0218):
     """Pixels read at the offset found by the header scan equal pydicom's decoding."""
-    from ProstateLesionCADLib.dicom_roles import _read_raw
+    from ProstateLesionCADLib.study.dicom_roles import _read_raw
 
     series = scan_dicom_tree(prostatex_dir / "ProstateX-0000") + scan_0218[:12]
     checked = 0

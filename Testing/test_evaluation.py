@@ -18,7 +18,7 @@ from ProstateLesionCADLib.evaluation.report import markdown_report
 from ProstateLesionCADLib.evaluation.thresholds import load_given_thresholds, read_thresholds_file
 from ProstateLesionCADLib.formats import (Detection, DetectionCase, DetectionSet, GroundTruthCase, GroundTruthSet,
                                           Lesion)
-from ProstateLesionCADLib.model_package import write_model_card
+from ProstateLesionCADLib.models.package import write_model_card
 
 
 def det(i, ggg, score, center):

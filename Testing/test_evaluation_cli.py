@@ -12,7 +12,7 @@ from ProstateLesionCADLib import cli
 from ProstateLesionCADLib.evaluation import evaluate
 from ProstateLesionCADLib.formats import (Detection, DetectionCase, DetectionSet, GroundTruthCase, GroundTruthSet,
                                           read_detections, read_ground_truth, write_detections, write_ground_truth)
-from ProstateLesionCADLib.phantoms import make_phantom
+from ProstateLesionCADLib.phantoms.generate import make_phantom
 
 
 

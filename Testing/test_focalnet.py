@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from ProstateLesionCADLib.focalnet import ordinal
-from ProstateLesionCADLib.focalnet.losses import (cross_entropy_loss, focal_weight, focalnet_loss,
+from ProstateLesionCADLib.detection.focalnet import ordinal
+from ProstateLesionCADLib.detection.focalnet.losses import (cross_entropy_loss, focal_weight, focalnet_loss,
                                                   mutual_finding_loss, ordinal_focal_loss)
 
 
@@ -178,7 +178,7 @@ def _blob(shape, cy, cx, peak, sigma=2.0):
 
 
 def test_local_maxima_per_slice_thresholded():
-    from ProstateLesionCADLib.focalnet.inference import local_maxima
+    from ProstateLesionCADLib.detection.focalnet.inference import local_maxima
     det = np.zeros((4, 32, 32), np.float32)
     det[1] = _blob((32, 32), 10, 12, 0.9) + _blob((32, 32), 22, 24, 0.4)
     det[2] = _blob((32, 32), 10, 13, 0.7)
@@ -196,8 +196,8 @@ def test_local_maxima_per_slice_thresholded():
 def test_detections_carry_lps_centre_ggg_and_class_scores():
     import SimpleITK as sitk
 
-    from ProstateLesionCADLib.focalnet.inference import detections_from_output
-    from ProstateLesionCADLib.focalnet.preprocessing import SliceStack, T2Thresholds
+    from ProstateLesionCADLib.detection.focalnet.inference import detections_from_output
+    from ProstateLesionCADLib.detection.focalnet.preprocessing import SliceStack, T2Thresholds
     grid = sitk.Image(32, 32, 3, sitk.sitkUInt8)
     grid.SetSpacing((1.25, 1.25, 3.0))
     grid.SetOrigin((-20.0, -10.0, 5.0))
@@ -249,12 +249,12 @@ def test_voxel_roc_samples_twelve_points_and_scores_cumulative_classes():
 
 @pytest.fixture(scope="module")
 def small_phantom():
-    from ProstateLesionCADLib.phantoms import make_phantom
+    from ProstateLesionCADLib.phantoms.generate import make_phantom
     return make_phantom(11, ggg=[3, 1], with_dce=False, with_ktrans=False)
 
 
 def test_preprocessing_bladder_window_crop_and_targets(small_phantom):
-    from ProstateLesionCADLib.focalnet.preprocessing import FOV_MM, prepare_case
+    from ProstateLesionCADLib.detection.focalnet.preprocessing import FOV_MM, prepare_case
     p = small_phantom
     stack = prepare_case(p.case, 48, lesion_mask=p.lesion_mask, lesion_ggg={1: 3, 2: 1})
     # the phantom bladder is 1050 on average (times a smooth bias field); air/gas near 0
@@ -271,11 +271,11 @@ def test_preprocessing_bladder_window_crop_and_targets(small_phantom):
 
 
 def test_training_writes_a_package_that_detects(tmp_path, small_phantom):
-    from ProstateLesionCADLib.focalnet.inference import FocalNetModel
-    from ProstateLesionCADLib.focalnet.network import FocalNetConfig
-    from ProstateLesionCADLib.focalnet.package import model_card, write_package
-    from ProstateLesionCADLib.focalnet.preprocessing import prepare_case
-    from ProstateLesionCADLib.focalnet.training import TrainSettings, train
+    from ProstateLesionCADLib.detection.focalnet.inference import FocalNetModel
+    from ProstateLesionCADLib.detection.focalnet.network import FocalNetConfig
+    from ProstateLesionCADLib.detection.focalnet.package import model_card, write_package
+    from ProstateLesionCADLib.detection.focalnet.preprocessing import prepare_case
+    from ProstateLesionCADLib.detection.focalnet.training import TrainSettings, train
     p = small_phantom
     stack = prepare_case(p.case, 32, lesion_mask=p.lesion_mask, lesion_ggg={1: 3, 2: 1})
     settings = TrainSettings(steps=3, batch_size=4, patch=16, network=FocalNetConfig(width=4, aspp_channels=8))
@@ -292,7 +292,7 @@ def test_training_writes_a_package_that_detects(tmp_path, small_phantom):
 
 
 def test_augmentation_flips_shifts_scales_without_rotation():
-    from ProstateLesionCADLib.focalnet.training import augment
+    from ProstateLesionCADLib.detection.focalnet.training import augment
     x = torch.zeros(1, 2, 16, 16)
     x[0, :, 4, 2] = 1.0
     y = torch.zeros(1, 5, 16, 16)

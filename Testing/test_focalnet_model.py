@@ -12,8 +12,8 @@ import pytest
 import SimpleITK as sitk
 
 from ProstateLesionCADLib.evaluation.froc import HitRule, froc
-from ProstateLesionCADLib.model_package import find_model
-from ProstateLesionCADLib.phantoms import make_phantom
+from ProstateLesionCADLib.models.package import find_model
+from ProstateLesionCADLib.phantoms.generate import make_phantom
 
 
 # one torch thread: the cores are shared, and oversubscribed OpenMP threads crawl
@@ -25,7 +25,7 @@ HELD_OUT_SEEDS = range(9100, 9110)  # the demo trained on seeds 5000.. and valid
 
 @pytest.fixture(scope="module")
 def demo():
-    from ProstateLesionCADLib.focalnet.inference import FocalNetModel
+    from ProstateLesionCADLib.detection.focalnet.inference import FocalNetModel
     pkg = find_model(DEMO, task="focalnet")
     return pkg, FocalNetModel.from_package(pkg)
 
@@ -61,7 +61,7 @@ def test_demo_detects_held_out_phantom_lesions(demo, held_out):
 def test_detect_and_evaluate_cli(tmp_path, held_out):
     from ProstateLesionCADLib.formats import (DetectionSet, GroundTruthSet, ground_truth_to_dict, read_detections,
                                               read_ground_truth, write_detections)
-    from ProstateLesionCADLib.phantoms import write_phantom
+    from ProstateLesionCADLib.phantoms.generate import write_phantom
     cases, truths = [], []
     for p in held_out[:3]:
         folder = write_phantom(p, tmp_path / "cases" / p.case.case_id)

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from ProstateLesionCADLib import lesion_growing as lg
+from ProstateLesionCADLib.lesions import growing as lg
 from ProstateLesionCADLib.errors import CaseError, FormatError, ParameterError
 from ProstateLesionCADLib.formats import read_ground_truth
-from ProstateLesionCADLib.phantoms import make_phantom
-from ProstateLesionCADLib.seeds import read_seeds
+from ProstateLesionCADLib.phantoms.generate import make_phantom
+from ProstateLesionCADLib.lesions.seeds import read_seeds
 
 HELD_OUT = range(900, 908)  # never used while choosing the growing parameters (seeds 100-111 were)
 

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from ProstateLesionCADLib import cli, device, model_catalog
+from ProstateLesionCADLib import cli, device
+from ProstateLesionCADLib.models import catalog as model_catalog
 from ProstateLesionCADLib.errors import ModelError, ParameterError
-from ProstateLesionCADLib.model_package import load_model_package, sha256_of, write_model_card
+from ProstateLesionCADLib.models.package import load_model_package, sha256_of, write_model_card
 
 
 def _make_package(root: Path, name: str = "tiny-detector", version: str = "1.0") -> Path:

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from ProstateLesionCADLib.case_loading import load_case
+from ProstateLesionCADLib.study.loading import load_case
 from ProstateLesionCADLib.errors import ParameterError
 from ProstateLesionCADLib.formats import read_ground_truth
-from ProstateLesionCADLib.phantoms import case_seed, make_phantom, make_phantom_set, write_phantom
+from ProstateLesionCADLib.phantoms.generate import case_seed, make_phantom, make_phantom_set, write_phantom
 
 
 def arr(img: sitk.Image) -> np.ndarray:

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from ProstateLesionCADLib.case import Case
-from ProstateLesionCADLib.channels import CHANNELS, choose_dwi_high, choose_dwi_low, dce_indices
-from ProstateLesionCADLib.crop_geometry import CropGeometry, Grid
+from ProstateLesionCADLib.study.case import Case
+from ProstateLesionCADLib.preprocessing.channels import CHANNELS, choose_dwi_high, choose_dwi_low, dce_indices
+from ProstateLesionCADLib.preprocessing.crop_geometry import CropGeometry, Grid
 from ProstateLesionCADLib.errors import CaseError, FormatError
-from ProstateLesionCADLib.preprocessing import (load_preprocessed, mask_centroid_lps, normalise, percentiles,
+from ProstateLesionCADLib.preprocessing.preprocess import (load_preprocessed, mask_centroid_lps, normalise, percentiles,
                                                 preprocess, save_preprocessed)
 
 EXPECTED_CHANNELS = ("T2", "DWI_LOW", "DWI_HIGH", "ADC", "KTRANS", "DCE_T10", "DCE_T20", "DCE_T30",
@@ -71,7 +71,7 @@ def prep0218(case0218):
 
 @pytest.fixture(scope="module")
 def phantom():
-    from ProstateLesionCADLib.phantoms import make_phantom
+    from ProstateLesionCADLib.phantoms.generate import make_phantom
 
     # oblique slices and 0.625 mm T2: the crop needs real interpolation (not a copy)
     return make_phantom(7, n_lesions=2, ggg=[3, 1], oblique_deg=12.0, size_xy=112, n_slices=20)
@@ -211,7 +211,7 @@ def test_crop_is_centred_on_the_prostate_centroid(prep0000, gland0000):
 
 
 def test_fallback_centre_is_the_t2_field_of_view(case0000):
-    from ProstateLesionCADLib.preprocessing import crop_geometry_for
+    from ProstateLesionCADLib.preprocessing.preprocess import crop_geometry_for
 
     geom = crop_geometry_for(case0000)
     assert geom.center_source == "field of view"
@@ -413,7 +413,7 @@ def test_zones_without_prostate_mask_and_explicit_centre(phantom):
     assert np.array_equal(prep.channel("PROSTATE"), np.logical_or(prep.channel("CG"), prep.channel("PZ")))
     for name in ("DWI_LOW", "DWI_HIGH", "ADC", "KTRANS", "DCE_T10", "DCE_T20", "DCE_T30"):
         assert prep.sources[name] == "missing" and not prep.channel(name).any()
-    from ProstateLesionCADLib.preprocessing import crop_geometry_for
+    from ProstateLesionCADLib.preprocessing.preprocess import crop_geometry_for
 
     bad = sitk.Cast(phantom.case.zones, sitk.sitkUInt8) * 2  # labels 0, 2, 4
     with pytest.raises(CaseError, match=r"zonal mask has labels \[4\]"):

@@ -10,11 +10,11 @@ import pytest
 import SimpleITK as sitk
 from scipy.ndimage import binary_erosion
 
-from ProstateLesionCADLib import registration as reg
-from ProstateLesionCADLib.case_loading import load_case
+from ProstateLesionCADLib.registration import register as reg
+from ProstateLesionCADLib.study.loading import load_case
 from ProstateLesionCADLib.cli import main as cli_main
 from ProstateLesionCADLib.errors import CaseError
-from ProstateLesionCADLib.phantoms import make_phantom
+from ProstateLesionCADLib.phantoms.generate import make_phantom
 
 
 def _truth_points(phantom) -> np.ndarray:

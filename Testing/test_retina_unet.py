@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from ProstateLesionCADLib import cli
-from ProstateLesionCADLib.model_package import load_model_package
-from ProstateLesionCADLib.retina_unet.anchors import anchors_tensor, generate_anchors
-from ProstateLesionCADLib.retina_unet.decoding import refine_detections
-from ProstateLesionCADLib.retina_unet.mdt_import import convert_state_dict, mdt_key
-from ProstateLesionCADLib.retina_unet.network import RetinaUNet, count_parameters, make_config
-from ProstateLesionCADLib.retina_unet.ensemble import load_member_states
+from ProstateLesionCADLib.models.package import load_model_package
+from ProstateLesionCADLib.detection.retina_unet.anchors import anchors_tensor, generate_anchors
+from ProstateLesionCADLib.detection.retina_unet.decoding import refine_detections
+from ProstateLesionCADLib.detection.retina_unet.mdt_import import convert_state_dict, mdt_key
+from ProstateLesionCADLib.detection.retina_unet.network import RetinaUNet, count_parameters, make_config
+from ProstateLesionCADLib.detection.retina_unet.ensemble import load_member_states
 
 TINY = {"start_filts": 4, "n_blocks": [2, 2, 2, 2], "n_rpn_features": 16, "patch_size": [64, 64, 24]}
 

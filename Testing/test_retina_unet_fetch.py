@@ -13,15 +13,15 @@ import torch
 
 from ProstateLesionCADLib import cli
 from ProstateLesionCADLib.errors import ModelError
-from ProstateLesionCADLib.model_package import load_model_package
-from ProstateLesionCADLib.retina_unet.box_coding import iou_matrix
-from ProstateLesionCADLib.retina_unet.ensemble import member_id
-from ProstateLesionCADLib.retina_unet.mdt_import import mdt_key
-from ProstateLesionCADLib.retina_unet.network import RetinaUNet, make_config
-from ProstateLesionCADLib.retina_unet.nms import nms_3d
-from ProstateLesionCADLib.retina_unet.published import (EXPERIMENT, PUBLISHED_CHECKPOINTS, RemoteFile,
+from ProstateLesionCADLib.models.package import load_model_package
+from ProstateLesionCADLib.detection.retina_unet.box_coding import iou_matrix
+from ProstateLesionCADLib.detection.retina_unet.ensemble import member_id
+from ProstateLesionCADLib.detection.retina_unet.mdt_import import mdt_key
+from ProstateLesionCADLib.detection.retina_unet.network import RetinaUNet, make_config
+from ProstateLesionCADLib.detection.retina_unet.nms import nms_3d
+from ProstateLesionCADLib.detection.retina_unet.published import (EXPERIMENT, PUBLISHED_CHECKPOINTS, RemoteFile,
                                                         fetch_published, git_blob_id, published_files)
-from ProstateLesionCADLib.retina_unet.weighted_box_clustering import Box, weighted_box_clustering
+from ProstateLesionCADLib.detection.retina_unet.weighted_box_clustering import Box, weighted_box_clustering
 
 TINY = {"start_filts": 2, "n_blocks": [1, 1, 1, 1], "n_rpn_features": 4, "patch_size": [32, 32, 8]}
 

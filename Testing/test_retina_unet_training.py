@@ -15,18 +15,18 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from ProstateLesionCADLib.crop_geometry import CropGeometry, Grid
+from ProstateLesionCADLib.preprocessing.crop_geometry import CropGeometry, Grid
 from ProstateLesionCADLib.errors import ParameterError
 from ProstateLesionCADLib.formats import GroundTruthCase, Lesion
-from ProstateLesionCADLib.model_package import load_model_package
-from ProstateLesionCADLib.retina_unet.anchors import anchors_tensor
-from ProstateLesionCADLib.retina_unet.channel_drop import random_channel_drop
-from ProstateLesionCADLib.retina_unet.losses import total_loss
-from ProstateLesionCADLib.retina_unet.merge_packages import merge_detectors
-from ProstateLesionCADLib.retina_unet.network import RetinaUNet, make_config
-from ProstateLesionCADLib.retina_unet.targets import UNKNOWN_CLASS, boxes_from_labels, match_anchors
-from ProstateLesionCADLib.retina_unet.train_detector import cross_validate
-from ProstateLesionCADLib.retina_unet.training import (TrainingCase, make_optimizer, make_split, train_fold,
+from ProstateLesionCADLib.models.package import load_model_package
+from ProstateLesionCADLib.detection.retina_unet.anchors import anchors_tensor
+from ProstateLesionCADLib.detection.retina_unet.channel_drop import random_channel_drop
+from ProstateLesionCADLib.detection.retina_unet.losses import total_loss
+from ProstateLesionCADLib.detection.retina_unet.merge_packages import merge_detectors
+from ProstateLesionCADLib.detection.retina_unet.network import RetinaUNet, make_config
+from ProstateLesionCADLib.detection.retina_unet.targets import UNKNOWN_CLASS, boxes_from_labels, match_anchors
+from ProstateLesionCADLib.detection.retina_unet.train_detector import cross_validate
+from ProstateLesionCADLib.detection.retina_unet.training import (TrainingCase, make_optimizer, make_split, train_fold,
                                                        training_settings)
 
 CHANNELS = ["T2", "DWI_LOW", "DWI_HIGH", "ADC", "KTRANS", "DCE_T10", "DCE_T20", "DCE_T30", "PROSTATE", "CG", "PZ"]

@@ -14,12 +14,11 @@ import SimpleITK as sitk
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "ProstateLesionCAD"))
-sys.path.insert(0, str(REPO / "ZonalSegmentation"))
 
 slicer = pytest.importorskip("slicer", reason="the slicer-core wheel is a dev dependency")  # noqa: E402
 
 from ProstateLesionCADSlicer import mrml_volumes  # noqa: E402
-from ZonalSegmentationSlicer.zonal_logic import CG, PROSTATE, PZ, SEGMENTS, ZonalLogic  # noqa: E402
+from ProstateLesionCADSlicer.zonal_logic import CG, PROSTATE, PZ, SEGMENTS, ZonalLogic  # noqa: E402
 
 ANGLE = math.radians(12)
 DIRECTION = (math.cos(ANGLE), -math.sin(ANGLE), 0, math.sin(ANGLE), math.cos(ANGLE), 0, 0, 0, 1)
@@ -80,7 +79,8 @@ def test_recompute_pz_after_an_edit(scene_setup):
     # The user grows the central gland by 3 voxels to the left (edit done through the segment's labelmap).
     cg = z == 1
     grown = cg | np.roll(cg, 3, axis=2)
-    from ProstateLesionCADLib import coordinates, lesion_masks
+    from ProstateLesionCADLib import coordinates
+    from ProstateLesionCADLib.lesions import masks as lesion_masks
     from ProstateLesionCADSlicer import lesion_nodes
 
     image = lesion_nodes.oriented_image_from_mask(lesion_masks.LesionMask((0, 0, 0), grown, "edit"),
@@ -107,7 +107,8 @@ def test_rerun_keeps_an_edited_node_and_replaces_an_untouched_one(scene_setup):
     assert not scene.IsNodePresent(first) and scene.IsNodePresent(second)
     # Edit: the user erases the PZ.
     empty = np.zeros(sitk.GetArrayFromImage(zones).shape, bool)
-    from ProstateLesionCADLib import coordinates, lesion_masks
+    from ProstateLesionCADLib import coordinates
+    from ProstateLesionCADLib.lesions import masks as lesion_masks
     from ProstateLesionCADSlicer import lesion_nodes
 
     image = lesion_nodes.oriented_image_from_mask(lesion_masks.LesionMask((0, 0, 0), empty, "edit"),
@@ -131,7 +132,7 @@ def test_export_training_pair_round_trip(scene_setup, tmp_path):
     assert np.array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(zones))
     assert np.allclose(back.GetDirection(), t2.GetDirection()) and np.allclose(back.GetOrigin(), t2.GetOrigin())
     # The pair is accepted by the trainer's reader.
-    from ZonalSegmentationLib.training import read_pair
+    from ProstateLesionCADLib.zones.training import read_pair
 
     read_pair(t2_path, zones_path)
 

@@ -20,13 +20,13 @@ import SimpleITK as sitk
 
 from ProstateLesionCADLib.cli import main as cli_main
 from ProstateLesionCADLib.errors import CaseError, ModelError, ParameterError
-from ProstateLesionCADLib.model_package import load_model_package
-from ProstateLesionCADLib.phantoms import case_seed, make_phantom
+from ProstateLesionCADLib.models.package import load_model_package
+from ProstateLesionCADLib.phantoms.generate import case_seed, make_phantom
 from ProstateLesionCADLib.resources import bundled_models_dir
-from ZonalSegmentationLib import training
-from ZonalSegmentationLib.cascade import DEMO_MODEL, load_cascade
-from ZonalSegmentationLib.postprocess import dice
-from ZonalSegmentationLib.zonal_pipeline import segment_zones
+from ProstateLesionCADLib.zones import training
+from ProstateLesionCADLib.zones.cascade import DEMO_MODEL, load_cascade
+from ProstateLesionCADLib.zones.postprocess import dice
+from ProstateLesionCADLib.zones.segment import segment_zones
 
 HELD_OUT_SEED = 9901  # the demo model was trained on set training.DEMO_TRAIN_SEED
 N_HELD_OUT = 4
@@ -109,7 +109,7 @@ def test_corrupt_weights_are_refused(tmp_path):
     with pytest.raises(ModelError, match="sha256"):
         load_cascade(broken)
     # Checksums rewritten to match: the file itself is still unreadable.
-    from ProstateLesionCADLib.model_package import write_model_card
+    from ProstateLesionCADLib.models.package import write_model_card
 
     card = json.loads((broken / "model.json").read_text())
     write_model_card(broken, card, ["cnn1.pt", "cnn2.pt"])

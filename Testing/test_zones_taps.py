@@ -20,9 +20,9 @@ import pytest
 import SimpleITK as sitk
 
 from ProstateLesionCADLib.errors import CaseError, ModelError
-from ZonalSegmentationLib import taps_backend
-from ZonalSegmentationLib.postprocess import dice
-from ZonalSegmentationLib.zonal_pipeline import contour_png
+from ProstateLesionCADLib.zones import taps_gland as taps_backend
+from ProstateLesionCADLib.zones.postprocess import dice
+from ProstateLesionCADLib.zones.segment import contour_png
 
 if importlib.util.find_spec("taps") is None:  # find_spec: importing taps would load MONAI
     pytest.skip("the pretrained gland model ships in the lavlab-taps package", allow_module_level=True)
@@ -32,7 +32,7 @@ LESION_0000_LPS = (25.7457, 31.8707, -38.511)  # data/README.md: biopsied PZ les
 
 def _t2_from_dicom(study: Path) -> sitk.Image:
     try:
-        from ProstateLesionCADLib.case_loading import load_case
+        from ProstateLesionCADLib.study.loading import load_case
     except ImportError:
         load_case = None
     if load_case is not None:
@@ -156,7 +156,7 @@ def test_window_layout_skips_pure_padding():
 @pytest.mark.slow
 def test_cascade_cnn2_splits_the_taps_gland(t2_0000, ours_0000):
     """CNN-1 swapped for TAPS: CNN-2 splits that gland; prostate = CG ∪ PZ exactly, PZ = prostate − CG."""
-    from ZonalSegmentationLib.cascade import load_cascade, run_cascade
+    from ProstateLesionCADLib.zones.cascade import load_cascade, run_cascade
 
     out = run_cascade(load_cascade(), t2_0000, prostate=ours_0000.mask)
     gland = sitk.GetArrayFromImage(ours_0000.mask) > 0

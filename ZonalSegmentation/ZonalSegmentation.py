@@ -1,8 +1,8 @@
 """ZonalSegmentation: prostate, central gland and peripheral zone of a T2, editable.
 
 Thin by design (STYLE.md): the Widget draws the panel and runs `prostate-cad zones` as a
-background child of Slicer's Python; the MRML work is in ZonalSegmentationSlicer
-(tested with the slicer-core wheel), the computation in ZonalSegmentationLib.
+background child of Slicer's Python; the MRML work is in ProstateLesionCADSlicer
+(tested with the slicer-core wheel), the computation in ProstateLesionCADLib.zones.
 """
 
 import json
@@ -17,7 +17,7 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
 from slicer.util import VTKObservationMixin
 
 from ProstateLesionCADSlicer import background_process
-from ZonalSegmentationSlicer.zonal_logic import ZonalLogic
+from ProstateLesionCADSlicer.zonal_logic import ZonalLogic
 
 POLL_MS = 200
 BACKENDS = (("Pretrained TAPS gland network (real MRI)", "taps"), ("Cascade CNN-1 of the zones model", "cascade"))
@@ -28,7 +28,7 @@ class ZonalSegmentation(ScriptedLoadableModule):
         ScriptedLoadableModule.__init__(self, parent)
         self.parent.title = "Prostate Zonal Segmentation"
         self.parent.categories = ["Prostate"]
-        self.parent.dependencies = []
+        self.parent.dependencies = ["ProstateLesionCAD"]  # its MRML glue and library live there
         self.parent.contributors = ["ProstateLesionCAD contributors"]
         self.parent.helpText = """
 Segments the prostate, its central gland (CG) and peripheral zone (PZ) on an axial T2:
@@ -86,7 +86,7 @@ class ZonalSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     # ------------------------------------------------------------ models and their cards
 
     def refreshModels(self):
-        from ProstateLesionCADLib.model_package import installed_packages
+        from ProstateLesionCADLib.models.package import installed_packages
 
         self._packages = installed_packages(task="zones")
         self.ui.modelComboBox.clear()
@@ -196,7 +196,7 @@ class ZonalSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
 
 class ZonalSegmentationLogic(ScriptedLoadableModuleLogic):
-    """MRML glue only; the work is in ZonalSegmentationSlicer.zonal_logic.ZonalLogic."""
+    """MRML glue only; the work is in ProstateLesionCADSlicer.zonal_logic.ZonalLogic."""
 
     def __init__(self, scene=None):
         ScriptedLoadableModuleLogic.__init__(self)

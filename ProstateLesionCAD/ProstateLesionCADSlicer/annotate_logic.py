@@ -1,7 +1,7 @@
 """The Annotate section's Logic: seed points -> grown lesion segments -> training ground truth.
 
 Main paper, methods, "Automated lesion growing": each lesion is grown from one point
-by ProstateLesionCADLib.lesion_growing (threshold level sets on T2, high-b DWI and
+by ProstateLesionCADLib.lesions.growing (threshold level sets on T2, high-b DWI and
 Ktrans, majority vote). This module is only the MRML glue around it:
 
 - Seeds are the control points of a vtkMRMLMarkupsFiducialNode (RAS; converted to LPS
@@ -41,7 +41,7 @@ from vtk.util import numpy_support
 from ProstateLesionCADLib import coordinates, ggg_palette
 from ProstateLesionCADLib.errors import CaseError
 from ProstateLesionCADLib.formats import GroundTruthCase, GroundTruthSet, Lesion, write_ground_truth
-from ProstateLesionCADLib.lesion_growing import GrowParams, Seed, grow_lesion
+from ProstateLesionCADLib.lesions.growing import GrowParams, Seed, grow_lesion
 from ProstateLesionCADLib.output_files import staged_output_dir
 
 from . import lesion_nodes, mrml_volumes

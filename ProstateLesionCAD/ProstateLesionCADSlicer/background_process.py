@@ -37,7 +37,7 @@ def library_search_path() -> list[str]:
     import importlib
 
     paths = []
-    for name in ("ProstateLesionCADLib", "ZonalSegmentationLib"):
+    for name in ("ProstateLesionCADLib", "ProstateLesionCADLib.zones"):
         try:
             package = importlib.import_module(name)
         except ImportError:

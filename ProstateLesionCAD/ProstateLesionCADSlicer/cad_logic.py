@@ -15,7 +15,8 @@ from typing import Optional
 
 import SimpleITK as sitk
 
-from ProstateLesionCADLib import formats, ggg_palette, lesion_masks
+from ProstateLesionCADLib import formats, ggg_palette
+from ProstateLesionCADLib.lesions import masks as lesion_masks
 from ProstateLesionCADLib.errors import CaseError, FormatError, ModelError
 
 from . import lesion_nodes, mrml_volumes
@@ -85,7 +86,7 @@ class CadLogic:
     @staticmethod
     def detector_models() -> list:
         """Installed packages `prostate-cad detect` runs: Retina U-Net ("detector") and FocalNet."""
-        from ProstateLesionCADLib.model_package import installed_packages
+        from ProstateLesionCADLib.models.package import installed_packages
 
         return [p for p in installed_packages() if p.task in DETECTION_TASKS] + installed_packages(task="focalnet")  # `detect` runs both
 
@@ -103,8 +104,8 @@ class CadLogic:
 
     def load_study(self, path, progress=None) -> dict:
         """Load a DICOM folder / case file with the library's loader; fill the role selectors."""
-        from ProstateLesionCADLib.case_loading import load_case
-        from ProstateLesionCADLib.channels import choose_dwi_high, choose_dwi_low
+        from ProstateLesionCADLib.study.loading import load_case
+        from ProstateLesionCADLib.preprocessing.channels import choose_dwi_high, choose_dwi_low
 
         case = load_case(path, progress=progress) if progress else load_case(path)
         p = self.params
@@ -158,7 +159,7 @@ class CadLogic:
         # Slicer writes the node's "from parent" transform, i.e. ITK's resampling transform
         # (T2 world -> acquisition): resampling the image onto its own grid through it, as the
         # registration library does, gives exactly what the views show.
-        from ProstateLesionCADLib import registration
+        from ProstateLesionCADLib.registration import register as registration
 
         path = mrml_volumes.write_transform_to_itk_file(self.scene, transform_node, work / "registration.h5")
         try:
@@ -173,7 +174,7 @@ class CadLogic:
         registered: ADC/DWI as the views show them (through their transform node); False
         gives the acquisitions as they are, which a new registration must start from.
         """
-        from ProstateLesionCADLib.case import Case, SeriesInfo
+        from ProstateLesionCADLib.study.case import Case, SeriesInfo
 
         p = self.params
         if p.t2 is None:
@@ -205,7 +206,7 @@ class CadLogic:
 
     def export_case(self, out_dir, registered: bool = True) -> Path:
         """Write the selected inputs as NRRD + case.json (the library's case format) for the CLI."""
-        from ProstateLesionCADLib.case_files import write_case_files
+        from ProstateLesionCADLib.study.case_json import write_case_files
 
         out = Path(out_dir)
         case = self.case_from_nodes(out.parent / f".{out.name}-work", registered)
@@ -308,7 +309,7 @@ class CadLogic:
 
     def zonal_logic(self):
         """The ZonalSegmentation module's MRML logic on this scene (same extension, same rules)."""
-        from ZonalSegmentationSlicer.zonal_logic import ZonalLogic
+        from ProstateLesionCADSlicer.zonal_logic import ZonalLogic
 
         return ZonalLogic(self.scene)
 

@@ -22,7 +22,9 @@ import slicer
 import vtk
 from vtk.util import numpy_support
 
-from ProstateLesionCADLib import case_files, coordinates, ggg_palette, lesion_masks
+from ProstateLesionCADLib.study import case_json as case_files
+from ProstateLesionCADLib import coordinates, ggg_palette
+from ProstateLesionCADLib.lesions import masks as lesion_masks
 from ProstateLesionCADLib.formats import DetectionCase
 
 from slicer.util import vtkMatrixFromArray

@@ -1,4 +1,4 @@
-"""`prostate-cad train zones`: arguments and run for the zonal cascade (ZonalSegmentationLib.training).
+"""`prostate-cad train zones`: arguments and run for the zonal cascade (ProstateLesionCADLib.zones.training).
 
 Lives here (underscore: not a verb of its own) so commands/train.py can dispatch to it."""
 
@@ -22,7 +22,7 @@ def add_zones_arguments(parser) -> None:
 
 
 def run_zones(args) -> int:
-    from ZonalSegmentationLib.training import train_zones
+    from ..zones.training import train_zones
 
     from ..progress import ConsoleProgress
 

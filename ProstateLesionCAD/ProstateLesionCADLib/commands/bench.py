@@ -15,7 +15,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from .. import benchmarks
+    from ..demo import benchmarks
     from ..progress import ConsoleProgress, sub_progress
 
     out = Path(args.out)

@@ -15,7 +15,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ..demo import run_demo
+    from ..demo.run import run_demo
     from ..progress import ConsoleProgress
 
     from ..errors import ParameterError

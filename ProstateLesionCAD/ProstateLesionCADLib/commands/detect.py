@@ -23,9 +23,9 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ..model_package import find_model
+    from ..models.package import find_model
     if find_model(args.model, verify=False).task == "focalnet":  # FocalNet package: T2 + ADC, no zones
-        from ..focalnet.cli import run_detect as run_focalnet
+        from ._focalnet import run_detect as run_focalnet
         return run_focalnet(args)
-    from ..retina_unet.cli_detect import run_detect
+    from ._detect_retina_unet import run_detect
     return run_detect(args)

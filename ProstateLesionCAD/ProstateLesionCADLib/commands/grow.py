@@ -23,13 +23,13 @@ def run(args) -> int:
 
     import SimpleITK as sitk
 
-    from ..case_loading import load_case
+    from ..study.loading import load_case
     from ..errors import CaseError
     from ..formats import GroundTruthCase, GroundTruthSet, Lesion, write_ground_truth
-    from ..lesion_growing import GrowParams, grow_lesions, growing_sequences
+    from ..lesions.growing import GrowParams, grow_lesions, growing_sequences
     from ..output_files import staged_output_dir
     from ..progress import ConsoleProgress, sub_progress
-    from ..seeds import read_seeds
+    from ..lesions.seeds import read_seeds
 
     progress = ConsoleProgress()
     params = GrowParams(max_volume_cc=args.max_volume_cc)

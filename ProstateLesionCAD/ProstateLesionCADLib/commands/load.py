@@ -29,7 +29,7 @@ def parse_choices(items: list[str]) -> dict[str, str]:
 
 
 def run(args) -> int:
-    from ..case_loading import load_case, role_lines, unused_lines
+    from ..study.loading import load_case, role_lines, unused_lines
     from ..progress import ConsoleProgress, sub_progress
 
     progress = ConsoleProgress()
@@ -45,7 +45,7 @@ def run(args) -> int:
         for line in extra:
             print(f"  {line}")
     if args.export:
-        from ..case_files import write_case_files
+        from ..study.case_json import write_case_files
 
         json_path = write_case_files(case, args.export, sub_progress(progress, 0.8, 1.0))
         print(f"exported to {json_path}")

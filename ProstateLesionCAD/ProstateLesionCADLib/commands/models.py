@@ -12,10 +12,10 @@ HELP = "Manage model packages: list, install from a file or URL, import-mdt, fet
 
 # sub-verb -> (library module, help)
 SUBVERBS = {
-    "list": ("model_catalog", "List installed model packages and catalogued ones that can be installed."),
-    "install": ("model_catalog", "Install a model package from a folder, .zip/.tar.gz, URL or catalogue name."),
-    "import-mdt": ("retina_unet.published", "Convert a folder of Medical Detection Toolkit Retina U-Net checkpoints into a model package."),
-    "fetch-published": ("retina_unet.published", "Download the authors' 25 published checkpoints, verify their git blob ids, import them."),
+    "list": ("models.catalog", "List installed model packages and catalogued ones that can be installed."),
+    "install": ("models.catalog", "Install a model package from a folder, .zip/.tar.gz, URL or catalogue name."),
+    "import-mdt": ("detection.retina_unet.published", "Convert a folder of Medical Detection Toolkit Retina U-Net checkpoints into a model package."),
+    "fetch-published": ("detection.retina_unet.published", "Download the authors' 25 published checkpoints, verify their git blob ids, import them."),
 }
 
 

@@ -30,7 +30,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ..phantoms import make_phantom_set
+    from ..phantoms.generate import make_phantom_set
     from ..progress import ConsoleProgress
 
     out = make_phantom_set(args.n, args.seed, args.out, fmt=args.format, progress=ConsoleProgress(),

@@ -47,9 +47,9 @@ def _parse_center(text: str):
 
 
 def run(args) -> int:
-    from ..case_loading import load_case
+    from ..study.loading import load_case
     from ..output_files import staged_output_dir
-    from ..preprocessing import preprocess, save_preprocessed
+    from ..preprocessing.preprocess import preprocess, save_preprocessed
     from ..progress import ConsoleProgress, sub_progress
 
     progress = ConsoleProgress()

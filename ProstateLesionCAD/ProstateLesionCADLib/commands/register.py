@@ -22,13 +22,13 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ..case_files import read_image_file
-    from ..case_loading import load_case
+    from ..study.case_json import read_image_file
+    from ..study.loading import load_case
     from ..errors import CaseError
     from ..output_files import staged_output_dir
     from ..progress import ConsoleProgress, sub_progress
-    from ..registration import read_transform, register_case, score_case_transform
-    from ..registration_outputs import write_registration_outputs
+    from ..registration.register import read_transform, register_case, score_case_transform
+    from ..registration.outputs import write_registration_outputs
 
     progress = ConsoleProgress()
     case = load_case(args.path, progress=sub_progress(progress, 0.0, 0.1))

@@ -9,9 +9,9 @@ HELP = "Train a model: detector (Retina U-Net), zones (zonal cascade) or focalne
 
 # sub-verb -> (library module, help)
 SUBVERBS = {
-    "detector": ("retina_unet.cli_train", "Train the Retina U-Net detector with k-fold cross-validation."),
+    "detector": ("commands._train_detector", "Train the Retina U-Net detector with k-fold cross-validation."),
     "zones": ("commands._train_zones", "Train the zonal cascade (CNN-1 prostate, CNN-2 central gland) on T2 + label maps."),
-    "focalnet": ("focalnet.cli", "Train FocalNet (Cao et al. 2019) on T2 + ADC slices, on cases or phantoms."),
+    "focalnet": ("commands._focalnet", "Train FocalNet (Cao et al. 2019) on T2 + ADC slices, on cases or phantoms."),
 }
 
 

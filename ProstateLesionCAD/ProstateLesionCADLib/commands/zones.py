@@ -21,7 +21,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from ZonalSegmentationLib.zonal_pipeline import contour_png, segment_zones, write_outputs
+    from ..zones.segment import contour_png, segment_zones, write_outputs
 
     from ..output_files import staged_output_dir
     from ..progress import ConsoleProgress, sub_progress
@@ -29,12 +29,12 @@ def run(args) -> int:
     progress = ConsoleProgress()
     path = Path(args.path)
     if path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES):
-        from ..case_files import read_image_file
+        from ..study.case_json import read_image_file
 
         t2 = read_image_file(path, "T2")
         case_id = path.name.split(".")[0]
     else:
-        from ..case_loading import load_case
+        from ..study.loading import load_case
 
         case = load_case(path, progress=sub_progress(progress, 0.0, 0.1))
         t2, case_id = case.t2, case.case_id

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FormatError, ModelError
-from ..model_package import MODEL_FORMAT, find_model
+from ..models.package import MODEL_FORMAT, find_model
 
 THRESHOLDS_FORMAT = "prostate-cad-thresholds/1"
 CRITERION_KEY = re.compile(r"^GGG>=([123])$")

@@ -1,0 +1,144 @@
+"""CLI of `prostate-cad train focalnet` and the FocalNet path of `prostate-cad detect`
+(light imports at module level: the CLI builds its parser from here)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+SYNTHETIC_USE = ("Demonstration and testing only: trained on synthetic phantoms (no patient data); "
+                 "not for clinical use, not a medical device.")
+
+
+def add_focalnet_arguments(parser) -> None:
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--phantoms", type=int, default=None, metavar="N", help="train on N generated phantoms")
+    src.add_argument("--cases", default=None, help="folder with one case sub-folder per case id (DICOM or case.json)")
+    parser.add_argument("--ground-truth", default=None, help="ground-truth JSON with lesion masks and GGG (with --cases)")
+    parser.add_argument("--out", required=True, help="model package folder to write")
+    parser.add_argument("--loss", default="fl+mfl", choices=("ce", "fl", "fl+mfl"), help="training loss (default fl+mfl)")
+    parser.add_argument("--steps", type=int, default=600, help="training steps (default 600)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--optimizer", default="adam", choices=("adam", "sgd"), help="sgd = the paper's (GPU) schedule")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--size", type=int, default=64, help="pixels across the 80 mm square (paper: 128)")
+    parser.add_argument("--width", type=int, default=16, help="channels of the first residual stage")
+    parser.add_argument("--blocks", default="1,1,1", help="residual blocks per stage, e.g. 3,4,23,3 (ResNet-101)")
+    parser.add_argument("--mfl-warmup", type=float, default=0.25,
+                        help="share of the steps trained with FL alone before MFL joins (0 = the paper's schedule)")
+    parser.add_argument("--patch", type=int, default=32, help="training patch size in pixels (0 = whole slices)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--phantom-seed", type=int, default=5000, help="first phantom seed (with --phantoms)")
+    parser.add_argument("--validation-phantoms", type=int, default=8,
+                        help="held-out phantoms for the working-point thresholds (with --phantoms)")
+    parser.add_argument("--single-modality-fraction", type=float, default=0.0,
+                        help="share of phantom lesions visible on only one of T2/ADC")
+    parser.add_argument("--prostate-margin-mm", type=float, default=None,
+                        help="keep only local maxima within this distance of the prostate mask (default: all)")
+    parser.add_argument("--name", default=None, help="model name (default: the --out folder name)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+
+
+def _settings(args):
+    from ..errors import ParameterError
+    from ..detection.focalnet.network import FocalNetConfig
+    from ..detection.focalnet.training import TrainSettings
+    try:
+        blocks = tuple(int(b) for b in args.blocks.split(",") if b.strip())
+    except ValueError:
+        raise ParameterError(f"--blocks must be comma-separated integers, got {args.blocks!r}.") from None
+    network = FocalNetConfig(width=args.width, blocks=blocks, aspp_channels=max(16, 2 * args.width))
+    return TrainSettings(loss=args.loss, steps=args.steps, batch_size=args.batch_size, optimizer=args.optimizer,
+                         lr=args.lr, patch=args.patch, seed=args.seed, mfl_warmup=args.mfl_warmup, network=network)
+
+
+def _load_cases(args, progress):
+    from ..study.loading import load_case
+    from ..errors import ParameterError
+    from ..evaluation.dice import read_image
+    from ..formats import read_ground_truth
+    from ..detection.focalnet.phantom_data import PhantomCase
+    from ..detection.focalnet.preprocessing import prepare_case
+    if not args.ground_truth:
+        raise ParameterError("--cases needs --ground-truth (lesion masks and GGG).")
+    truth = read_ground_truth(args.ground_truth)
+    out = []
+    for i, gt in enumerate(truth.cases):
+        if gt.lesion_mask is None and gt.lesions:
+            raise ParameterError(f"{args.ground_truth}: case {gt.case_id} has lesions but no lesion_mask to train on.")
+        case = load_case(Path(args.cases) / gt.case_id)
+        mask = read_image(gt.lesion_mask, "lesion mask") if gt.lesion_mask else None
+        ggg = {l.label if l.label is not None else l.id: l.ggg for l in gt.lesions}
+        stack = prepare_case(case, args.size, lesion_mask=mask, lesion_ggg=ggg)
+        if stack.classes is None:
+            import numpy as np
+            stack.classes = np.zeros(stack.t2.shape, np.uint8)
+        out.append(PhantomCase(stack, gt, mask, {}))
+        progress((i + 1) / len(truth.cases), f"case {gt.case_id}")
+    return out
+
+
+def run_focalnet(args) -> int:
+    from ..formats import DetectionSet, GroundTruthSet
+    from ..progress import ConsoleProgress, sub_progress
+    from ..detection.focalnet.inference import detections_from_output, predict_stack
+    from ..detection.focalnet.package import model_card, validation_thresholds, write_package
+    from ..detection.focalnet.phantom_data import phantom_cases
+    from ..detection.focalnet.training import train
+
+    progress = ConsoleProgress()
+    settings = _settings(args)
+    settings.check()
+    validation = []
+    if args.phantoms is not None:
+        seeds = range(args.phantom_seed, args.phantom_seed + args.phantoms)
+        cases = phantom_cases(seeds, args.size, single_modality_fraction=args.single_modality_fraction,
+                              progress=sub_progress(progress, 0.0, 0.15))
+        vseeds = range(args.phantom_seed + args.phantoms, args.phantom_seed + args.phantoms + args.validation_phantoms)
+        validation = phantom_cases(vseeds, args.size, single_modality_fraction=args.single_modality_fraction)
+        data = (f"{args.phantoms} synthetic phantoms (seeds {seeds.start}..{seeds.stop - 1}, "
+                f"single-modality fraction {args.single_modality_fraction:g})")
+        computed_on = f"{len(validation)} held-out phantoms (seeds {vseeds.start}..{vseeds.stop - 1})"
+        use = SYNTHETIC_USE
+    else:
+        cases = _load_cases(args, sub_progress(progress, 0.0, 0.15))
+        data = f"{len(cases)} cases from {args.cases} ({args.ground_truth})"
+        computed_on = "the training cases (no held-out set)"
+        use = "Research only; not a medical device."
+    model, info = train([c.stack for c in cases], settings, args.device, sub_progress(progress, 0.15, 0.95))
+    held = validation or cases
+    dets = [detections_from_output(predict_stack(model, c.stack, args.device), c.stack,
+                                   prostate_margin_mm=args.prostate_margin_mm) for c in held]
+    thresholds = validation_thresholds(DetectionSet(dets), GroundTruthSet([c.truth for c in held]), computed_on)
+    card = model_card(model, info, name=args.name or Path(args.out).name, version="1", size=args.size,
+                      training_data=data, intended_use=use, thresholds=thresholds,
+                      prostate_margin_mm=args.prostate_margin_mm,
+                      extra={"command": "prostate-cad train focalnet " + " ".join(sys.argv[3:])})
+    pkg = write_package(args.out, model, card)
+    progress(1.0, f"FocalNet written to {args.out}")
+    print(f"Trained FocalNet ({settings.loss}, {settings.steps} steps, {info['seconds']} s) -> {pkg.root}")
+    return 0
+
+
+def run_detect(args) -> int:
+    """`prostate-cad detect` for a FocalNet package (T2 + ADC; no zones needed)."""
+    from ..study.case_json import read_image_file
+    from ..study.loading import load_case
+    from ..models.package import find_model
+    from ..progress import ConsoleProgress, sub_progress
+    from ..detection.focalnet.inference import detect_case
+
+    progress = ConsoleProgress()
+    pkg = find_model(args.model, task="focalnet")
+    case = load_case(args.path, progress=sub_progress(progress, 0.0, 0.1))
+    prostate = read_image_file(args.prostate, "prostate", label=True) if args.prostate else None
+    if prostate is None and getattr(args, "zones", None):  # the gland = every zone (1 CG, 2 PZ)
+        prostate = read_image_file(args.zones, "zones", label=True) > 0
+    transform = None
+    if args.transform:
+        from ..registration.register import read_transform
+        transform = read_transform(args.transform, case.t2)
+    dcase = detect_case(case, pkg, args.out, prostate=prostate, transform=transform, device=args.device,
+                        progress=sub_progress(progress, 0.1, 1.0))
+    print(f"{len(dcase.detections)} detections ({pkg.name} {pkg.version}) written to {args.out}")
+    return 0

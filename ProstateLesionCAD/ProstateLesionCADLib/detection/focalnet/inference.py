@@ -1,0 +1,192 @@
+"""FocalNet inference and lesion localisation (Cao et al. 2019, Sec. II-E2).
+
+"For each case, we find 2D local maxima from the detection output of the slices. The
+trade-off between detection sensitivity and false detections is controlled by thresholding
+on the detection probabilities of the local maxima." The detection output is the first
+ordinal channel (P(lesion)). Each local maximum above `threshold` becomes a detection:
+centre = the pixel centre on the FocalNet grid (LPS mm, in the slice's plane), score = its
+P(lesion), GGG = the decoded ordinal class at that pixel mapped by `ordinal.class_to_ggg`,
+at least GGG1 (a local maximum of the detection channel is a lesion candidate even when its
+probability is below 0.5), class_scores = `ordinal.ggg_class_scores`.
+
+Because the maxima are 2D, a lesion spanning several slices gives one detection per slice
+(the paper's evaluation counts every one of them as a true positive, see evaluation/froc.py).
+`merge_mm > 0` optionally keeps, among maxima closer than merge_mm in 3D, only the highest
+(one marker per lesion in the Slicer view); the default 0 is the paper's behaviour.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from skimage.feature import peak_local_max
+
+from ...errors import ModelError
+from ...formats import Detection, DetectionCase, DetectionSet, write_detections
+from ...models.package import ModelPackage
+from ...output_files import staged_output_dir
+from ...progress import ProgressCallback, silent
+from . import ordinal
+from .preprocessing import FOV_MM, SliceStack, prepare_case
+from .training import WEIGHTS_FILE, load_weights, pick_device
+
+PROBABILITY_FILE = "lesion-probability.nrrd"
+DETECTIONS_FILE = "detections.json"
+DEFAULT_THRESHOLD = 0.05
+DEFAULT_MIN_DISTANCE_MM = 5.0
+
+
+@dataclass
+class Peak:
+    z: int
+    y: int
+    x: int
+    score: float
+
+
+def predict_stack(model: torch.nn.Module, stack: SliceStack, device: str = "auto", batch: int = 16) -> np.ndarray:
+    """(z, 5, y, x) sigmoid outputs on the stack's grid; slices outside `stack.slices` are 0."""
+    dev = pick_device(device)
+    model = model.to(dev).eval()
+    x = stack.inputs()
+    out = np.zeros((stack.t2.shape[0], ordinal.N_BITS) + stack.t2.shape[1:], np.float32)
+    parts = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            parts.append(torch.sigmoid(model(torch.from_numpy(x[i:i + batch]).to(dev))).cpu().numpy())
+    if parts:
+        out[stack.slices] = np.concatenate(parts)
+    return out
+
+
+def local_maxima(detection: np.ndarray, threshold: float, min_distance_px: int,
+                 slices: Optional[np.ndarray] = None) -> list[Peak]:
+    """2D local maxima of a (z, y, x) detection map, slice by slice, with value > threshold."""
+    peaks = []
+    for z in (range(detection.shape[0]) if slices is None else slices):
+        plane = detection[z]
+        if plane.max() <= threshold:
+            continue
+        coords = peak_local_max(plane, min_distance=max(1, int(min_distance_px)), threshold_abs=threshold,
+                                exclude_border=False)
+        peaks.extend(Peak(int(z), int(y), int(x), float(plane[y, x])) for y, x in coords if plane[y, x] > threshold)
+    return sorted(peaks, key=lambda p: -p.score)
+
+
+def merge_peaks(points: np.ndarray, scores: np.ndarray, merge_mm: float) -> np.ndarray:
+    """Indices kept by a greedy 3D non-maximum suppression at radius merge_mm."""
+    order = np.argsort(-scores, kind="stable")
+    kept: list[int] = []
+    for i in order:
+        if all(np.linalg.norm(points[i] - points[j]) >= merge_mm for j in kept):
+            kept.append(int(i))
+    return np.asarray(kept, dtype=int)
+
+
+def near_prostate(stack: SliceStack, margin_mm: float) -> Optional[np.ndarray]:
+    """The prostate mask on the stack's grid grown in-plane by margin_mm (None without a mask)."""
+    if stack.prostate is None or not stack.prostate.any():
+        return None
+    from scipy.ndimage import binary_dilation
+    radius = int(round(margin_mm / stack.grid.GetSpacing()[0]))
+    yy, xx = np.mgrid[-radius:radius + 1, -radius:radius + 1]
+    disk = (yy ** 2 + xx ** 2 <= radius ** 2)[None]
+    return binary_dilation(stack.prostate > 0, structure=disk) if radius > 0 else stack.prostate > 0
+
+
+def detections_from_output(prob: np.ndarray, stack: SliceStack, threshold: float = DEFAULT_THRESHOLD,
+                           min_distance_mm: float = DEFAULT_MIN_DISTANCE_MM, merge_mm: float = 0.0,
+                           prostate_margin_mm: Optional[float] = None) -> DetectionCase:
+    """Localised points of one case (module docstring) as a `DetectionCase`.
+
+    prostate_margin_mm: when set and the case has a prostate mask, maxima farther than this
+    outside the gland are dropped (the paper instead relies on its 80 mm prostate crop)."""
+    spacing = stack.grid.GetSpacing()[0]
+    peaks = local_maxima(prob[:, 0], threshold, round(min_distance_mm / spacing), stack.slices)
+    allowed = near_prostate(stack, prostate_margin_mm) if prostate_margin_mm is not None else None
+    if allowed is not None:
+        peaks = [p for p in peaks if allowed[p.z, p.y, p.x]]
+    points = np.array([stack.grid.TransformContinuousIndexToPhysicalPoint((float(p.x), float(p.y), float(p.z)))
+                       for p in peaks]).reshape(-1, 3)
+    if merge_mm > 0 and peaks:
+        keep = merge_peaks(points, np.array([p.score for p in peaks]), merge_mm)
+        peaks, points = [peaks[i] for i in keep], points[keep]
+    dets = []
+    for i, (p, point) in enumerate(zip(peaks, points)):
+        bits = prob[p.z, :, p.y, p.x]
+        cls = max(1, int(ordinal.decode_probabilities(bits)))
+        dets.append(Detection(id=i + 1, ggg=int(ordinal.class_to_ggg(cls)), score=p.score,
+                              center_lps=tuple(float(v) for v in point),
+                              class_scores=ordinal.ggg_class_scores(bits)))
+    return DetectionCase(stack.case_id, dets)
+
+
+def probability_on_t2(prob: np.ndarray, stack: SliceStack, t2: sitk.Image) -> sitk.Image:
+    """The detection channel P(lesion) resampled from the FocalNet grid to the T2 grid (0 outside)."""
+    img = sitk.GetImageFromArray(prob[:, 0].astype(np.float32))
+    img.CopyInformation(stack.grid)
+    return sitk.Resample(img, t2, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+
+
+@dataclass
+class FocalNetModel:
+    """A loaded FocalNet package: network + pre-processing and localisation parameters."""
+
+    network: torch.nn.Module
+    size: int
+    fov_mm: float
+    threshold: float
+    min_distance_mm: float
+    prostate_margin_mm: Optional[float] = None
+    name: str = "focalnet"
+    version: str = "1"
+
+    @classmethod
+    def from_package(cls, pkg: ModelPackage) -> "FocalNetModel":
+        if pkg.task != "focalnet":
+            raise ModelError(f"Model '{pkg.name}' is a {pkg.task!r} model, not a 'focalnet' model.")
+        card = pkg.card
+        network = load_weights(pkg.file(WEIGHTS_FILE))
+        loc = card.get("localisation", {})
+        return cls(network, int(card["input"]["size"]), float(card["input"].get("fov_mm", FOV_MM)),
+                   float(loc.get("threshold", DEFAULT_THRESHOLD)),
+                   float(loc.get("min_distance_mm", DEFAULT_MIN_DISTANCE_MM)), loc.get("prostate_margin_mm"),
+                   pkg.name, pkg.version)
+
+    def prepare(self, case, prostate=None, transform=None) -> SliceStack:
+        return prepare_case(case, self.size, self.fov_mm, prostate=prostate, transform=transform)
+
+    def detect(self, case, prostate: Optional[sitk.Image] = None, transform: Optional[sitk.Transform] = None,
+               device: str = "auto", threshold: Optional[float] = None, merge_mm: float = 0.0
+               ) -> tuple[DetectionCase, np.ndarray, SliceStack]:
+        stack = self.prepare(case, prostate, transform)
+        prob = predict_stack(self.network, stack, device)
+        dcase = detections_from_output(prob, stack, self.threshold if threshold is None else threshold,
+                                       self.min_distance_mm, merge_mm, self.prostate_margin_mm)
+        return dcase, prob, stack
+
+
+def detect_case(case, pkg: ModelPackage, out_dir: str | Path, *, prostate: Optional[sitk.Image] = None,
+                transform: Optional[sitk.Transform] = None, device: str = "auto", threshold: Optional[float] = None,
+                merge_mm: float = 0.0, progress: Optional[ProgressCallback] = None) -> DetectionCase:
+    """Run a FocalNet package on a loaded case; writes DIR/detections.json (DESIGN.md format, LPS)
+    and DIR/lesion-probability.nrrd (P(lesion) on the T2 grid), staged (nothing half-written)."""
+    progress = progress or silent
+    model = FocalNetModel.from_package(pkg)
+    progress(0.1, "FocalNet: pre-processing and inference")
+    dcase, prob, stack = model.detect(case, prostate, transform, device, threshold, merge_mm)
+    progress(0.8, f"FocalNet: {len(dcase.detections)} local maxima")
+    with staged_output_dir(out_dir) as stage:
+        sitk.WriteImage(probability_on_t2(prob, stack, case.t2), str(stage / PROBABILITY_FILE), True)
+        dcase.probability_map = stage / PROBABILITY_FILE
+        dset = DetectionSet([dcase], model={"name": pkg.name, "version": pkg.version,
+                                            "intended_use": pkg.card.get("intended_use", "")})
+        write_detections(dset, stage / DETECTIONS_FILE)
+    dcase.probability_map = Path(out_dir) / PROBABILITY_FILE
+    progress(1.0, f"{len(dcase.detections)} detections written to {out_dir}")
+    return dcase

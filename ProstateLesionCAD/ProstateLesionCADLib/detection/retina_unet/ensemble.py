@@ -1,0 +1,68 @@
+"""Fold x epoch ensembles stored in a detector model package (main paper "Epoch and CV
+ensembling during testing"; FACTS.md section 6).
+
+model.json: architecture.config (network config), ensemble.members [{file, fold, epoch,
+rank}], ensemble.wbc_fold_pooling ("mdt" = the toolkit's behaviour, "per_member").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ...errors import ModelError
+from ...models.package import ModelPackage
+from .network import make_config
+
+WBC_POOLING = ("mdt", "per_member")
+
+
+def network_config(pkg: ModelPackage) -> dict[str, Any]:
+    arch = pkg.card.get("architecture") or {}
+    if arch.get("name") != "retina_unet" or not isinstance(arch.get("config"), dict):
+        raise ModelError(f"Model '{pkg.name}': model.json has no Retina U-Net architecture config.")
+    return make_config(**arch["config"])
+
+
+def members(pkg: ModelPackage) -> list[dict[str, Any]]:
+    found = (pkg.card.get("ensemble") or {}).get("members") or []
+    if not found:
+        raise ModelError(f"Model '{pkg.name}': model.json lists no ensemble members.")
+    return found
+
+
+def read_member(pkg: ModelPackage, member: dict[str, Any]) -> dict:
+    """One member's state_dict (CPU); a missing or damaged file gives a ModelError."""
+    path = pkg.file(member["file"])
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ModelError(f"Model '{pkg.name}': weight file {path} is missing.") from None
+    except Exception as exc:
+        raise ModelError(f"Model '{pkg.name}': {path.name} cannot be read ({type(exc).__name__}); "
+                         "the file is corrupt.") from None
+
+
+def load_member_states(pkg: ModelPackage) -> tuple[dict[str, Any], list[tuple[dict[str, Any], dict]]]:
+    """The network config and every member's state_dict (CPU)."""
+    return network_config(pkg), [(m, read_member(pkg, m)) for m in members(pkg)]
+
+
+def wbc_pooling(pkg: ModelPackage) -> str:
+    mode = (pkg.card.get("ensemble") or {}).get("wbc_fold_pooling", "per_member")
+    if mode not in WBC_POOLING:
+        raise ModelError(f"Model '{pkg.name}': ensemble.wbc_fold_pooling must be one of {WBC_POOLING}, got {mode!r}.")
+    return mode
+
+
+def member_id(member: dict[str, Any], aug_index: int, pooling: str) -> str:
+    """Prediction id used by WBC to count missing predictions.
+
+    "mdt": "<rank>_<aug>" like the toolkit, which repeats across folds, so the fold-pooled
+    WBC sees at most 5 distinct ids out of 25 models (FACTS.md section 7 quirk).
+    "per_member": unique per fold x epoch (x augmentation).
+    """
+    if pooling == "mdt":
+        return f"{member.get('rank', 0)}_{aug_index}"
+    return f"{member.get('fold', 0)}_{member.get('rank', 0)}_{aug_index}"

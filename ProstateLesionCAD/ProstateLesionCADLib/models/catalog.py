@@ -1,0 +1,273 @@
+"""Model catalogue, downloads and installation of model packages into the per-user folder.
+
+The catalogue (`Resources/ModelCatalog.json`, format "prostate-cad-model-catalog/1") lists
+the packages a user can get besides the bundled demos: name, title, task, description,
+intended use, training data and how to obtain it — `source` is "url" (with `url`,
+`sha256` and `bytes` of the archive), or "command" (another `prostate-cad` command
+fetches it, e.g. the authors' published checkpoints, verified file by file there).
+
+`install_package(FILE|URL|NAME)` accepts a package folder, a .zip/.tar.gz archive of
+one, an http(s) URL or a catalogue name. Downloads go to a per-user cache, resume from
+there when the checksum matches, honour the standard HTTP(S)_PROXY variables (or an
+explicit proxy) and show progress. The archive's sha256 is checked when known
+(`--sha256` or the catalogue), every weight file's sha256 from its model.json always,
+and only a fully verified package is moved into place (never a half-installed one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+import urllib.parse
+import urllib.request
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from ..errors import ModelError
+from .package import ModelPackage, installed_packages, load_model_package, sha256_of
+from ..progress import ProgressCallback, silent, sub_progress
+from ..resources import bundled_models_dir, resources_dir, user_models_dir
+
+CATALOG_FORMAT = "prostate-cad-model-catalog/1"
+ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar")
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    name: str
+    title: str
+    task: str
+    description: str
+    source: str  # "url" | "command"
+    intended_use: str = ""
+    training_data: str = ""
+    url: Optional[str] = None
+    sha256: Optional[str] = None
+    bytes: Optional[int] = None
+    command: Optional[str] = None
+    homepage: Optional[str] = None
+
+
+def catalog_path() -> Path:
+    return resources_dir() / "ModelCatalog.json"
+
+
+def load_catalog(path: Optional[os.PathLike] = None) -> list[CatalogEntry]:
+    """Read the catalogue; a malformed file is a ModelError naming the file."""
+    path = Path(path) if path else catalog_path()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return []
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}).") from None
+    if not isinstance(data, dict) or data.get("format") != CATALOG_FORMAT:
+        raise ModelError(f"{path}: unknown catalogue format; expected {CATALOG_FORMAT!r}.")
+    fields = set(CatalogEntry.__dataclass_fields__)
+    entries = []
+    for i, item in enumerate(data.get("models", [])):
+        try:
+            entry = CatalogEntry(**{k: v for k, v in item.items() if k in fields})
+        except TypeError as exc:
+            raise ModelError(f"{path}: model #{i + 1} is incomplete ({exc}).") from None
+        if entry.source == "url" and not (entry.url and entry.sha256):
+            raise ModelError(f"{path}: model {entry.name!r} has source 'url' but no url/sha256.")
+        entries.append(entry)
+    return entries
+
+
+def downloads_dir() -> Path:
+    """Per-user cache of downloaded archives (beside the installed models)."""
+    return user_models_dir().parent / "downloads"
+
+
+def _is_url(text: str) -> bool:
+    return urllib.parse.urlparse(text).scheme in ("http", "https")
+
+
+def download(url: str, expected_sha256: Optional[str] = None, progress: Optional[ProgressCallback] = None,
+             cache_dir: Optional[os.PathLike] = None, proxy: Optional[str] = None, timeout: float = 60.0) -> Path:
+    """Download `url` into the cache (reusing a cached copy whose sha256 matches) and verify it."""
+    progress = progress or silent
+    cache = Path(cache_dir) if cache_dir else downloads_dir()
+    cache.mkdir(parents=True, exist_ok=True)
+    name = Path(urllib.parse.urlparse(url).path).name or "download"
+    key = (expected_sha256 or hashlib.sha256(url.encode()).hexdigest())[:16]
+    target = cache / f"{key}-{name}"
+    if target.is_file() and expected_sha256 and sha256_of(target) == expected_sha256.lower():
+        progress(1.0, f"{name}: using the cached copy")
+        return target
+    handlers = [urllib.request.ProxyHandler({"http": proxy, "https": proxy})] if proxy else []
+    opener = urllib.request.build_opener(*handlers)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=cache)
+    digest = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as out, opener.open(url, timeout=timeout) as response:
+            total = int(response.headers.get("Content-Length") or 0)
+            done = 0
+            while block := response.read(1 << 20):
+                out.write(block)
+                digest.update(block)
+                done += len(block)
+                progress(done / total if total else 0.0,
+                         f"downloading {name}: {done / 2**20:.1f}" + (f" of {total / 2**20:.1f} MB" if total else " MB"))
+        actual = digest.hexdigest()
+        if expected_sha256 and actual != expected_sha256.lower():
+            raise ModelError(f"{url}: the download fails its sha256 check (expected {expected_sha256}, got {actual}); "
+                             "it was deleted.")
+        os.replace(tmp, target)
+    except OSError as exc:  # URLError and HTTPError are OSErrors
+        raise ModelError(f"{url}: download failed ({getattr(exc, 'reason', exc)}).") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    progress(1.0, f"downloaded {name}")
+    return target
+
+
+def _extract(archive: Path, into: Path) -> None:
+    """Unpack a .zip/.tar(.gz) refusing members that would land outside `into`."""
+    into = into.resolve()
+    if archive.name.endswith(".zip"):
+        with zipfile.ZipFile(archive) as zf:
+            for member in zf.namelist():
+                if not (into / member).resolve().is_relative_to(into):
+                    raise ModelError(f"{archive}: unsafe path {member!r} in the archive.")
+            zf.extractall(into)
+    else:
+        with tarfile.open(archive) as tf:
+            tf.extractall(into, filter="data")
+
+
+def _package_root(folder: Path, source: str) -> Path:
+    if (folder / "model.json").is_file():
+        return folder
+    found = sorted(folder.glob("*/model.json"))
+    if len(found) != 1:
+        raise ModelError(f"{source}: expected one model package (a folder with model.json), found {len(found)}.")
+    return found[0].parent
+
+
+def install_package(source: str, sha256: Optional[str] = None, progress: Optional[ProgressCallback] = None,
+                    models_dir: Optional[os.PathLike] = None, replace: bool = False, proxy: Optional[str] = None,
+                    catalog: Optional[list[CatalogEntry]] = None) -> ModelPackage:
+    """Install a package from a folder, an archive, a URL or a catalogue name; return it verified."""
+    progress = progress or silent
+    catalog = load_catalog() if catalog is None else catalog
+    by_name = {e.name: e for e in catalog}
+    if not _is_url(source) and not Path(source).exists() and source in by_name:
+        entry = by_name[source]
+        if entry.source != "url":
+            raise ModelError(f"Model {source!r} is not downloaded by 'install'; get it with: {entry.command}.")
+        source, sha256 = entry.url, sha256 or entry.sha256
+    if _is_url(source):
+        sha256 = sha256 or next((e.sha256 for e in catalog if e.url == source), None)
+        path = download(source, sha256, sub_progress(progress, 0.0, 0.8), proxy=proxy)
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise ModelError(f"{source}: no such file or folder (give a model package folder, a .zip/.tar.gz or a URL).")
+        if sha256 and path.is_file() and sha256_of(path) != sha256.lower():
+            raise ModelError(f"{source}: fails its sha256 check (expected {sha256}).")
+    target_base = Path(models_dir) if models_dir else user_models_dir()
+    target_base.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".install-", dir=target_base))
+    try:
+        if path.is_dir():
+            shutil.copytree(path, stage / "package")
+            root = stage / "package"
+        elif path.name.endswith(ARCHIVE_SUFFIXES):
+            progress(0.8, f"unpacking {path.name}")
+            _extract(path, stage)
+            root = _package_root(stage, source)
+        else:
+            raise ModelError(f"{source}: not a model package folder nor a .zip/.tar.gz archive.")
+        progress(0.9, "verifying checksums")
+        package = load_model_package(root, verify=True)
+        target = target_base / package.name
+        if target.exists():
+            if not replace:
+                old = load_model_package(target, verify=False) if (target / "model.json").is_file() else None
+                raise ModelError(f"Model '{package.name}' is already installed in {target}"
+                                 + (f" (version {old.version})" if old else "") + "; use --replace to overwrite it.")
+            shutil.rmtree(target)
+        os.replace(root, target)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    progress(1.0, f"installed {package.name} {package.version} in {target}")
+    return load_model_package(target, verify=False)
+
+
+def model_card_text(package: ModelPackage) -> str:
+    """A short plain-text model card: what a user must know before trusting the output."""
+    card = package.card
+    lines = [f"{package.name} {package.version} ({package.task})",
+             f"Intended use: {card.get('intended_use', 'not stated')}"]
+    training = card.get("training_data")
+    if training:
+        lines.append("Training data: " + (training if isinstance(training, str) else json.dumps(training)))
+    if card.get("licence") or card.get("license"):
+        lines.append(f"Licence: {card.get('licence') or card.get('license')}")
+    criteria = sorted((card.get("thresholds") or {}).keys())
+    lines.append("Working points: " + (", ".join(criteria) if criteria else "none (no preset thresholds)"))
+    return "\n".join(lines)
+
+
+def list_rows(catalog: Optional[list[CatalogEntry]] = None) -> list[dict[str, Any]]:
+    """Installed packages (bundled and per-user) and catalogue entries not yet installed."""
+    rows = []
+    bundled = bundled_models_dir().resolve()
+    for pkg in installed_packages():
+        where = "bundled" if pkg.root.resolve().is_relative_to(bundled) else "installed"
+        rows.append({"name": pkg.name, "version": pkg.version, "task": pkg.task, "status": where,
+                     "path": str(pkg.root)})
+    names = {r["name"] for r in rows}
+    for entry in (load_catalog() if catalog is None else catalog):
+        if entry.name in names:
+            continue
+        how = f"prostate-cad models install {entry.name}" if entry.source == "url" else entry.command
+        size = f", {entry.bytes / 2**20:.0f} MB" if entry.bytes else ""
+        rows.append({"name": entry.name, "version": "", "task": entry.task, "status": "available",
+                     "path": f"{how}{size}"})
+    return rows
+
+
+# ---------------------------------------------------------------- `prostate-cad models list|install`
+
+def add_list_arguments(parser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the list as JSON")
+
+
+def run_list(args) -> int:
+    rows = list_rows()
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    if not rows:
+        print("No model packages installed or catalogued.")
+    for r in rows:
+        print(f"{r['name']:<32} {r['version']:<10} {r['task']:<10} {r['status']:<10} {r['path']}")
+    return 0
+
+
+def add_install_arguments(parser) -> None:
+    parser.add_argument("source", help="model package folder, .zip/.tar.gz archive, http(s) URL or catalogue name")
+    parser.add_argument("--sha256", help="expected sha256 of the archive (checked before unpacking)")
+    parser.add_argument("--replace", action="store_true", help="overwrite an installed package of the same name")
+    parser.add_argument("--proxy", help="HTTP(S) proxy URL (default: the http_proxy/https_proxy variables)")
+    parser.add_argument("--models-dir", help=f"install here instead of the per-user folder ({user_models_dir()})")
+
+
+def run_install(args) -> int:
+    from ..progress import ConsoleProgress
+
+    package = install_package(args.source, sha256=args.sha256, progress=ConsoleProgress(), replace=args.replace,
+                              proxy=args.proxy, models_dir=args.models_dir)
+    print(model_card_text(package))
+    return 0

@@ -1,0 +1,941 @@
+"""Load a prostate mpMRI study from a DICOM folder tree: find the series, give them roles.
+
+The folder may have any depth, any folder and file names and any file order: every file
+is read header-only first (`stop_before_pixels`), files are grouped by
+SeriesInstanceUID, and each series is classified from its headers alone:
+
+- **T2**: T2-weighted (description mentions T2, or a spin-echo with TE >= 60 ms and
+  TR >= 1500 ms), axial slices. Sagittal/coronal T2 series are listed as unused.
+- **ADC**: ImageType contains ``ADC`` or the description names an ADC map.
+- **DWI_COMPUTED**: scanner-computed high-b images (``CALC_BVAL`` in ImageType or
+  description); b-value from the headers as for DWI.
+- **DWI**: other diffusion series (ImageType ``DIFFUSION``, a b-value tag, or a sequence
+  name such as ``*ep_b800t``). A series interleaving several b-values is split into one
+  volume per b-value. The b-value is read from the standard DiffusionBValue (0018,9087),
+  then the vendors' private tags (Siemens (0019,100C), GE (0043,1039), Philips
+  (2001,1003)), then the sequence name.
+- **DCE**: T1-weighted gradient-echo series (TR < 15 ms, or a description naming a
+  dynamic/DCE/TWIST/perfusion series) with the same geometry, forming >= 2 time points;
+  either one series per time point or one series holding all time points. Time points
+  are ordered by TriggerTime, else acquisition date/time, else content date/time.
+- Everything else (localisers, FA or exponential-ADC maps, subtraction images,
+  sagittal/coronal series, single-slice series, non-image objects) is listed as unused
+  with the reason.
+
+**Pick rule** when several candidates exist for one role (a repeated T2, two ADC maps,
+the same b-value in two series, two dynamic runs): only candidates with complete,
+regular geometry are considered; among them the latest-acquired one wins (acquisition
+date/time, then series number; for DCE the run with the most time points first). ADC maps
+computed from b-values above 1000 s/mm² rank after the others (PI-RADS v2.1 computes ADC
+with b <= 1000): those whose description names high b-values, or whose source diffusion
+series (named ``<source>_ADC``, the scanners' convention) holds a b-value above 1000. The
+others are listed as unused with the reason. The user overrides the pick with
+``choose={"ADC": "9"}`` (series number or SeriesInstanceUID) — keys ``T2``, ``ADC``,
+``DCE``, ``DWI:<b>`` / ``DWI_COMPUTED:<b>`` for one b-value, or ``DWI`` /
+``DWI_COMPUTED`` with a comma-separated list of series to take all b-values from.
+
+**Validation**: a candidate series with a missing slice, irregular slice spacing, mixed
+orientations or image sizes, or unequal slice counts per b-value/time point is only
+skipped when a complete alternative exists; otherwise loading fails with a CaseError
+naming the series. A study without an axial T2 is refused.
+
+Images are built with SimpleITK in LPS: direction columns = DICOM row direction, column
+direction and their cross product (slice normal); origin = ImagePositionPatient of the
+first slice along the normal; spacing = (PixelSpacing[1], PixelSpacing[0], slice
+distance). Pixel values are float32 after RescaleSlope/Intercept (ADC keeps the
+scanner's units, for ProstateX 1e-6 mm²/s). Pixel data are read only for the picked
+series (pydicom, falling back to SimpleITK/GDCM for encodings pydicom cannot decode).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional
+
+import numpy as np
+import pydicom
+import SimpleITK as sitk
+from pydicom.errors import InvalidDicomError
+
+from .case import Case, SeriesInfo
+from ..errors import CaseError, ParameterError
+from ..progress import ProgressCallback, silent, sub_progress
+
+PICK_RULE = "latest-acquired complete axial series"
+ADC_PICK_RULE = "ADC from b <= 1000 first (PI-RADS v2.1), then latest-acquired complete axial series"
+_HIGH_B_TEXT = re.compile(r"(?<![a-z])high[\s_-]*b(?:val|[\s_-]*\d|\b)", re.IGNORECASE)  # not "high bandwidth"
+_MAX_ADC_B = 1000.0
+_ORIENTATION_TOL = 1e-3  # max difference of direction cosines inside one series
+_SPACING_TOL = 0.1  # slice distances may deviate 10 % from the median distance
+
+
+# ---------------------------------------------------------------- header records
+
+@dataclass
+class SliceHeader:
+    """The header fields of one DICOM file that classification and geometry need."""
+
+    path: str
+    series_uid: str
+    series_number: Optional[int]
+    description: str
+    image_type: tuple[str, ...]
+    modality: str
+    patient_id: str
+    study_uid: str
+    iop: Optional[tuple[float, ...]]
+    ipp: Optional[tuple[float, float, float]]
+    rows: int
+    cols: int
+    pixel_spacing: Optional[tuple[float, float]]
+    frames: int
+    has_pixels: bool
+    b_value: Optional[float]
+    sequence_name: str
+    scanning_sequence: str
+    acquisition_type: str
+    tr: Optional[float]
+    te: Optional[float]
+    instance_number: Optional[int]
+    temporal_position: Optional[int]
+    trigger_time_s: Optional[float]
+    acquisition_s: Optional[float]
+    content_s: Optional[float]
+    acquisition_time: Optional[str]
+    # Where the uncompressed little-endian pixel data start: (file offset, implicit VR, numpy
+    # dtype), so reading pixels does not parse the header a second time; None otherwise.
+    raw_pixels: Optional[tuple[int, bool, str]] = None
+    slope: Optional[float] = None
+    intercept: Optional[float] = None
+
+
+@dataclass
+class DicomSeries:
+    """All files of one SeriesInstanceUID."""
+
+    uid: str
+    slices: list[SliceHeader]
+
+    @property
+    def first(self) -> SliceHeader:
+        return self.slices[0]
+
+    @property
+    def number(self) -> Optional[int]:
+        return self.first.series_number
+
+    @property
+    def description(self) -> str:
+        return self.first.description
+
+    @property
+    def acquired_s(self) -> float:
+        """Acquisition instant used by the pick rule (earliest slice; -inf when unknown)."""
+        times = [s.acquisition_s for s in self.slices if s.acquisition_s is not None]
+        if not times:
+            times = [s.content_s for s in self.slices if s.content_s is not None]
+        return min(times) if times else -math.inf
+
+    def label(self) -> str:
+        number = f"series {self.number}" if self.number is not None else "series"
+        return f"{number} '{self.description}' ({self.uid})"
+
+    def info(self, role: str, reason: str) -> SeriesInfo:
+        return SeriesInfo(role=role, description=self.description, source=self.uid, reason=reason,
+                          series_number=self.number, acquisition_time=self.first.acquisition_time)
+
+
+@dataclass
+class Geometry:
+    size: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    direction: tuple[float, ...]  # row-major 3x3, columns = axis directions (SimpleITK)
+
+
+@dataclass
+class Volume:
+    """One 3D image to build: slices of one series (one b-value or one time point)."""
+
+    role: str
+    series: DicomSeries
+    slices: list[SliceHeader]  # sorted along the slice normal once geometry is known
+    b_value: Optional[float] = None
+    time_s: Optional[float] = None
+    geometry: Optional[Geometry] = None
+    problem: Optional[str] = None  # why the volume is incomplete/irregular (one sentence part)
+
+
+@dataclass
+class DceRun:
+    """Time points with one geometry: the DCE candidates of one dynamic acquisition."""
+
+    volumes: list[Volume]
+    problem: Optional[str] = None
+
+    @property
+    def series(self) -> list[DicomSeries]:
+        seen: dict[str, DicomSeries] = {}
+        for v in self.volumes:
+            seen.setdefault(v.series.uid, v.series)
+        return list(seen.values())
+
+    @property
+    def acquired_s(self) -> float:
+        return max(s.acquired_s for s in self.series)
+
+
+@dataclass
+class StudyPlan:
+    """What a study holds and which volumes will be read for which role (no pixels yet)."""
+
+    root: Path
+    case_id: str
+    series: list[DicomSeries]
+    picks: dict[str, Volume | DceRun] = field(default_factory=dict)  # slot -> chosen candidate
+    reasons: dict[str, str] = field(default_factory=dict)  # slot -> why this candidate
+    unused: list[SeriesInfo] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- header parsing
+
+def _text(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        return value.decode("latin-1", errors="replace").strip("\x00 ").strip()
+    return str(value).strip()
+
+
+def _number(value) -> Optional[float]:
+    """A number from a DICOM value that may be numeric, a string, bytes or a list."""
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        value = value[0] if len(value) else None
+        if value is None:
+            return None
+    if isinstance(value, bytes):
+        value = _text(value).split("\\")[0]
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _private(ds, group: int, element_low: int, creator_prefix: str):
+    """Value of a private element, checking that its block belongs to `creator_prefix`."""
+    for block in range(0x10, 0x100):
+        creator = ds.get((group, block))
+        if creator is None:
+            continue
+        if _text(creator.value).upper().startswith(creator_prefix):
+            element = ds.get((group, (block << 8) | element_low))
+            return element.value if element is not None else None
+    return None
+
+
+_SEQUENCE_B = re.compile(r"ep_b(\d+)t?$", re.IGNORECASE)
+
+
+def b_value_of(ds) -> Optional[float]:
+    """The diffusion b-value (s/mm²) from the standard tag, a vendor tag or the sequence name."""
+    element = ds.get((0x0018, 0x9087))
+    b = _number(element.value) if element is not None else None
+    if b is not None:
+        return b
+    b = _number(_private(ds, 0x0019, 0x0C, "SIEMENS MR HEADER"))
+    if b is not None:
+        return b
+    ge = _number(_private(ds, 0x0043, 0x39, "GEMS_PARM_01"))
+    if ge is not None:
+        return float(ge % 1e9) if ge >= 1e9 else ge  # GE adds 1e9 in some software versions
+    b = _number(_private(ds, 0x2001, 0x03, "PHILIPS IMAGING DD 001"))
+    if b is not None:
+        return b
+    match = _SEQUENCE_B.search(_text(ds.get("SequenceName", "")))
+    return float(match.group(1)) if match else None
+
+
+def _seconds(date: Optional[str], time: Optional[str]) -> Optional[float]:
+    """DICOM DA + TM as seconds (date optional, so times of one day still order)."""
+    time = _text(time).replace(":", "")
+    if not time:
+        return None
+    try:
+        hh, mm = int(time[0:2]), int(time[2:4] or 0)
+        ss = float(time[4:] or 0)
+    except ValueError:
+        return None
+    seconds = hh * 3600 + mm * 60 + ss
+    date = _text(date)
+    if len(date) == 8 and date.isdigit():
+        try:
+            day = _dt.date(int(date[:4]), int(date[4:6]), int(date[6:8])).toordinal()
+        except ValueError:
+            day = 0
+        seconds += day * 86400.0
+    return seconds
+
+
+def _floats(value, count: int) -> Optional[tuple[float, ...]]:
+    try:
+        numbers = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    return numbers if len(numbers) == count and all(math.isfinite(v) for v in numbers) else None
+
+
+def read_header(path: str) -> Optional[SliceHeader]:
+    """Header of one file, or None when it is not DICOM (README, thumbnails, DICOMDIR...)."""
+    try:
+        with open(path, "rb") as handle:
+            ds = pydicom.dcmread(handle, stop_before_pixels=True)
+            pixel_offset = handle.tell()  # pydicom stops at the start of the Pixel Data element
+    except (InvalidDicomError, OSError, ValueError, TypeError, AttributeError, EOFError):
+        return None
+    uid = _text(ds.get("SeriesInstanceUID"))
+    if not uid:
+        return None
+    number = _number(ds.get("SeriesNumber"))
+    trigger = _number(ds.get("TriggerTime"))
+    instance = _number(ds.get("InstanceNumber"))
+    temporal = _number(ds.get("TemporalPositionIdentifier"))
+    return SliceHeader(
+        path=path, series_uid=uid, series_number=int(number) if number is not None else None,
+        description=_text(ds.get("SeriesDescription")) or _text(ds.get("ProtocolName")),
+        image_type=tuple(_text(v).upper() for v in (ds.get("ImageType") or [])),
+        modality=_text(ds.get("Modality")).upper(), patient_id=_text(ds.get("PatientID")),
+        study_uid=_text(ds.get("StudyInstanceUID")),
+        iop=_floats(ds.get("ImageOrientationPatient"), 6), ipp=_floats(ds.get("ImagePositionPatient"), 3),  # type: ignore[arg-type]
+        rows=int(ds.get("Rows") or 0), cols=int(ds.get("Columns") or 0),
+        pixel_spacing=_floats(ds.get("PixelSpacing"), 2),  # type: ignore[arg-type]
+        frames=int(_number(ds.get("NumberOfFrames")) or 1),
+        has_pixels=bool(ds.get("Rows")) and bool(ds.get("Columns")),
+        b_value=b_value_of(ds), sequence_name=_text(ds.get("SequenceName")),
+        scanning_sequence="\\".join(_text(v) for v in (ds.get("ScanningSequence") or []))
+        if isinstance(ds.get("ScanningSequence"), (list, pydicom.multival.MultiValue)) else _text(ds.get("ScanningSequence")),
+        acquisition_type=_text(ds.get("MRAcquisitionType")).upper(),
+        tr=_number(ds.get("RepetitionTime")), te=_number(ds.get("EchoTime")),
+        instance_number=int(instance) if instance is not None else None,
+        temporal_position=int(temporal) if temporal is not None else None,
+        trigger_time_s=trigger / 1000.0 if trigger is not None else None,
+        acquisition_s=_seconds(ds.get("AcquisitionDate") or ds.get("SeriesDate"), ds.get("AcquisitionTime")),
+        content_s=_seconds(ds.get("ContentDate"), ds.get("ContentTime")),
+        acquisition_time=_text(ds.get("AcquisitionTime")) or None,
+        raw_pixels=_raw_pixel_layout(ds, pixel_offset),
+        slope=_number(ds.get("RescaleSlope")), intercept=_number(ds.get("RescaleIntercept")),
+    )
+
+
+_NATIVE_LE = {"1.2.840.10008.1.2": True, "1.2.840.10008.1.2.1": False}  # UID -> implicit VR
+
+
+def _raw_pixel_layout(ds, offset: int) -> Optional[tuple[int, bool, str]]:
+    """Fast-path description for plain single-frame grey-level pixels; None sends reading to pydicom."""
+    syntax = _text(getattr(getattr(ds, "file_meta", None), "get", lambda *_: None)("TransferSyntaxUID"))
+    bits = int(_number(ds.get("BitsAllocated")) or 0)
+    stored = int(_number(ds.get("BitsStored")) or bits)
+    signed = int(_number(ds.get("PixelRepresentation")) or 0) == 1
+    if (syntax not in _NATIVE_LE or int(_number(ds.get("SamplesPerPixel")) or 1) != 1
+            or int(_number(ds.get("NumberOfFrames")) or 1) != 1 or bits not in (8, 16, 32)
+            or (signed and stored != bits)):
+        return None
+    return offset, _NATIVE_LE[syntax], f"<{'i' if signed else 'u'}{bits // 8}"
+
+
+def scan_dicom_tree(root: str | os.PathLike, progress: Optional[ProgressCallback] = None) -> list[DicomSeries]:
+    """Read every file's header under `root` (any depth) and group them by series."""
+    progress = progress or silent
+    root = Path(root)
+    paths = sorted(str(Path(dirpath) / name) for dirpath, _dirs, names in os.walk(root) for name in names)
+    groups: dict[str, list[SliceHeader]] = {}
+    for i, path in enumerate(paths):
+        header = read_header(path)
+        if header is not None:
+            groups.setdefault(header.series_uid, []).append(header)
+        if i % 50 == 0:
+            progress(i / max(1, len(paths)), f"reading DICOM headers ({i}/{len(paths)})")
+    progress(1.0, f"read {len(paths)} file headers")
+    series = [DicomSeries(uid, sorted(slices, key=lambda s: (s.instance_number or 0, s.path)))
+              for uid, slices in groups.items()]
+    series.sort(key=lambda s: (s.number if s.number is not None else 1 << 30, s.uid))
+    return series
+
+
+# ---------------------------------------------------------------- geometry
+
+def _normal(iop: tuple[float, ...]) -> np.ndarray:
+    row, col = np.asarray(iop[:3]), np.asarray(iop[3:])
+    n = np.cross(row, col)
+    return n / np.linalg.norm(n)
+
+
+def orientation_name(iop: Optional[tuple[float, ...]]) -> str:
+    """'axial', 'coronal' or 'sagittal' from the dominant LPS component of the slice normal."""
+    if iop is None:
+        return "unknown"
+    axis = int(np.argmax(np.abs(_normal(iop))))
+    return ("sagittal", "coronal", "axial")[axis]
+
+
+def stack_geometry(slices: list[SliceHeader]) -> tuple[list[SliceHeader], Geometry]:
+    """Sort slices along the normal and derive the 3D geometry; ValueError(problem) if unusable.
+
+    The problem text continues a sentence starting with the series label, e.g.
+    "has a missing slice: ...".
+    """
+    if any(s.iop is None or s.ipp is None or s.pixel_spacing is None for s in slices):
+        raise ValueError("has images without position, orientation or pixel spacing")
+    iops = np.array([s.iop for s in slices])
+    if np.abs(iops - iops[0]).max() > _ORIENTATION_TOL:
+        names = sorted({orientation_name(s.iop) for s in slices})
+        raise ValueError(f"mixes slice orientations ({', '.join(names)})")
+    sizes = sorted({(s.cols, s.rows, *s.pixel_spacing) for s in slices})  # type: ignore[misc]
+    if len(sizes) > 1:
+        shown = " and ".join(f"{c}x{r} at {ps[1]:g}x{ps[0]:g} mm" for c, r, *ps in sizes[:2])
+        raise ValueError(f"mixes image sizes ({shown})")
+    normal = _normal(slices[0].iop)  # type: ignore[arg-type]
+    ordered = sorted(slices, key=lambda s: float(np.dot(normal, s.ipp)))
+    depth = np.array([float(np.dot(normal, s.ipp)) for s in ordered])
+    if len(ordered) < 2:
+        raise ValueError("has a single slice, not a 3D volume")
+    steps = np.diff(depth)
+    if steps.min() < 1e-3:
+        raise ValueError("has two images at the same slice position")
+    # Nominal spacing from the regular steps only: a missing slice doubles one step and must
+    # not pull the estimate up (the median of few steps would).
+    spacing_z = float(np.median(steps[steps < 1.5 * steps.min()]))
+    off = np.abs(steps - spacing_z) > _SPACING_TOL * spacing_z
+    if off.any():
+        i = int(np.argmax(np.abs(steps - spacing_z)))
+        ratio = steps / spacing_z
+        if np.all(np.abs(ratio[off] - np.round(ratio[off])) < _SPACING_TOL) and np.all(ratio[off] > 1.5):
+            missing = int(np.sum(np.round(ratio[off]) - 1))
+            raise ValueError(
+                f"has {missing} missing slice{'s' if missing > 1 else ''}: a gap of {steps[i]:.2f} mm between "
+                f"slices {i + 1} and {i + 2} (at {depth[i]:.2f} and {depth[i + 1]:.2f} mm along the slice normal) "
+                f"where the slice spacing is {spacing_z:.2f} mm")
+        raise ValueError(f"has irregular slice spacing ({steps.min():.2f} to {steps.max():.2f} mm between slices)")
+    # Slices must stack along the normal (no shear), otherwise a regular grid would misplace them.
+    in_plane = np.array([np.asarray(s.ipp) - d * normal for s, d in zip(ordered, depth)])
+    px = min(slices[0].pixel_spacing)  # type: ignore[arg-type]
+    if np.abs(in_plane - in_plane[0]).max() > 0.5 * px:
+        raise ValueError("has slices that are shifted in-plane (sheared stack), not a regular 3D grid")
+    row, col = np.asarray(slices[0].iop[:3]), np.asarray(slices[0].iop[3:])  # type: ignore[index]
+    direction = np.column_stack([row, col, normal])
+    ps = slices[0].pixel_spacing
+    geometry = Geometry(size=(slices[0].cols, slices[0].rows, len(ordered)),
+                        spacing=(float(ps[1]), float(ps[0]), spacing_z),  # type: ignore[index]
+                        origin=tuple(float(v) for v in ordered[0].ipp),  # type: ignore[arg-type]
+                        direction=tuple(float(v) for v in direction.ravel()))
+    return ordered, geometry
+
+
+def _make_volume(role: str, series: DicomSeries, slices: list[SliceHeader], **extra) -> Volume:
+    volume = Volume(role=role, series=series, slices=list(slices), **extra)
+    try:
+        volume.slices, volume.geometry = stack_geometry(volume.slices)
+    except ValueError as exc:
+        volume.problem = str(exc)
+    return volume
+
+
+# ---------------------------------------------------------------- classification
+
+_LOCALISER = re.compile(r"(^|[^a-z])loc([^a-z]|$)|locali[sz]er|scout|survey|pilot|3-?plane", re.IGNORECASE)
+_DYNAMIC = re.compile(r"dyn|dce|twist|perf|vibe|tricks|disco", re.IGNORECASE)
+_FA_MAP = re.compile(r"(^|[^a-z])fa([^a-z]|$)|fractional|tensor|dti", re.IGNORECASE)
+_EXP_MAP = re.compile(r"eadc|exp(onential)?[ _-]?adc", re.IGNORECASE)
+
+
+def _compact(text: str) -> str:
+    return re.sub(r"[^A-Z0-9]", "", text.upper())
+
+
+@dataclass
+class _Classified:
+    volumes: list[Volume] = field(default_factory=list)  # role candidates
+    dynamic: list[DicomSeries] = field(default_factory=list)  # T1 GRE series: DCE candidates
+    unused: list[SeriesInfo] = field(default_factory=list)
+
+
+def _split_by_b(series: DicomSeries, role: str) -> tuple[list[Volume], Optional[str]]:
+    """One volume per b-value; returns (volumes, unused reason)."""
+    by_b: dict[float, list[SliceHeader]] = {}
+    for s in series.slices:
+        if s.b_value is None:
+            return [], "diffusion series without b-values in its headers"
+        by_b.setdefault(s.b_value, []).append(s)
+    volumes = []
+    for b, slices in sorted(by_b.items()):
+        normal = _normal(slices[0].iop) if slices[0].iop else None
+        if normal is not None and all(s.ipp for s in slices):
+            depths = [round(float(np.dot(normal, s.ipp)), 2) for s in slices]
+            if len(set(depths)) < len(depths):
+                return [], (f"several images per slice position at b={format_b(b)} "
+                            f"(separate diffusion directions or averages); only trace-weighted images are used")
+        volumes.append(_make_volume(role, series, slices, b_value=b))
+    counts = {v.b_value: len(v.slices) for v in volumes}
+    if len(set(counts.values())) > 1:
+        most = max(counts.values())
+        for v in volumes:
+            if len(v.slices) < most and v.problem is None:
+                v.problem = (f"has {len(v.slices)} slices at b={format_b(v.b_value)} but {most} at other b-values "
+                             f"(missing slices)")
+    return volumes, None
+
+
+def _classify_series(series: DicomSeries, out: _Classified) -> None:
+    first = series.first
+    description = series.description
+    itype = set(first.image_type)
+    compact = _compact(description)
+    lower = description.lower()
+
+    def unused(reason: str) -> None:
+        out.unused.append(series.info("unused", reason))
+
+    if not first.has_pixels or first.modality not in ("MR", ""):
+        unused(f"not an MR image series (modality {first.modality or 'unknown'})")
+        return
+    if first.frames > 1:
+        unused("multi-frame (enhanced) DICOM is not supported; export the series as single-frame images")
+        return
+    if "LOCALIZER" in itype or _LOCALISER.search(description):
+        unused("localiser")
+        return
+    orientations = {orientation_name(s.iop) for s in series.slices}
+    if "unknown" in orientations:
+        unused("images without position/orientation")
+        return
+    if len(series.slices) < 2:
+        unused("single image, not a 3D volume")
+        return
+    orientation = orientation_name(first.iop) if len(orientations) == 1 else "mixed"
+    diffusion = ("DIFFUSION" in itype or "TRACEW" in itype or "ADC" in itype
+                 or first.b_value is not None or bool(re.search(r"diff|dwi|adc", lower)))
+    if diffusion:
+        if "FA" in itype or _FA_MAP.search(description):
+            unused("FA (fractional anisotropy) map")
+            return
+        if "EADC" in itype or "EXP" in itype or _EXP_MAP.search(description):
+            unused("exponential ADC map")
+            return
+        if orientation not in ("axial", "mixed"):
+            unused(f"{orientation} diffusion series (only axial series are used)")
+            return
+        if "ADC" in itype or re.search(r"(^|[^A-Z])ADC", description.upper()) or "apparent diffusion" in lower:
+            out.volumes.append(_make_volume("ADC", series, series.slices))
+            return
+        if "CALCBVAL" in _compact(" ".join(first.image_type)) or "CALCBVAL" in compact:
+            volumes, reason = _split_by_b(series, "DWI_COMPUTED")
+            if reason:
+                unused(f"computed high-b series: {reason}")
+            out.volumes.extend(volumes)
+            return
+        volumes, reason = _split_by_b(series, "DWI")
+        if reason:
+            unused(reason)
+        out.volumes.extend(volumes)
+        return
+    if "SUB" in itype or "subtract" in lower:
+        unused("subtraction images")
+        return
+    if {"MIP", "MPR", "PROJECTION IMAGE", "REFORMATTED"} & itype:
+        unused("reformatted/projection images")
+        return
+    if "KTRANS" in itype or "ktrans" in lower:
+        if orientation != "axial":
+            unused(f"{orientation} Ktrans map (only axial maps are used)")
+            return
+        out.volumes.append(_make_volume("KTRANS", series, series.slices))
+        return
+    spin_echo = "SE" in first.scanning_sequence.upper().split("\\")
+    t2 = bool(re.search(r"t2", lower)) or (spin_echo and (first.te or 0) >= 60 and (first.tr or 0) >= 1500)
+    if t2:
+        if orientation not in ("axial", "mixed"):  # mixed: validation names the problem
+            unused(f"{orientation} T2 (only axial T2 is used)")
+            return
+        out.volumes.append(_make_volume("T2", series, series.slices))
+        return
+    gradient_echo = "GR" in first.scanning_sequence.upper().split("\\")
+    if (gradient_echo and first.tr is not None and first.tr < 15) or _DYNAMIC.search(description):
+        if "ORIGINAL" not in itype and itype:
+            unused("derived T1-weighted images (not an original dynamic series)")
+            return
+        out.dynamic.append(series)
+        return
+    unused(f"no role for this series (ImageType {'/'.join(first.image_type) or '-'}, "
+           f"sequence {first.sequence_name or first.scanning_sequence or '-'})")
+
+
+def _time_of(slices: Iterable[SliceHeader], source: str) -> Optional[float]:
+    values = [getattr(s, source) for s in slices]
+    if any(v is None for v in values):
+        return None
+    return min(values) if values else None
+
+
+def _dce_runs(series_list: list[DicomSeries], unused: list[SeriesInfo]) -> list[DceRun]:
+    """Group T1 gradient-echo series into dynamic runs of >= 2 time points with one geometry."""
+    volumes: list[Volume] = []
+    broken: list[tuple[DicomSeries, str]] = []
+    for series in series_list:
+        first = series.first
+        if first.iop is None:
+            continue
+        normal = _normal(first.iop)
+        at: dict[float, list[SliceHeader]] = {}
+        for s in series.slices:
+            at.setdefault(round(float(np.dot(normal, s.ipp)), 2), []).append(s)  # type: ignore[arg-type]
+        counts = sorted({len(v) for v in at.values()})
+        if len(counts) > 1:
+            broken.append((series, f"has {counts[0]} time points at some slice positions and {counts[-1]} at others"))
+            continue
+        n_times = counts[0]
+        # k-th image at every position (in time order) belongs to time point k; works for 3D
+        # acquisitions (one time per volume) and 2D ones (a time per slice).
+        def order(s: SliceHeader):
+            return (s.temporal_position if s.temporal_position is not None else 0,
+                    s.trigger_time_s if s.trigger_time_s is not None else 0.0,
+                    s.acquisition_s if s.acquisition_s is not None else 0.0,
+                    s.content_s if s.content_s is not None else 0.0, s.instance_number or 0)
+        columns = [sorted(v, key=order) for v in at.values()]
+        for k in range(n_times):
+            slices = [column[k] for column in columns]
+            volumes.append(_make_volume("DCE", series, slices))
+    # Group time points by image grid (a run = one dynamic acquisition). The key uses the
+    # slice headers, not the validated geometry, so a time point with a missing slice stays
+    # in its run and makes the run incomplete instead of silently vanishing.
+    runs: dict[tuple, list[Volume]] = {}
+    for v in volumes:
+        s = v.slices[0]
+        key = (s.cols, s.rows, tuple(round(x, 3) for x in s.pixel_spacing or ()),
+               tuple(round(x, 3) for x in s.iop or ()))
+        runs.setdefault(key, []).append(v)
+    result: list[DceRun] = []
+    for run_volumes in runs.values():
+        run = DceRun(run_volumes)
+        problems = [v for v in run_volumes if v.problem]
+        if problems:
+            run.problem = f"{problems[0].series.label()} {problems[0].problem}"
+        if len(run_volumes) < 2:
+            why = f" and {problems[0].problem}" if problems else ""
+            for s in run.series:
+                unused.append(s.info("unused", f"T1-weighted gradient-echo series with a single time point "
+                                               f"(not a dynamic series){why}"))
+            continue
+        _order_time_points(run)
+        result.append(run)
+    for series, problem in broken:  # one series holding all time points, but not evenly
+        result.append(DceRun([Volume("DCE", series, series.slices, problem=problem)],
+                             problem=f"{series.label()} {problem}"))
+    return result
+
+
+def _order_time_points(run: DceRun) -> None:
+    """Sort a run's time points by TriggerTime, else acquisition, else content date/time."""
+    for source in ("trigger_time_s", "acquisition_s", "content_s"):
+        times = [_time_of(v.slices, source) for v in run.volumes]
+        if all(t is not None for t in times) and len(set(times)) == len(times):
+            for v, t in zip(run.volumes, times):
+                v.time_s = t
+            run.volumes.sort(key=lambda v: v.time_s)  # type: ignore[arg-type,return-value]
+            return
+    run.volumes.sort(key=lambda v: (v.series.number or 0, v.slices[0].instance_number or 0))
+
+
+# ---------------------------------------------------------------- picking
+
+def format_b(b: Optional[float]) -> str:
+    if b is None:
+        return "?"
+    return str(int(b)) if float(b).is_integer() else f"{b:g}"
+
+
+def _slot(volume: Volume) -> str:
+    if volume.role in ("DWI", "DWI_COMPUTED"):
+        return f"{volume.role}:{format_b(volume.b_value)}"
+    return volume.role
+
+
+def _matches(series: DicomSeries, value: str) -> bool:
+    value = value.strip()
+    return value == series.uid or (series.number is not None and value.isdigit() and int(value) == series.number)
+
+
+def _candidate_series(candidate: Volume | DceRun) -> list[DicomSeries]:
+    return candidate.series if isinstance(candidate, DceRun) else [candidate.series]
+
+
+def _candidate_problem(candidate: Volume | DceRun) -> Optional[str]:
+    if isinstance(candidate, DceRun):
+        return candidate.problem
+    return f"{candidate.series.label()} {candidate.problem}" if candidate.problem else None
+
+
+def _rank(candidate: Volume | DceRun, high_b_adc: frozenset = frozenset()):
+    """Pick rule: latest acquisition, then highest series number (DCE: most time points first;
+    ADC: maps from b > 1000, uids in `high_b_adc`, last)."""
+    if isinstance(candidate, DceRun):
+        return (len(candidate.volumes), candidate.acquired_s, max(s.number or 0 for s in candidate.series))
+    return (candidate.series.uid not in high_b_adc, candidate.series.acquired_s, candidate.series.number or 0)
+
+
+def _high_b_adc_maps(adc_maps: list[Volume], diffusion: list[Volume]) -> frozenset:
+    """SeriesInstanceUIDs of ADC maps computed from b-values above 1000 s/mm²: described as
+    high-b, or named after a diffusion series ('<source>_ADC') that holds such a b-value."""
+    b_by_description: dict[str, set[float]] = {}
+    for v in diffusion:
+        if v.b_value is not None:
+            b_by_description.setdefault(_compact(v.series.description), set()).add(v.b_value)
+    high = set()
+    for adc in adc_maps:
+        name = _compact(adc.series.description)
+        sources = [bs for source, bs in b_by_description.items() if source and name.startswith(source) and name != source]
+        if _HIGH_B_TEXT.search(adc.series.description) or any(max(bs) > _MAX_ADC_B for bs in sources):
+            high.add(adc.series.uid)
+    return frozenset(high)
+
+
+_CHOOSE_KEYS = "T2, ADC, KTRANS, DCE, DWI, DWI:<b>, DWI_COMPUTED, DWI_COMPUTED:<b>"
+
+
+def _normalise_choose(choose: Optional[dict]) -> dict[str, list[str]]:
+    result: dict[str, list[str]] = {}
+    for key, value in (choose or {}).items():
+        k = str(key).strip().upper().replace(" ", "")
+        k = re.sub(r"^(DWI(?:_COMPUTED)?)[:_]?B?(\d+(?:\.\d+)?)$", lambda m: f"{m.group(1)}:{format_b(float(m.group(2)))}", k)
+        base = k.split(":")[0]
+        if base not in ("T2", "ADC", "KTRANS", "DCE", "DWI", "DWI_COMPUTED") or (":" in k and base not in ("DWI", "DWI_COMPUTED")):
+            raise ParameterError(f"Unknown role {key!r} in the series choice; use one of {_CHOOSE_KEYS}.")
+        values = [v.strip() for v in str(value).split(",") if v.strip()]
+        if not values:
+            raise ParameterError(f"The series choice for {key!r} is empty; give a series number or SeriesInstanceUID.")
+        result[k] = values
+    return result
+
+
+def plan_study(root: str | os.PathLike, choose: Optional[dict] = None,
+               progress: Optional[ProgressCallback] = None, series: Optional[list[DicomSeries]] = None) -> StudyPlan:
+    """Scan headers, classify series, validate and pick one candidate per role (no pixel data)."""
+    root = Path(root)
+    if not root.exists():
+        raise CaseError(f"{root}: folder not found.")
+    wanted = _normalise_choose(choose)
+    all_series = series if series is not None else scan_dicom_tree(root, progress)
+    if not all_series:
+        raise CaseError(f"{root}: no DICOM files found in this folder or its subfolders.")
+    patients = sorted({s.first.patient_id for s in all_series if s.first.patient_id})
+    studies = sorted({s.first.study_uid for s in all_series if s.first.study_uid})
+    if len(patients) > 1 or len(studies) > 1:
+        shown = ", ".join(patients) if len(patients) > 1 else f"{len(studies)} StudyInstanceUIDs"
+        raise CaseError(f"{root}: holds more than one study ({shown}); point at the folder of one study.")
+    case_id = patients[0] if patients else root.name
+
+    classified = _Classified()
+    for s in all_series:
+        _classify_series(s, classified)
+    slots: dict[str, list[Volume | DceRun]] = {}
+    for v in classified.volumes:
+        slots.setdefault(_slot(v), []).append(v)
+    for run in _dce_runs(classified.dynamic, classified.unused):
+        slots.setdefault("DCE", []).append(run)
+
+    plan = StudyPlan(root=root, case_id=case_id, series=all_series, unused=list(classified.unused))
+    # Series lists given for a whole family (DWI=8,17) restrict every b-value slot of it.
+    for family in ("DWI", "DWI_COMPUTED"):
+        if family in wanted:
+            allowed = wanted[family]
+            for value in allowed:
+                if not any(_matches(s, value) for slot, cands in slots.items() if slot.split(":")[0] == family
+                           for c in cands for s in _candidate_series(c)):
+                    raise ParameterError(f"Series {value!r} chosen for {family} is not among the {family} candidates of {root}; "
+                                         f"candidates: {_list_candidates(slots, family)}.")
+            for slot in [k for k in slots if k.split(":")[0] == family]:
+                kept = [c for c in slots[slot] if any(_matches(s, v) for s in _candidate_series(c) for v in allowed)]
+                for c in slots[slot]:
+                    if c not in kept:
+                        _note_unused(plan, c, slot, f"not among the series chosen for {family} ({', '.join(allowed)})")
+                if kept:
+                    slots[slot] = kept
+                else:
+                    del slots[slot]
+
+    high_b_adc = _high_b_adc_maps(slots.get("ADC", []), [v for k, cands in slots.items()
+                                                         if k.split(":")[0] == "DWI" for v in cands])
+    for slot in sorted(slots, key=_slot_order):
+        candidates = slots[slot]
+        chosen: Optional[Volume | DceRun] = None
+        how = ""
+        if slot in wanted:
+            value = wanted[slot][0]
+            matching = [c for c in candidates if any(_matches(s, value) for s in _candidate_series(c))]
+            if not matching:
+                raise ParameterError(f"Series {value!r} chosen for {slot} is not among the {slot} candidates of {root}; "
+                                     f"candidates: {_list_candidates(slots, slot)}.")
+            chosen, how = matching[0], "chosen by the user"
+            problem = _candidate_problem(chosen)
+            if problem:
+                raise CaseError(f"{problem}; it cannot be used as {slot}.")
+        else:
+            complete = [c for c in candidates if _candidate_problem(c) is None]
+            if not complete:
+                broken = max(candidates, key=lambda c: _rank(c, high_b_adc))
+                raise CaseError(f"{_candidate_problem(broken)}; it cannot be used as {slot}.")
+            chosen = max(complete, key=lambda c: _rank(c, high_b_adc))
+            how = ("only candidate" if len(candidates) == 1 else
+                   ADC_PICK_RULE if slot == "ADC" and high_b_adc else PICK_RULE)
+        plan.picks[slot] = chosen
+        plan.reasons[slot] = how
+        for c in candidates:
+            if c is chosen:
+                continue
+            problem = _candidate_problem(c)
+            label = ", ".join(str(s.number) for s in _candidate_series(chosen))
+            reason = (f"incomplete {slot} candidate: {problem}" if problem
+                      else f"another {slot} candidate; series {label} used ({how})")
+            _note_unused(plan, c, slot, reason)
+    for key in wanted:
+        if key not in ("DWI", "DWI_COMPUTED") and key not in slots:
+            raise ParameterError(f"No {key} candidates in {root}, so series {wanted[key][0]!r} cannot be chosen for it.")
+    if "T2" not in plan.picks:
+        others = [u for u in plan.unused if "T2" in u.reason]
+        hint = "; found " + ", ".join(f"series {u.series_number} '{u.description}' ({u.reason})" for u in others) if others else ""
+        raise CaseError(f"{root}: no axial T2 series found{hint}.")
+    return plan
+
+
+def _slot_order(slot: str):
+    order = {"T2": 0, "ADC": 1, "DWI": 2, "DWI_COMPUTED": 3, "KTRANS": 4, "DCE": 5}
+    base, _, b = slot.partition(":")
+    return (order.get(base, 9), float(b) if b else 0.0)
+
+
+def _list_candidates(slots: dict[str, list], prefix: str) -> str:
+    numbers = sorted({f"{s.number} '{s.description}'" for slot, cands in slots.items()
+                      if slot == prefix or slot.split(":")[0] == prefix for c in cands for s in _candidate_series(c)})
+    return ", ".join(numbers) or "none"
+
+
+def _note_unused(plan: StudyPlan, candidate: Volume | DceRun, slot: str, reason: str) -> None:
+    for s in _candidate_series(candidate):
+        plan.unused.append(s.info(slot, reason))
+
+
+# ---------------------------------------------------------------- pixel reading
+
+def _read_raw(header: SliceHeader) -> Optional[np.ndarray]:
+    """Native little-endian pixels read at the offset found by the header scan, or None."""
+    offset, implicit, dtype = header.raw_pixels  # type: ignore[misc]
+    expected = header.rows * header.cols * np.dtype(dtype).itemsize
+    with open(header.path, "rb") as handle:
+        handle.seek(offset)
+        head = handle.read(8)
+        if len(head) < 8 or head[:4] != b"\xe0\x7f\x10\x00":
+            return None
+        if implicit:
+            length = int.from_bytes(head[4:8], "little")
+        elif head[4:6] in (b"OB", b"OW", b"OF", b"UN", b"OD", b"OL"):
+            length = int.from_bytes(handle.read(4), "little")
+        else:
+            length = int.from_bytes(head[6:8], "little")
+        if length != expected:  # encapsulated/odd-padded data: let pydicom handle it
+            return None
+        data = handle.read(length)
+    if len(data) != expected:
+        return None
+    return np.frombuffer(data, dtype=dtype).reshape(header.rows, header.cols).astype(np.float32)
+
+
+def _read_slice(header: SliceHeader) -> np.ndarray:
+    array = _read_raw(header) if header.raw_pixels is not None else None
+    if array is None:
+        try:
+            array = pydicom.dcmread(header.path).pixel_array.astype(np.float32)
+        except Exception:  # encodings pydicom cannot decode without plugins: let GDCM do it
+            try:
+                image = sitk.ReadImage(header.path, sitk.sitkFloat32)
+            except RuntimeError as exc:
+                raise CaseError(f"{header.path}: the pixel data cannot be decoded "
+                                f"({str(exc).strip().splitlines()[-1][:120]}).") from None
+            return sitk.GetArrayFromImage(image)[0]  # GDCM already applied the rescale
+    if header.slope is not None and header.slope != 1.0:
+        array *= np.float32(header.slope)
+    if header.intercept:
+        array += np.float32(header.intercept)
+    return array
+
+
+def read_volume(volume: Volume) -> sitk.Image:
+    """Pixel data of one planned volume as a float32 SimpleITK image in LPS."""
+    g = volume.geometry
+    assert g is not None, "read_volume needs a validated volume"
+    array = np.stack([_read_slice(s) for s in volume.slices])
+    if array.shape != (g.size[2], g.size[1], g.size[0]):
+        raise CaseError(f"{volume.series.label()} has pixel data of shape {array.shape[::-1]} "
+                        f"that disagrees with its headers ({g.size}).")
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(g.spacing)
+    image.SetOrigin(g.origin)
+    image.SetDirection(g.direction)
+    return image
+
+
+def load_dicom_case(root: str | os.PathLike, choose: Optional[dict] = None,
+                    progress: Optional[ProgressCallback] = None,
+                    series: Optional[list[DicomSeries]] = None) -> Case:
+    """Load a study from a DICOM folder tree: classify, validate, pick, then read pixels.
+
+    `series` (from `scan_dicom_tree(root)`) skips the header scan when already done.
+    """
+    plan = plan_study(root, choose, sub_progress(progress, 0.0, 0.3), series=series)
+    read = sub_progress(progress, 0.3, 1.0)
+    volumes: list[Volume] = []
+    for pick in plan.picks.values():
+        volumes.extend(pick.volumes if isinstance(pick, DceRun) else [pick])
+    total = sum(len(v.slices) for v in volumes) or 1
+    done = 0
+    images: dict[int, sitk.Image] = {}
+    for v in volumes:
+        read(done / total, f"reading {_slot(v)} from series {v.series.number}")
+        images[id(v)] = read_volume(v)
+        done += len(v.slices)
+    read(1.0, "study loaded")
+
+    t2 = plan.picks["T2"]
+    assert isinstance(t2, Volume)
+    case = Case(case_id=plan.case_id, t2=images[id(t2)], unused=plan.unused)
+    for slot, pick in sorted(plan.picks.items(), key=lambda kv: _slot_order(kv[0])):
+        if isinstance(pick, DceRun):
+            start = pick.volumes[0].time_s
+            for i, v in enumerate(pick.volumes):
+                case.dce.append(images[id(v)])
+                if start is not None and v.time_s is not None:
+                    case.dce_times.append(round(float(v.time_s - start), 3))
+                note = f"time point {i + 1} of {len(pick.volumes)}"
+                if case.dce_times:
+                    note += f" at {case.dce_times[-1]:g} s"
+                if not any(u.source == v.series.uid and u.role == "DCE" for u in case.used):
+                    case.used.append(v.series.info("DCE", note))
+            if len(case.dce_times) != len(case.dce):
+                case.dce_times = []
+            continue
+        image = images[id(pick)]
+        case.used.append(pick.series.info(slot, plan.reasons[slot]))
+        if slot == "ADC":
+            case.adc = image
+        elif slot == "KTRANS":
+            case.ktrans = image
+        elif slot.startswith("DWI_COMPUTED:"):
+            case.dwi_computed[float(pick.b_value)] = image  # type: ignore[arg-type]
+        elif slot.startswith("DWI:"):
+            case.dwi[float(pick.b_value)] = image  # type: ignore[arg-type]
+    return case
