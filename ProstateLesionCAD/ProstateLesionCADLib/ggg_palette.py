@@ -65,10 +65,3 @@ def ggg_class(ggg: int) -> GGGClass:
 def lesion_name(rank: int, ggg: int, score: float) -> str:
     """The name a radiologist reads, e.g. 'Lesion 2 · GGG2 · 0.41'."""
     return f"Lesion {rank} · {ggg_class(ggg).name} · {score:.2f}"
-
-
-def legend_markdown() -> str:
-    """The colour legend as a Markdown table (README, reports)."""
-    rows = ["| class | meaning | colour |", "|---|---|---|"]
-    rows += [f"| {c.name} | {c.description} | `{c.hex}` |" for c in PALETTE.values()]
-    return "\n".join(rows)

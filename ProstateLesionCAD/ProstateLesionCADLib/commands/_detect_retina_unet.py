@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..study.case_json import read_image_file
+from ..image_files import read_image_file
 from ..study.loading import load_case
 from ..models.package import find_model
 from ..progress import ConsoleProgress, sub_progress
@@ -37,8 +37,8 @@ def run_detect(args) -> int:
     expand_drop(drop)  # reject e.g. --drop T2 before any work
     pkg = find_model(args.model, task="detector")
     case = load_case(args.path, progress=sub_progress(progress, 0.0, 0.1))
-    zones = read_image_file(args.zones, "zones", label=True) if args.zones else None
-    prostate = read_image_file(args.prostate, "prostate", label=True) if args.prostate else None
+    zones = read_image_file(args.zones, "zones image", label=True) if args.zones else None
+    prostate = read_image_file(args.prostate, "prostate image", label=True) if args.prostate else None
     transform = None
     if args.transform:
         from ..registration.register import read_transform

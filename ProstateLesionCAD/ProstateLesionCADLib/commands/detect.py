@@ -25,7 +25,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from ..models.package import find_model
     if find_model(args.model, verify=False).task == "focalnet":  # FocalNet package: T2 + ADC, no zones
-        from ._focalnet import run_detect as run_focalnet
+        from ._detect_focalnet import run_detect as run_focalnet
         return run_focalnet(args)
     from ._detect_retina_unet import run_detect
     return run_detect(args)

@@ -22,7 +22,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ..study.case_json import read_image_file
+    from ..image_files import read_image_file
     from ..study.loading import load_case
     from ..errors import CaseError
     from ..output_files import staged_output_dir
@@ -33,7 +33,7 @@ def run(args) -> int:
     progress = ConsoleProgress()
     case = load_case(args.path, progress=sub_progress(progress, 0.0, 0.1))
     if args.zones:
-        case.zones = read_image_file(args.zones, "zonal mask", label=True)
+        case.zones = read_image_file(args.zones, "zonal mask image", label=True)
     if case.adc is None and not case.all_dwi():
         raise CaseError(f"{args.path}: the study has neither ADC nor DWI images, so there is nothing to register.")
     if args.transform:

@@ -11,7 +11,7 @@ HELP = "Train a model: detector (Retina U-Net), zones (zonal cascade) or focalne
 SUBVERBS = {
     "detector": ("commands._train_detector", "Train the Retina U-Net detector with k-fold cross-validation."),
     "zones": ("commands._train_zones", "Train the zonal cascade (CNN-1 prostate, CNN-2 central gland) on T2 + label maps."),
-    "focalnet": ("commands._focalnet", "Train FocalNet (Cao et al. 2019) on T2 + ADC slices, on cases or phantoms."),
+    "focalnet": ("commands._train_focalnet", "Train FocalNet (Cao et al. 2019) on T2 + ADC slices, on cases or phantoms."),
 }
 
 

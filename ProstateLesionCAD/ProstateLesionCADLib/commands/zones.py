@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+from ..zones import BACKENDS, DEMO_MODEL
+
 HELP = ("Segment the prostate zones of a study's T2 (DICOM folder, case folder/.json, or a T2 image file): "
         "writes DIR/zones.nrrd (1 = CG, 2 = PZ) and DIR/zones.json.")
-
-IMAGE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("path", help="DICOM folder, folder with case.json, case .json, or a T2 image file (NRRD/NIfTI/MHA)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (zones.nrrd, zones.json)")
-    parser.add_argument("--backend", choices=("taps", "cascade"), default="taps",
+    parser.add_argument("--backend", choices=BACKENDS, default="taps",
                         help="prostate from the pretrained TAPS network (default) or from the cascade's CNN-1")
-    parser.add_argument("--model", default="zones-demo-cascade", metavar="NAME|PATH",
+    parser.add_argument("--model", default=DEMO_MODEL, metavar="NAME|PATH",
                         help="zones model package (name of an installed one, or its folder) for the cascade")
     parser.add_argument("--png", action="store_true", help="also write zones.png with the zone contours")
 
@@ -21,17 +21,15 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from ..zones.segment import contour_png, segment_zones, write_outputs
-
+    from ..image_files import is_image_file, read_image_file
     from ..output_files import staged_output_dir
     from ..progress import ConsoleProgress, sub_progress
+    from ..zones.segment import contour_png, segment_zones, write_outputs
 
     progress = ConsoleProgress()
     path = Path(args.path)
-    if path.is_file() and path.name.lower().endswith(IMAGE_SUFFIXES):
-        from ..study.case_json import read_image_file
-
-        t2 = read_image_file(path, "T2")
+    if path.is_file() and is_image_file(path):
+        t2 = read_image_file(path, "T2 image")
         case_id = path.name.split(".")[0]
     else:
         from ..study.loading import load_case

@@ -15,7 +15,6 @@ GGG0 lesions included), with the probability map binarised at 0.25 and at 0.5.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
@@ -25,15 +24,6 @@ from ..errors import CaseError
 from .roc import POSITIVE_TOLERANCE
 
 DICE_THRESHOLDS = (0.25, 0.5)
-
-
-def read_image(path: Path, what: str) -> sitk.Image:
-    if not Path(path).is_file():
-        raise CaseError(f"{path}: {what} file not found.")
-    try:
-        return sitk.ReadImage(str(path))
-    except RuntimeError:
-        raise CaseError(f"{path}: {what} cannot be read as an image.") from None
 
 
 def on_mask_grid(probability: sitk.Image, mask: sitk.Image) -> np.ndarray:

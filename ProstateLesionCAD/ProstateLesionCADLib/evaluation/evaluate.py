@@ -22,7 +22,8 @@ from ..errors import CaseError, FormatError, ParameterError
 from ..formats import DetectionCase, DetectionSet, GroundTruthCase, GroundTruthSet
 from ..progress import ProgressCallback, silent, sub_progress
 from .bootstrap import percentile_ci, resample_counts, sample_weights, weighted_auc, weighted_rate
-from .dice import DICE_THRESHOLDS, case_dice, dice_summary, read_image
+from ..image_files import read_image_file
+from .dice import DICE_THRESHOLDS, case_dice, dice_summary
 from .froc import FP_RATES, CaseHits, HitRule, LesionRegions, case_hits, froc_from_hits
 from .lesion_matching import DEFAULT_DISTANCE_MM, DEFAULT_K_MATCH, lesion_scores, patient_score
 from .roc import auc_note, metrics_at, predicted_positive, roc_auc, working_points
@@ -121,13 +122,13 @@ def _images(pairs, criteria: Sequence[int], with_dice: bool, with_froc: bool, fr
     n_masks = 0
     for i, (gt, det) in enumerate(pairs):
         progress(i / max(len(pairs), 1), f"masks and maps of {gt.case_id}")
-        mask = read_image(gt.lesion_mask, f"lesion mask of case {gt.case_id!r}") if gt.lesion_mask else None
+        mask = read_image_file(gt.lesion_mask, f"lesion mask of case {gt.case_id!r}") if gt.lesion_mask else None
         n_masks += mask is not None
         if with_dice and mask is not None:
             if det is None or det.probability_map is None:
                 without_map.append(gt.case_id)
             else:
-                prob = read_image(det.probability_map, f"probability map of case {gt.case_id!r}")
+                prob = read_image_file(det.probability_map, f"probability map of case {gt.case_id!r}")
                 try:
                     per_patient[gt.case_id] = case_dice(prob, mask, dice_thresholds)
                 except CaseError as exc:

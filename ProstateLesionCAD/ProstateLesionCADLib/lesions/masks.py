@@ -22,7 +22,7 @@ from typing import Optional, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from ..study.case_json import same_grid
+from ..image_files import same_grid
 from ..formats import Detection
 
 DEFAULT_BOX_MM = 10.0

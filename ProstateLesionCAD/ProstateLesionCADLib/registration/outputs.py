@@ -19,7 +19,7 @@ def write_registration_outputs(case: Case, result, folder: Path) -> dict[str, st
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..study.case_json import write_image_file
+    from ..image_files import write_image_file
     from .register import apply_to_case, checkerboard, identity_transform, write_transform
 
     folder = Path(folder)

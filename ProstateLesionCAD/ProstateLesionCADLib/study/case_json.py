@@ -45,61 +45,11 @@ import SimpleITK as sitk
 from .case import Case, SeriesInfo
 from ..errors import CaseError, FormatError, ParameterError
 from ..formats import load_json_object
+from ..image_files import read_image_file, same_grid, write_image_file
 from ..output_files import staged_output_dir
 from ..progress import ProgressCallback, silent, sub_progress
 
 CASE_FORMAT = "prostate-cad-case/1"
-IMAGE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
-_GEOMETRY_TOL = 1e-3  # mm / direction cosine
-
-
-# ---------------------------------------------------------------- image files
-
-def read_image_file(path: str | os.PathLike, what: str, label: bool = False, dims: int = 3) -> sitk.Image:
-    """Read a 3D image file as float32 (UInt8 for label maps; 4D as stored); CaseError when unusable."""
-    path = Path(path)
-    if not path.is_file():
-        raise CaseError(f"{path}: {what} image file not found.")
-    if not path.name.lower().endswith(IMAGE_SUFFIXES):
-        raise CaseError(f"{path}: {what} must be a NRRD, NIfTI or MHA file.")
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        raise CaseError(f"{path}: {what} image cannot be read ({str(exc).strip().splitlines()[-1][:120]}).") from None
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise CaseError(f"{path}: {what} must be a scalar image, not {image.GetNumberOfComponentsPerPixel()} components per voxel.")
-    if image.GetDimension() != dims:
-        raise CaseError(f"{path}: {what} must be a {dims}D image, not {image.GetDimension()}D.")
-    if dims != 3:  # SimpleITK cannot cast 4D images; callers extract 3D frames first
-        return image
-    return sitk.Cast(image, sitk.sitkUInt8 if label else sitk.sitkFloat32)
-
-
-def same_grid(a: sitk.Image, b: sitk.Image, tol: float = _GEOMETRY_TOL,
-              direction_tol: Optional[float] = None) -> bool:
-    return (a.GetSize() == b.GetSize()
-            and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=tol)
-            and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=tol * 10)
-            and np.allclose(a.GetDirection(), b.GetDirection(), atol=tol if direction_tol is None else direction_tol))
-
-
-def _storage_type(image: sitk.Image) -> int:
-    """int16/uint16 when every voxel is an integer in range (DICOM-origin data), else float32."""
-    if image.GetPixelID() == sitk.sitkUInt8:
-        return sitk.sitkUInt8
-    array = sitk.GetArrayViewFromImage(image)
-    if array.size and np.all(np.isfinite(array)) and np.array_equal(array, np.round(array)):
-        lo, hi = float(array.min()), float(array.max())
-        if lo >= -32768 and hi <= 32767:
-            return sitk.sitkInt16
-        if lo >= 0 and hi <= 65535:
-            return sitk.sitkUInt16
-    return sitk.sitkFloat32
-
-
-def write_image_file(image: sitk.Image, path: str | os.PathLike) -> None:
-    """Compressed NRRD (or whatever the suffix says) in the smallest lossless pixel type."""
-    sitk.WriteImage(sitk.Cast(image, _storage_type(image)), str(path), useCompression=True)
 
 
 # ---------------------------------------------------------------- reading case JSON
@@ -187,7 +137,7 @@ def read_case_json(path: str | os.PathLike, choose: Optional[dict] = None,
     file_progress(0.0, "reading case image files")
     if "T2" in data:
         t2_path = _file(base, data["T2"], "T2", json_path)
-        t2 = read_image_file(t2_path, "T2")
+        t2 = read_image_file(t2_path, "T2 image")
         note("T2", t2_path)
         if case is None:
             case = Case(case_id=case_id, t2=t2)
@@ -198,19 +148,19 @@ def read_case_json(path: str | os.PathLike, choose: Optional[dict] = None,
     case.case_id = case_id
     if "ADC" in data:
         p = _file(base, data["ADC"], "ADC", json_path)
-        case.adc = read_image_file(p, "ADC")
+        case.adc = read_image_file(p, "ADC image")
         note("ADC", p)
     if "KTRANS" in data:
         p = _file(base, data["KTRANS"], "KTRANS", json_path)
-        case.ktrans = read_image_file(p, "KTRANS")
+        case.ktrans = read_image_file(p, "KTRANS image")
         note("KTRANS", p)
     from .dicom_roles import format_b
 
     for b, p in _b_map(data, "DWI", base, json_path).items():
-        case.dwi[b] = read_image_file(p, f"DWI b={format_b(b)}")
+        case.dwi[b] = read_image_file(p, f"DWI b={format_b(b)} image")
         note(f"DWI:{format_b(b)}", p)
     for b, p in _b_map(data, "DWI_COMPUTED", base, json_path).items():
-        case.dwi_computed[b] = read_image_file(p, f"computed DWI b={format_b(b)}")
+        case.dwi_computed[b] = read_image_file(p, f"computed DWI b={format_b(b)} image")
         note(f"DWI_COMPUTED:{format_b(b)}", p)
     if "DCE" in data:
         case.dce, case.dce_times, dce_files = _read_dce(data["DCE"], base, json_path)
@@ -220,7 +170,7 @@ def read_case_json(path: str | os.PathLike, choose: Optional[dict] = None,
     for key in ("prostate", "zones"):
         if key in data:
             p = _file(base, data[key], key, json_path)
-            mask = read_image_file(p, f"{key} mask", label=True)
+            mask = read_image_file(p, f"{key} mask image", label=True)
             if not same_grid(mask, case.t2):
                 raise CaseError(f"{p}: the {key} mask is not on the T2 image grid "
                                 f"(size {mask.GetSize()} vs {case.t2.GetSize()}, or different origin/spacing/direction).")
@@ -242,10 +192,10 @@ def _read_dce(value: Any, base: Path, json_path: Path) -> tuple[list[sitk.Image]
         if not isinstance(value["files"], list) or not value["files"]:
             raise FormatError(f"{json_path}: 'DCE' 'files' must be a non-empty list of file names.")
         paths = [_file(base, f, f"DCE file #{i + 1}", json_path) for i, f in enumerate(value["files"])]
-        images = [read_image_file(p, f"DCE time point {i + 1}") for i, p in enumerate(paths)]
+        images = [read_image_file(p, f"DCE time point {i + 1} image") for i, p in enumerate(paths)]
     else:
         path = _file(base, value["file"], "DCE file", json_path)
-        series = read_image_file(path, "DCE series", dims=4)
+        series = read_image_file(path, "DCE series image", dims=4)
         size = list(series.GetSize())
         images = []
         for t in range(size[3]):

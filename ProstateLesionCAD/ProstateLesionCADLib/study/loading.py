@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Optional
 
 from .case import Case, SeriesInfo
-from .case_json import read_case_json, read_image_file
+from ..image_files import read_image_file
+from .case_json import read_case_json
 from .dicom_roles import load_dicom_case
 from ..errors import CaseError
 from ..progress import ProgressCallback, silent, sub_progress
@@ -42,7 +43,7 @@ def load_case(path: str | os.PathLike, choose: Optional[dict] = None,
     else:
         raise CaseError(f"{path}: expected a DICOM folder, a folder with case.json, or a case .json file.")
     if ktrans is not None:
-        case.ktrans = read_image_file(ktrans, "KTRANS")
+        case.ktrans = read_image_file(ktrans, "KTRANS image")
         case.used = [u for u in case.used if u.role != "KTRANS"]
         case.used.append(SeriesInfo(role="KTRANS", description=Path(ktrans).name, source=str(ktrans), reason="file"))
         progress(1.0, "Ktrans map loaded")

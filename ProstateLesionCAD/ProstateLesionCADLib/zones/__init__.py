@@ -1,1 +1,10 @@
-"""Zonal segmentation of the prostate (prostate, central gland, peripheral zone); no Slicer imports."""
+"""Zonal segmentation of the prostate (prostate, central gland CG, peripheral zone PZ).
+
+The gland comes from the pretrained TAPS network (`taps_gland`) or from CNN-1 of the
+cascade (`cascade`, `unet_dense_residual`); CNN-2 gives the CG inside it and PZ is the
+rest (`postprocess`). `segment.segment_zones` is the entry point; `qc` checks a gland,
+`training` trains a cascade. Light to import: the constants below feed parsers and panels.
+"""
+
+BACKENDS = ("taps", "cascade")  # where the prostate gland comes from
+DEMO_MODEL = "zones-demo-cascade"  # the bundled cascade package (phantom-trained CG/PZ split)

@@ -22,13 +22,12 @@ import SimpleITK as sitk
 from ..errors import ModelError
 from ..models.package import ModelPackage, find_model
 from ..progress import ProgressCallback, silent
-
+from . import DEMO_MODEL
 from .postprocess import clean_gland, largest_component, zones_from_masks
 
 ARCHITECTURE = "dense-residual-unet-2.5d"
 DEFAULT_SPACING_XY = 1.0
 SLICES = 3  # the slice and its two neighbours
-DEMO_MODEL = "zones-demo-cascade"
 
 
 def working_grid(t2: sitk.Image, spacing_xy: float) -> sitk.Image:

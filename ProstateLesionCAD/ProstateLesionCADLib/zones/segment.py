@@ -24,12 +24,12 @@ import SimpleITK as sitk
 
 from ..errors import ParameterError
 from ..progress import ProgressCallback, silent, sub_progress
+from . import BACKENDS
 
 from .cascade import DEMO_MODEL, load_cascade, run_cascade
 from .postprocess import CG_LABEL, PZ_LABEL
 from .qc import check_gland, voxel_volume_cm3
 
-BACKENDS = ("taps", "cascade")
 ZONES_FORMAT = "prostate-cad-zones/1"
 DEMO_WARNING = ("The central-gland/peripheral-zone split comes from a demo model trained on synthetic "
                 "phantoms only: on real MRI it is not validated — review and correct it.")

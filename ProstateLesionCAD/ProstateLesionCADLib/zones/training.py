@@ -25,10 +25,11 @@ from typing import Optional, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from ..study.case_json import read_image_file, same_grid
+from ..image_files import read_image_file, same_grid
 from ..errors import CaseError, ParameterError
 from ..progress import ProgressCallback, silent
 
+from . import DEMO_MODEL
 from .cascade import (ARCHITECTURE, DEFAULT_SPACING_XY, SLICES, CascadeNets, build_net, normalise, resample,
                       run_cascade, stack_slices, working_grid)
 from .postprocess import CG_LABEL, PZ_LABEL, dice
@@ -46,8 +47,8 @@ class TrainingCase:
 
 def read_pair(image_path: str | os.PathLike, label_path: str | os.PathLike) -> tuple[sitk.Image, sitk.Image]:
     """Read one T2 + zone label map; both must be 3D and share a grid."""
-    image = read_image_file(image_path, "training T2")
-    label = read_image_file(label_path, "training zone map")  # float32: foreign values stay visible
+    image = read_image_file(image_path, "training T2 image")
+    label = read_image_file(label_path, "training zone map image")  # float32: foreign values stay visible
     if not same_grid(image, label, direction_tol=1e-4):  # the trainer's own, stricter direction check
         raise CaseError(f"Label map {label_path} is not on the grid of image {image_path} "
                         "(size, spacing, origin or direction differ).")
@@ -289,7 +290,7 @@ def train_demo_cascade(out: str | os.PathLike, n_cases: int = 24, seed: int = DE
 
     with tempfile.TemporaryDirectory(prefix="zones-phantoms-") as tmp:
         images, labels = write_phantom_pairs(n_cases, seed, tmp, sub_progress(progress, 0.0, 0.1))
-        return train_zones(images, labels, out, seed=0, name="zones-demo-cascade", version="1.0",
+        return train_zones(images, labels, out, seed=0, name=DEMO_MODEL, version="1.0",
                            intended_use=DEMO_INTENDED_USE,
                            training_data=f"{n_cases} synthetic phantoms (ProstateLesionCADLib.phantoms.generate, "
                                          f"set seed {seed}, case_seed(seed, i) for i < {n_cases})",

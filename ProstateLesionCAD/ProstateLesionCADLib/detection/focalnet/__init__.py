@@ -5,7 +5,7 @@ an ordinal focal loss and the mutual finding loss.
 Modules: `ordinal` (labels <-> 5-bit vectors, GGG mapping), `losses` (Eq. 1-4), `network`
 (DeepLab-style residual CNN), `preprocessing` (Sec. II-D1/2), `training` (loop, augmentation),
 `inference` (Sec. II-E2 localisation, detections JSON + probability map), `package` (model
-package), `cli` (`prostate-cad train focalnet`, the FocalNet path of `prostate-cad detect`),
-`phantom_data` and `study` (phantom data, the CE / FL / FL+MFL loss study). The voxel-level
+package) and `phantom_data` (phantom training and test data). The command line lives in
+`commands/` (`prostate-cad train focalnet`, the FocalNet path of `prostate-cad detect`). The voxel-level
 ROC of Sec. II-E4 is `evaluation/voxel_roc.py` (`prostate-cad evaluate --voxel-roc`).
 """

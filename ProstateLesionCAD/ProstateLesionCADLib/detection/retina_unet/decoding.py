@@ -69,8 +69,3 @@ def refine_detections(class_logits: torch.Tensor, bbox_deltas: torch.Tensor, anc
                            [float(v) for v in probs[bi, anchor_ix[i]].tolist()]))
         results.append(out)
     return results
-
-
-def seg_labels(seg_logits: torch.Tensor) -> torch.Tensor:
-    """Argmax label map (b, y, x, z) of the segmentation logits."""
-    return torch.argmax(seg_logits, dim=1).to(torch.uint8)

@@ -1,5 +1,5 @@
-"""CLI of `prostate-cad train focalnet` and the FocalNet path of `prostate-cad detect`
-(light imports at module level: the CLI builds its parser from here)."""
+"""`prostate-cad train focalnet`: arguments and run (light imports at module level: the CLI
+builds its parser from here)."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def _settings(args):
 def _load_cases(args, progress):
     from ..study.loading import load_case
     from ..errors import ParameterError
-    from ..evaluation.dice import read_image
+    from ..image_files import read_image_file
     from ..formats import read_ground_truth
     from ..detection.focalnet.phantom_data import PhantomCase
     from ..detection.focalnet.preprocessing import prepare_case
@@ -67,7 +67,7 @@ def _load_cases(args, progress):
         if gt.lesion_mask is None and gt.lesions:
             raise ParameterError(f"{args.ground_truth}: case {gt.case_id} has lesions but no lesion_mask to train on.")
         case = load_case(Path(args.cases) / gt.case_id)
-        mask = read_image(gt.lesion_mask, "lesion mask") if gt.lesion_mask else None
+        mask = read_image_file(gt.lesion_mask, "lesion mask") if gt.lesion_mask else None
         ggg = {l.label if l.label is not None else l.id: l.ggg for l in gt.lesions}
         stack = prepare_case(case, args.size, lesion_mask=mask, lesion_ggg=ggg)
         if stack.classes is None:
@@ -117,28 +117,4 @@ def run_focalnet(args) -> int:
     pkg = write_package(args.out, model, card)
     progress(1.0, f"FocalNet written to {args.out}")
     print(f"Trained FocalNet ({settings.loss}, {settings.steps} steps, {info['seconds']} s) -> {pkg.root}")
-    return 0
-
-
-def run_detect(args) -> int:
-    """`prostate-cad detect` for a FocalNet package (T2 + ADC; no zones needed)."""
-    from ..study.case_json import read_image_file
-    from ..study.loading import load_case
-    from ..models.package import find_model
-    from ..progress import ConsoleProgress, sub_progress
-    from ..detection.focalnet.inference import detect_case
-
-    progress = ConsoleProgress()
-    pkg = find_model(args.model, task="focalnet")
-    case = load_case(args.path, progress=sub_progress(progress, 0.0, 0.1))
-    prostate = read_image_file(args.prostate, "prostate", label=True) if args.prostate else None
-    if prostate is None and getattr(args, "zones", None):  # the gland = every zone (1 CG, 2 PZ)
-        prostate = read_image_file(args.zones, "zones", label=True) > 0
-    transform = None
-    if args.transform:
-        from ..registration.register import read_transform
-        transform = read_transform(args.transform, case.t2)
-    dcase = detect_case(case, pkg, args.out, prostate=prostate, transform=transform, device=args.device,
-                        progress=sub_progress(progress, 0.1, 1.0))
-    print(f"{len(dcase.detections)} detections ({pkg.name} {pkg.version}) written to {args.out}")
     return 0

@@ -1,0 +1,73 @@
+"""Image files: the one reader and writer every stage uses, and the grid comparison.
+
+Images are read with SimpleITK, so every array is in LPS physical space whatever the
+file's own convention. Errors name the file and what it was meant to be.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import SimpleITK as sitk
+
+from .errors import CaseError
+
+IMAGE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
+GEOMETRY_TOL = 1e-3  # mm / direction cosine
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    return Path(path).name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def read_image_file(path: str | os.PathLike, what: str, label: bool = False, dims: int = 3) -> sitk.Image:
+    """Read a 3D image file as float32 (UInt8 for label maps; 4D as stored); CaseError when unusable.
+
+    `what` names the image in the error sentence, e.g. "ADC image" or "lesion mask of case 'A'".
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CaseError(f"{path}: {what} file not found.")
+    if not is_image_file(path):
+        raise CaseError(f"{path}: {what} must be a NRRD, NIfTI or MHA file.")
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as exc:
+        raise CaseError(f"{path}: {what} cannot be read ({str(exc).strip().splitlines()[-1][:120]}).") from None
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise CaseError(f"{path}: {what} must be a scalar image, not {image.GetNumberOfComponentsPerPixel()} components per voxel.")
+    if image.GetDimension() != dims:
+        raise CaseError(f"{path}: {what} must be a {dims}D image, not {image.GetDimension()}D.")
+    if dims != 3:  # SimpleITK cannot cast 4D images; callers extract 3D frames first
+        return image
+    return sitk.Cast(image, sitk.sitkUInt8 if label else sitk.sitkFloat32)
+
+
+def same_grid(a: sitk.Image, b: sitk.Image, tol: float = GEOMETRY_TOL,
+              direction_tol: Optional[float] = None) -> bool:
+    return (a.GetSize() == b.GetSize()
+            and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=tol)
+            and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=tol * 10)
+            and np.allclose(a.GetDirection(), b.GetDirection(), atol=tol if direction_tol is None else direction_tol))
+
+
+def _storage_type(image: sitk.Image) -> int:
+    """int16/uint16 when every voxel is an integer in range (DICOM-origin data), else float32."""
+    if image.GetPixelID() == sitk.sitkUInt8:
+        return sitk.sitkUInt8
+    array = sitk.GetArrayViewFromImage(image)
+    if array.size and np.all(np.isfinite(array)) and np.array_equal(array, np.round(array)):
+        lo, hi = float(array.min()), float(array.max())
+        if lo >= -32768 and hi <= 32767:
+            return sitk.sitkInt16
+        if lo >= 0 and hi <= 65535:
+            return sitk.sitkUInt16
+    return sitk.sitkFloat32
+
+
+def write_image_file(image: sitk.Image, path: str | os.PathLike) -> None:
+    """Compressed NRRD (or whatever the suffix says) in the smallest lossless pixel type."""
+    sitk.WriteImage(sitk.Cast(image, _storage_type(image)), str(path), useCompression=True)
