@@ -36,6 +36,7 @@ import SimpleITK as sitk
 
 from . import anatomy as pa
 from ..study.case import Case, SeriesInfo
+from ..study.case_json import CASE_FORMAT, CASE_JSON
 from ..errors import ParameterError
 from ..formats import GroundTruthCase, GroundTruthSet, Lesion, ground_truth_to_dict
 from ..output_files import atomic_file, staged_output_dir
@@ -376,10 +377,6 @@ def _fit_adc(dwi: dict[float, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ---------------------------------------------------------------- writing
-
-CASE_JSON = "case.json"
-CASE_FORMAT = "prostate-cad-case/1"
-
 
 def _write(img: sitk.Image, path: Path, integer: bool = False) -> None:
     """Compressed NRRD; `integer` images (scanner magnitudes, ADC) are stored as UInt16."""

@@ -50,6 +50,7 @@ from ..output_files import staged_output_dir
 from ..progress import ProgressCallback, silent, sub_progress
 
 CASE_FORMAT = "prostate-cad-case/1"
+CASE_JSON = "case.json"  # the case file's name inside a case folder
 
 
 # ---------------------------------------------------------------- reading case JSON
@@ -105,7 +106,7 @@ def read_case_json(path: str | os.PathLike, choose: Optional[dict] = None,
     json_path = Path(path)
     data = _load(json_path)
     base = json_path.parent
-    case_id = data.get("case_id") or (base.name if json_path.name == "case.json" else json_path.stem)
+    case_id = data.get("case_id") or (base.name if json_path.name == CASE_JSON else json_path.stem)
     if not isinstance(case_id, str):
         raise FormatError(f"{json_path}: 'case_id' must be a string.")
 
@@ -277,8 +278,8 @@ def write_case_files(case: Case, out_dir: str | os.PathLike, progress: Optional[
         for i, (name, image) in enumerate(jobs):
             progress(i / (len(jobs) + 1), f"writing {name}")
             write_image_file(image, stage / name)
-        with open(stage / "case.json", "w", encoding="utf-8") as handle:
+        with open(stage / CASE_JSON, "w", encoding="utf-8") as handle:
             json.dump(data, handle, indent=1)
             handle.write("\n")
     progress(1.0, f"case written to {out}")
-    return out / "case.json"
+    return out / CASE_JSON
