@@ -1,31 +1,38 @@
 """`prostate-cad <verb>`: the command line.
 
-Each verb lives in `commands/<verb>.py` and defines HELP (one line), `add_arguments(parser)`
-and `run(args) -> int`. Verbs are discovered, so a capability adds its command without
-touching this file. Heavy imports happen inside `run`, keeping `--help` instant.
+VERBS names every verb and the module in `commands/` that implements it. A verb module
+defines HELP (one line), `add_arguments(parser)` and `run(args) -> int`; it only parses
+arguments and calls the library, importing the heavy parts inside `run` so that `--help`
+stays instant. A new verb is a new module in `commands/` plus one line in VERBS.
 User errors (CadError) print one sentence and exit with status 2; no traceback.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import pkgutil
 import sys
+from types import ModuleType
 from typing import Optional, Sequence
 
-from . import __version__, commands
+from . import __version__
+from .commands import (bench, demo, detect, evaluate, grow, load, models, phantoms, preprocess, register, train,
+                       zones)
 from .errors import CadError
 
-
-def _verbs() -> dict[str, object]:
-    found = {}
-    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{commands.__name__}.{info.name}")
-        found[getattr(module, "VERB", info.name.replace("_", "-"))] = module
-    return found
+VERBS: dict[str, ModuleType] = {
+    "bench": bench,
+    "demo": demo,
+    "detect": detect,
+    "evaluate": evaluate,
+    "grow": grow,
+    "load": load,
+    "models": models,
+    "phantoms": phantoms,
+    "preprocess": preprocess,
+    "register": register,
+    "train": train,
+    "zones": zones,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"prostate-cad {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="<verb>")
     sub.required = True
-    for verb, module in _verbs().items():
+    for verb, module in VERBS.items():
         p = sub.add_parser(verb, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
