@@ -1,24 +1,30 @@
-"""Shared dispatch for verbs with sub-verbs (`models`, `train`, ...).
+"""Sub-verbs of a verb (`models list`, `train zones`, ...).
 
-A table maps each sub-verb to (library module relative to ProstateLesionCADLib, help); the
-module provides `add_<sub>_arguments(parser)` and `run_<sub>(args) -> int` (dashes become
-underscores). Not a verb itself: cli.py skips modules starting with "_".
+A verb with sub-verbs lists them in a SUBVERBS table of SubVerb entries whose
+`add_arguments(parser)` and `run(args) -> int` are functions of commands/; `add_subverbs`
+builds one sub-parser per entry, in table order, and `run_subverb` runs the chosen one.
+Not a verb itself (underscore), so cli.VERBS does not name it.
 """
 
 from __future__ import annotations
 
-import importlib
+from typing import Callable, NamedTuple, Sequence
 
 
-def add_subverbs(parser, table: dict[str, tuple[str, str]]) -> None:
+class SubVerb(NamedTuple):
+    name: str
+    help: str
+    add_arguments: Callable[[object], None]
+    run: Callable[[object], int]
+
+
+def add_subverbs(parser, table: Sequence[SubVerb]) -> None:
     sub = parser.add_subparsers(dest="subverb", metavar="<sub-verb>")
     sub.required = True
-    for name, (module_name, help_text) in table.items():
-        module = importlib.import_module(f"..{module_name}", __package__)
-        func = name.replace("-", "_")
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        getattr(module, f"add_{func}_arguments")(p)
-        p.set_defaults(_subverb_run=getattr(module, f"run_{func}"))
+    for entry in table:
+        p = sub.add_parser(entry.name, help=entry.help, description=entry.help)
+        entry.add_arguments(p)
+        p.set_defaults(_subverb_run=entry.run)
 
 
 def run_subverb(args) -> int:

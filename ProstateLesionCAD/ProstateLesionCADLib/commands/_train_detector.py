@@ -9,7 +9,7 @@ from pathlib import Path
 
 # ------------------------------------------------------------------ CLI
 
-def add_detector_arguments(parser) -> None:
+def add_arguments(parser) -> None:
     parser.add_argument("--data", required=True, help="folder of pre-processed cases (one sub-folder per case id)")
     parser.add_argument("--ground-truth", required=True, help="ground-truth JSON with lesion masks and GGG")
     parser.add_argument("--split", required=True, help="split file (prostate-cad-split/1); created when absent")
@@ -21,7 +21,7 @@ def add_detector_arguments(parser) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
 
 
-def run_detector(args) -> int:
+def run(args) -> int:
     import torch
 
     from ..progress import ConsoleProgress, sub_progress

@@ -10,7 +10,7 @@ SYNTHETIC_USE = ("Demonstration and testing only: trained on synthetic phantoms 
                  "not for clinical use, not a medical device.")
 
 
-def add_focalnet_arguments(parser) -> None:
+def add_arguments(parser) -> None:
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--phantoms", type=int, default=None, metavar="N", help="train on N generated phantoms")
     src.add_argument("--cases", default=None, help="folder with one case sub-folder per case id (DICOM or case.json)")
@@ -78,7 +78,7 @@ def _load_cases(args, progress):
     return out
 
 
-def run_focalnet(args) -> int:
+def run(args) -> int:
     from ..formats import DetectionSet, GroundTruthSet
     from ..progress import ConsoleProgress, sub_progress
     from ..detection.focalnet.inference import detections_from_output, predict_stack

@@ -5,7 +5,7 @@ Lives here (underscore: not a verb of its own) so commands/train.py can dispatch
 from __future__ import annotations
 
 
-def add_zones_arguments(parser) -> None:
+def add_arguments(parser) -> None:
     parser.add_argument("--images", nargs="+", required=True, metavar="FILE", help="T2 volumes (NRRD/NIfTI/MHA)")
     parser.add_argument("--labels", nargs="+", required=True, metavar="FILE",
                         help="zone label maps on the same grids, in the same order (1 = CG, 2 = PZ)")
@@ -21,7 +21,7 @@ def add_zones_arguments(parser) -> None:
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
 
 
-def run_zones(args) -> int:
+def run(args) -> int:
     from ..zones.training import train_zones
 
     from ..progress import ConsoleProgress

@@ -10,7 +10,7 @@ fetches it, e.g. the authors' published checkpoints, verified file by file there
 one, an http(s) URL or a catalogue name. Downloads go to a per-user cache, resume from
 there when the checksum matches, honour the standard HTTP(S)_PROXY variables (or an
 explicit proxy) and show progress. The archive's sha256 is checked when known
-(`--sha256` or the catalogue), every weight file's sha256 from its model.json always,
+(given by the caller or the catalogue), every weight file's sha256 from its model.json always,
 and only a fully verified package is moved into place (never a half-installed one).
 """
 
@@ -237,37 +237,3 @@ def list_rows(catalog: Optional[list[CatalogEntry]] = None) -> list[dict[str, An
                      "path": f"{how}{size}"})
     return rows
 
-
-# ---------------------------------------------------------------- `prostate-cad models list|install`
-
-def add_list_arguments(parser) -> None:
-    parser.add_argument("--json", action="store_true", help="print the list as JSON")
-
-
-def run_list(args) -> int:
-    rows = list_rows()
-    if args.json:
-        print(json.dumps(rows, indent=1))
-        return 0
-    if not rows:
-        print("No model packages installed or catalogued.")
-    for r in rows:
-        print(f"{r['name']:<32} {r['version']:<10} {r['task']:<10} {r['status']:<10} {r['path']}")
-    return 0
-
-
-def add_install_arguments(parser) -> None:
-    parser.add_argument("source", help="model package folder, .zip/.tar.gz archive, http(s) URL or catalogue name")
-    parser.add_argument("--sha256", help="expected sha256 of the archive (checked before unpacking)")
-    parser.add_argument("--replace", action="store_true", help="overwrite an installed package of the same name")
-    parser.add_argument("--proxy", help="HTTP(S) proxy URL (default: the http_proxy/https_proxy variables)")
-    parser.add_argument("--models-dir", help=f"install here instead of the per-user folder ({user_models_dir()})")
-
-
-def run_install(args) -> int:
-    from ..progress import ConsoleProgress
-
-    package = install_package(args.source, sha256=args.sha256, progress=ConsoleProgress(), replace=args.replace,
-                              proxy=args.proxy, models_dir=args.models_dir)
-    print(model_card_text(package))
-    return 0

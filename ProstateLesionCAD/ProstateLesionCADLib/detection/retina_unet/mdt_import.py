@@ -1,6 +1,6 @@
 """Import the authors' Medical Detection Toolkit (MDT) checkpoints into our model package.
 
-Issue 7 part 2: the published exp0 network (FACTS.md sections 1, 8, 9) is stored as 25
+The published exp0 network (FACTS.md sections 1, 8, 9) is stored as 25
 `params.pth` state_dicts under MDT's module names. `mdt_key(our_key)` maps every key of
 our `RetinaUNet` to the MDT name; `convert_state_dict` checks that the two key sets and
 all shapes agree exactly, so a checkpoint of another topology fails with a clear error.
@@ -8,17 +8,14 @@ all shapes agree exactly, so a checkpoint of another topology fails with a clear
 
 from __future__ import annotations
 
-import io
-import json
 import re
-import shutil
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 import torch
 
 from ...errors import ModelError
-from ...models.package import ModelPackage, write_model_card
+from ...models.package import ModelPackage, load_model_package, write_model_card
 from ...output_files import staged_output_dir
 from ...progress import silent
 from .network import RetinaUNet, make_config
@@ -92,13 +89,12 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
 
 
 # Published model facts for the model card (FACTS.md sections 2, 6, 7, 8, 9).
+PUBLISHED_PACKAGE_NAME = "pellicer-valero-2022-prostatex"
 PUBLISHED_CHANNELS = ["T2", "DWI_LOW", "DWI_HIGH", "ADC", "KTRANS", "PROSTATE", "CG", "PZ"]
 PUBLISHED_CLASS_NAMES = ["background", "GGG0", "GGG1", "GGG2", "GGG3+"]
 
 
 def published_card(members: list[dict[str, Any]]) -> dict[str, Any]:
-    from .published import PUBLISHED_PACKAGE_NAME
-
     cfg = make_config()
     return {
         "name": PUBLISHED_PACKAGE_NAME,
@@ -142,15 +138,15 @@ def published_card(members: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def find_checkpoints(folder: Path) -> list[tuple[int, int, int, Path]]:
+def find_checkpoints(folder: Path, ranking: Optional[dict[int, list[int]]] = None
+                     ) -> list[tuple[int, int, int, Path]]:
     """(fold, rank, epoch, path) for every fold_<f>/<epoch>_best_checkpoint/params.pth.
 
     The rank within a fold comes from an `epoch_ranking.npy` when present (FACTS.md section 6),
-    otherwise from the published table when the epoch is listed, else ascending epoch.
+    otherwise from `ranking` (fold -> epochs, best first) when the epoch is listed there,
+    else ascending epoch.
     """
     import numpy as np
-
-    from .published import PUBLISHED_RANKING
 
     found = []
     for fold_dir in sorted(folder.glob("fold_*")):
@@ -168,7 +164,7 @@ def find_checkpoints(folder: Path) -> list[tuple[int, int, int, Path]]:
         if ranking_files:
             order = [int(e) for e in np.load(ranking_files[0], allow_pickle=False).ravel()]
         else:
-            order = PUBLISHED_RANKING.get(fold, [])
+            order = (ranking or {}).get(fold, [])
         ranked = [e for e in order if e in epochs] + sorted(e for e in epochs if e not in order)
         found += [(fold, rank, epoch, epochs[epoch]) for rank, epoch in enumerate(ranked)]
     if not found:
@@ -178,17 +174,19 @@ def find_checkpoints(folder: Path) -> list[tuple[int, int, int, Path]]:
 
 def import_mdt(folder: str | Path, out: str | Path, config: Optional[dict[str, Any]] = None,
                card: Optional[dict[str, Any]] = None,
-               progress: Callable[[float, str], None] | None = None) -> ModelPackage:
+               progress: Callable[[float, str], None] | None = None,
+               ranking: Optional[dict[int, list[int]]] = None) -> ModelPackage:
     """Convert a folder of MDT checkpoints into a model package at `out`.
 
     Each checkpoint is checked key by key against our network built from `config` (the
-    published exp0 config by default) and saved as members/fold<f>_rank<r>_epoch<e>.pt.
+    published exp0 config by default) and saved as members/fold<f>_rank<r>_epoch<e>.pt;
+    `ranking` orders a fold's epochs when the folder has no epoch_ranking.npy (find_checkpoints).
     """
     progress = progress or silent
     folder = Path(folder)
     if not folder.is_dir():
         raise ModelError(f"{folder}: not a folder of MDT checkpoints.")
-    checkpoints = find_checkpoints(folder)
+    checkpoints = find_checkpoints(folder, ranking)
     cfg = config or make_config()
     net = RetinaUNet(cfg)
     members = []
@@ -209,5 +207,4 @@ def import_mdt(folder: str | Path, out: str | Path, config: Optional[dict[str, A
         the_card.setdefault("ensemble", {})["members"] = members
         write_model_card(stage, the_card, files)
     progress(1.0, f"model package written to {out}")
-    from ...models.package import load_model_package
     return load_model_package(out, verify=False)

@@ -1,21 +1,21 @@
-"""The authors' published ProstateX Retina U-Net (issue 7 part 2): download, verify, import.
+"""The authors' published ProstateX Retina U-Net: download, verify, import.
 
 `fetch_published()` downloads the 25 `params.pth` checkpoints (5 folds x top-5 epochs,
 FACTS.md section 9) from the authors' GitHub repository as raw files, verifies each one
 against its git blob id (SHA-1 of b"blob <size>\\0" + content), keeps verified files in a
 per-user cache (a cached file that still verifies is not downloaded again) and converts
-them with `mdt_import.import_mdt`. If the repository serves a Git LFS pointer instead of
-the content, the pointer is verified by its blob id and the content is then fetched from
-the LFS media URL and verified by the pointer's sha256.
+them with `mdt_import.import_mdt`, ranked by PUBLISHED_RANKING. If the repository serves a
+Git LFS pointer instead of the content, the pointer is verified by its blob id and the
+content is then fetched from the LFS media URL and verified by the pointer's sha256.
 
-The base URL is configurable (tests serve files from 127.0.0.1). Light imports only: the
-CLI imports this module to build its argument parser.
+The base URL is configurable (tests serve files from 127.0.0.1). Light imports only (torch
+comes with mdt_import, inside `fetch_published`): the command line reads DEFAULT_BASE_URL
+from here to build its argument parser.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import tempfile
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ...errors import ModelError
-from ...progress import ConsoleProgress, silent, sub_progress
+from ...progress import silent, sub_progress
 from ...resources import user_models_dir
 
 REPOSITORY = "OscarPellicer/prostate_lesion_detection"
@@ -34,7 +34,6 @@ COMMIT = "51bd300b45391d7bd1731b7f38a1d4ab3e21829c"
 EXPERIMENT = "MDT_ProstateX/experiments/exp0"
 DEFAULT_BASE_URL = f"https://raw.githubusercontent.com/{REPOSITORY}/{COMMIT}/"
 DEFAULT_LFS_BASE_URL = f"https://media.githubusercontent.com/media/{REPOSITORY}/{COMMIT}/"
-PUBLISHED_PACKAGE_NAME = "pellicer-valero-2022-prostatex"
 
 # (fold, rank in fold, epoch, git blob id of params.pth), FACTS.md section 9.
 PUBLISHED_CHECKPOINTS: list[tuple[int, int, int, str]] = [
@@ -64,6 +63,7 @@ PUBLISHED_CHECKPOINTS: list[tuple[int, int, int, str]] = [
     (4, 3, 31, "c6c16098977f643ff95147a66b7ac2c39913e166"),
     (4, 4, 52, "1a38e57f72c25bd970d6962bd261adeef3e22b26"),
 ]
+# fold -> its published epochs, best first (the order find_checkpoints gives them without an epoch_ranking.npy)
 PUBLISHED_RANKING: dict[int, list[int]] = {
     f: [e for (ff, _, e, _) in sorted(PUBLISHED_CHECKPOINTS) if ff == f] for f in range(5)}
 
@@ -159,7 +159,7 @@ def fetch_published(out: Optional[str | os.PathLike] = None, base_url: str = DEF
     `files` and `config` default to the 25 published exp0 checkpoints and network; tests
     pass their own. Nothing is written to `out` unless every file verified and converted.
     """
-    from .mdt_import import import_mdt
+    from .mdt_import import PUBLISHED_PACKAGE_NAME, import_mdt
 
     progress = progress or silent
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -168,48 +168,6 @@ def fetch_published(out: Optional[str | os.PathLike] = None, base_url: str = DEF
         download_verified(remote, base_url, cache, lfs_base_url,
                           sub_progress(progress, 0.8 * i / len(files), 0.8 * (i + 1) / len(files)))
     out = Path(out) if out else user_models_dir() / PUBLISHED_PACKAGE_NAME
-    return import_mdt(cache / EXPERIMENT, out, config=config, progress=sub_progress(progress, 0.8, 1.0))
+    return import_mdt(cache / EXPERIMENT, out, config=config, ranking=PUBLISHED_RANKING,
+                      progress=sub_progress(progress, 0.8, 1.0))
 
-
-# ------------------------------------------------------------------ CLI (prostate-cad models ...)
-
-def add_import_mdt_arguments(parser) -> None:
-    parser.add_argument("folder", help="MDT experiment folder with fold_<n>/<epoch>_best_checkpoint/params.pth")
-    parser.add_argument("--out", required=True, help="model package folder to write")
-    parser.add_argument("--config", default=None,
-                        help="JSON file of network config overrides (default: the published exp0 network)")
-
-
-def _config_from(path: Optional[str]) -> Optional[dict[str, Any]]:
-    if not path:
-        return None
-    from .network import make_config
-    try:
-        overrides = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path}: cannot read the network config JSON ({exc}).") from None
-    if not isinstance(overrides, dict):
-        raise ModelError(f"{path}: the network config must be a JSON object.")
-    return make_config(**overrides)
-
-
-def run_import_mdt(args) -> int:
-    from .mdt_import import import_mdt
-    pkg = import_mdt(args.folder, args.out, config=_config_from(args.config), progress=ConsoleProgress())
-    print(f"model package {pkg.name!r} with {len(pkg.card['files'])} checkpoints written to {args.out}")
-    return 0
-
-
-def add_fetch_published_arguments(parser) -> None:
-    parser.add_argument("--base-url", default=DEFAULT_BASE_URL,
-                        help="where the repository's files are served (default: GitHub raw files at the published commit)")
-    parser.add_argument("--lfs-base-url", default=None, help="Git LFS media URL, if the repository uses LFS")
-    parser.add_argument("--cache", default=None, help="download cache folder (default: per-user cache)")
-    parser.add_argument("--out", default=None, help="model package folder (default: per-user model folder)")
-
-
-def run_fetch_published(args) -> int:
-    pkg = fetch_published(args.out, base_url=args.base_url, cache_dir=args.cache, lfs_base_url=args.lfs_base_url,
-                          progress=ConsoleProgress())
-    print(f"published model {pkg.name!r} installed at {pkg.root}")
-    return 0
