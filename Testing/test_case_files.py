@@ -11,7 +11,8 @@ import SimpleITK as sitk
 from ProstateLesionCADLib import cli
 from ProstateLesionCADLib.study.case import Case
 from ProstateLesionCADLib.study.case_json import CASE_FORMAT, read_case_json, write_case_files
-from ProstateLesionCADLib.study.loading import load_case, role_lines
+from ProstateLesionCADLib.commands.load import role_lines
+from ProstateLesionCADLib.study.loading import load_case
 from ProstateLesionCADLib.errors import CaseError, FormatError, ParameterError
 from ProstateLesionCADLib.formats import read_ground_truth
 from ProstateLesionCADLib.resources import sample_case_dir

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    from ..study.case import Case, SeriesInfo
+
 HELP = ("Load a study (DICOM folder, folder with case.json, or case .json) and print one line per role; "
         "optionally export it as NRRD files + case.json.")
 
@@ -28,8 +33,65 @@ def parse_choices(items: list[str]) -> dict[str, str]:
     return choose
 
 
+def _source(info: Optional[SeriesInfo]) -> str:
+    if info is None:
+        return ""
+    if info.series_number is not None:
+        return f"series {info.series_number} '{info.description}'"
+    return info.description
+
+
+def _grid(image) -> tuple[str, str]:
+    size = "x".join(str(v) for v in image.GetSize())
+    spacing = "x".join(f"{round(v, 3):g}" for v in image.GetSpacing())
+    return size, f"{spacing} mm"
+
+
+def role_lines(case: Case) -> list[str]:
+    """One line per role: role, b-value or time-point count, size, spacing, source series."""
+    from ..study.dicom_roles import format_b
+
+    used = {u.role: u for u in case.used}
+    rows: list[tuple[str, str, object, str]] = [("T2", "-", case.t2, _source(used.get("T2")))]
+    if case.adc is not None:
+        rows.append(("ADC", "-", case.adc, _source(used.get("ADC"))))
+    for b, img in sorted(case.dwi.items()):
+        rows.append(("DWI", f"b={format_b(b)}", img, _source(used.get(f"DWI:{format_b(b)}"))))
+    for b, img in sorted(case.dwi_computed.items()):
+        rows.append(("DWI_COMPUTED", f"b={format_b(b)}", img, _source(used.get(f"DWI_COMPUTED:{format_b(b)}"))))
+    if case.ktrans is not None:
+        rows.append(("KTRANS", "-", case.ktrans, _source(used.get("KTRANS"))))
+    if case.dce:
+        dce = [u for u in case.used if u.role == "DCE"]
+        source = _source(dce[0]) if dce else ""
+        numbers = [u.series_number for u in dce if u.series_number is not None]
+        if len(dce) > 1 and numbers:
+            source = f"series {min(numbers)}-{max(numbers)} '{dce[0].description}' ..."
+        if case.dce_times:
+            source += f" ({case.dce_times[0]:.1f}-{case.dce_times[-1]:.1f} s)"
+        rows.append(("DCE", f"{len(case.dce)} time points", case.dce[0], source))
+    for name in ("prostate", "zones"):
+        mask = getattr(case, name)
+        if mask is not None:
+            rows.append((name, "-", mask, "mask"))
+    lines = []
+    for role, what, image, source in rows:
+        size, spacing = _grid(image)
+        lines.append(f"{role:<13} {what:<15} {size:<12} {spacing:<18} {source}".rstrip())
+    return lines
+
+
+def unused_lines(case: Case) -> list[str]:
+    """One line per series the study holds but no role uses, with the reason."""
+    lines = []
+    for u in case.unused:
+        number = f"series {u.series_number}" if u.series_number is not None else "series"
+        lines.append(f"{number} '{u.description}': {u.reason}")
+    return lines
+
+
 def run(args) -> int:
-    from ..study.loading import load_case, role_lines, unused_lines
+    from ..study.loading import load_case
     from ..progress import ConsoleProgress, sub_progress
 
     progress = ConsoleProgress()
