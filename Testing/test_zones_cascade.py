@@ -4,6 +4,8 @@
   model never saw): Dice ≥ 0.90 prostate, ≥ 0.85 CG, ≥ 0.75 PZ (main paper Table 3,
   NCI-ISBI blind: 0.894 / 0.860 / 0.690);
 - `prostate-cad train zones` really trains and writes a loadable, checksummed package;
+- the demo recipe's developer tool (commands/train_demo_zones.py) writes a package with
+  the shipped demo model's name, architecture and settings;
 - `prostate-cad zones` writes zones.nrrd on the T2 grid + zones.json; bad inputs and a
   corrupt weight file end with one clear sentence and no output.
 """
@@ -12,13 +14,15 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
 from ProstateLesionCADLib.cli import main as cli_main
+from ProstateLesionCADLib.demo import zones_model
 from ProstateLesionCADLib.errors import CaseError, ModelError, ParameterError
 from ProstateLesionCADLib.models.package import load_model_package
 from ProstateLesionCADLib.phantoms.generate import case_seed, make_phantom
@@ -28,13 +32,13 @@ from ProstateLesionCADLib.zones.cascade import DEMO_MODEL, load_cascade
 from ProstateLesionCADLib.zones.postprocess import dice
 from ProstateLesionCADLib.zones.segment import segment_zones
 
-HELD_OUT_SEED = 9901  # the demo model was trained on set training.DEMO_TRAIN_SEED
+HELD_OUT_SEED = 9901  # the demo model was trained on set zones_model.DEMO_TRAIN_SEED
 N_HELD_OUT = 4
 
 
 @pytest.fixture(scope="module")
 def held_out():
-    assert HELD_OUT_SEED != training.DEMO_TRAIN_SEED
+    assert HELD_OUT_SEED != zones_model.DEMO_TRAIN_SEED
     return [make_phantom(case_seed(HELD_OUT_SEED, i), with_dce=False, with_ktrans=False) for i in range(N_HELD_OUT)]
 
 
@@ -43,7 +47,7 @@ def test_demo_model_package_is_small_verified_and_says_synthetic():
     assert package.task == "zones"
     assert "synthetic" in package.card["intended_use"] and "not for diagnosis" in package.card["intended_use"].lower()
     assert sum(f["bytes"] for f in package.card["files"]) < 5 * 2 ** 20
-    assert str(training.DEMO_TRAIN_SEED) in package.card["training_data"]
+    assert str(zones_model.DEMO_TRAIN_SEED) in package.card["training_data"]
 
 
 def test_demo_cascade_on_held_out_phantoms(held_out):
@@ -120,7 +124,7 @@ def test_corrupt_weights_are_refused(tmp_path):
 
 
 def test_train_zones_cli_writes_a_loadable_package(tmp_path, capsys):
-    images, labels = training.write_phantom_pairs(3, 4242, tmp_path / "data")
+    images, labels = zones_model.write_phantom_pairs(3, 4242, tmp_path / "data")
     out = tmp_path / "pkg"
     argv = ["train", "zones", "--images", *map(str, images), "--labels", *map(str, labels), "--out", str(out),
             "--steps", "6", "--batch", "2", "--patch", "32", "--val-every", "3", "--name", "tiny"]
@@ -154,3 +158,27 @@ def test_train_zones_cli_writes_a_loadable_package(tmp_path, capsys):
     with pytest.raises(CaseError, match="not on the grid"):
         training.read_pair(images[0], tmp_path / "tilted.nrrd")
     assert not (tmp_path / "x").exists()
+
+
+def test_demo_recipe_tool_writes_the_demo_package(tmp_path):
+    """`python -m ...commands.train_demo_zones` with tiny settings (3 phantoms, 2 steps)."""
+    tool = [sys.executable, "-m", "ProstateLesionCADLib.commands.train_demo_zones"]
+    out = tmp_path / "demo"
+    proc = subprocess.run(tool + ["--out", str(out), "--cases", "3", "--steps", "2"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "validation Dice prostate" in proc.stdout and "PROGRESS" in proc.stdout
+    package = load_model_package(out)  # verifies sha256
+    shipped = load_model_package(bundled_models_dir() / DEMO_MODEL)
+    assert package.task == "zones" and package.name == DEMO_MODEL
+    assert package.card["intended_use"] == shipped.card["intended_use"] == zones_model.DEMO_INTENDED_USE
+    assert package.card["architecture"] == shipped.card["architecture"]
+    for key in ("batch", "patch", "lr"):
+        assert package.card["training"][key] == shipped.card["training"][key]
+    assert package.card["training"]["steps"] == 2 and shipped.card["training"]["steps"] == zones_model.DEMO_RECIPE["steps"]
+    assert package.card["training_data"].startswith("3 synthetic phantoms")
+    assert f"set seed {zones_model.DEMO_TRAIN_SEED}" in package.card["training_data"]
+    assert load_cascade(out).spacing_xy == zones_model.DEMO_RECIPE["spacing_xy"]
+    # Too few phantoms to hold one out: one sentence, status 2, no package.
+    proc = subprocess.run(tool + ["--out", str(tmp_path / "none"), "--cases", "1"], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "at least 2" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "none").exists()

@@ -4,6 +4,10 @@ VERBS names every verb and the module in `commands/` that implements it. A verb 
 defines HELP (one line), `add_arguments(parser)` and `run(args) -> int`; it only parses
 arguments and calls the library, importing the heavy parts inside `run` so that `--help`
 stays instant. A new verb is a new module in `commands/` plus one line in VERBS.
+
+DEVELOPER_TOOLS names the modules of `commands/` that follow the same contract but are
+not verbs: they rebuild the bundled demo models and run as
+`python -m ProstateLesionCADLib.commands.<tool>` through `run_tool`.
 User errors (CadError) print one sentence and exit with status 2; no traceback.
 """
 
@@ -12,7 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 from types import ModuleType
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from . import __version__
 from .commands import (bench, demo, detect, evaluate, grow, load, models, phantoms, preprocess, register, train,
@@ -34,6 +38,11 @@ VERBS: dict[str, ModuleType] = {
     "zones": zones,
 }
 
+# commands/<module> -> what it rebuilds (not imported here: each imports this module to run)
+DEVELOPER_TOOLS: dict[str, str] = {
+    "train_demo_zones": "the bundled zones demo model (demo/zones_model.py)",
+}
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="prostate-cad", description="Prostate lesion CAD on multiparametric MRI.")
@@ -49,8 +58,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    return _run(args._run, args)
+
+
+def run_tool(module: ModuleType, argv: Optional[Sequence[str]] = None) -> int:
+    """Run a developer tool of DEVELOPER_TOOLS: its own parser, the verbs' error handling."""
+    name = module.__spec__.name if module.__spec__ else module.__name__  # "__main__" under python -m
+    parser = argparse.ArgumentParser(prog=f"python -m {name}", description=module.HELP)
+    module.add_arguments(parser)
+    args = parser.parse_args(argv)
+    return _run(module.run, args)
+
+
+def _run(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     try:
-        return int(args._run(args) or 0)
+        return int(run(args) or 0)
     except CadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,6 +1,6 @@
 """`prostate-cad train zones`: arguments and run for the zonal cascade (ProstateLesionCADLib.zones.training).
 
-Lives here (underscore: not a verb of its own) so commands/train.py can dispatch to it."""
+A sub-verb of `train` (commands/train.py), not a verb of its own: hence the underscore."""
 
 from __future__ import annotations
 
@@ -29,7 +29,12 @@ def run(args) -> int:
     result = train_zones(args.images, args.labels, args.out, steps=args.steps, batch=args.batch, patch=args.patch,
                          lr=args.lr, val_fraction=args.val_fraction, val_every=args.val_every, seed=args.seed,
                          name=args.name, threads=args.threads, progress=ConsoleProgress())
+    print_result(result)
+    return 0
+
+
+def print_result(result) -> None:
+    """One line: where the package went and its best validation Dice per structure."""
     d = result.validation_dice
     print(f"model package {result.package_dir}: validation Dice prostate {d['prostate']:.3f}, "
           f"CG {d['cg']:.3f}, PZ {d['pz']:.3f} (best step {result.best_step}/{result.steps})")
-    return 0

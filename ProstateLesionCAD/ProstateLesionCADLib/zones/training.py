@@ -29,7 +29,6 @@ from ..image_files import read_image_file, same_grid
 from ..errors import CaseError, ParameterError
 from ..progress import ProgressCallback, silent
 
-from . import DEMO_MODEL
 from .cascade import (ARCHITECTURE, DEFAULT_SPACING_XY, SLICES, CascadeNets, build_net, normalise, resample,
                       run_cascade, stack_slices, working_grid)
 from .postprocess import CG_LABEL, PZ_LABEL, dice
@@ -248,50 +247,3 @@ def train_zones(images: Sequence[str | os.PathLike], labels: Sequence[str | os.P
     progress(1.0, f"model package written to {out} (best step {best_step})")
     return TrainingResult(Path(out), best_scores, best_step, steps, seconds)
 
-
-DEMO_TRAIN_SEED = 7001  # phantom-set seed of the shipped demo model; tests hold out other seeds
-DEMO_INTENDED_USE = ("Demonstration only: trained on synthetic phantoms (the project's own generator), "
-                     "never on patient data. Not for diagnosis. On real MRI the central-gland split is "
-                     "not validated: review and correct the zones (Segment Editor, then Recompute PZ).")
-
-
-def write_phantom_pairs(n: int, seed: int, out_dir: str | os.PathLike,
-                        progress: Optional[ProgressCallback] = None) -> tuple[list[Path], list[Path]]:
-    """T2 + zone label map (NRRD) of `n` phantoms of set `seed` (ProstateLesionCADLib.phantoms.generate)."""
-    from ..phantoms.generate import case_seed, make_phantom
-
-    progress = progress or silent
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    images, labels = [], []
-    for i in range(n):
-        progress(i / n, f"phantom {i + 1}/{n}")
-        ph = make_phantom(case_seed(seed, i), with_dce=False, with_ktrans=False)
-        images.append(out / f"phantom-{seed}-{i:03d}-t2.nrrd")
-        labels.append(out / f"phantom-{seed}-{i:03d}-zones.nrrd")
-        sitk.WriteImage(ph.case.t2, str(images[-1]), True)
-        sitk.WriteImage(sitk.Cast(ph.case.zones, sitk.sitkUInt8), str(labels[-1]), True)
-    return images, labels
-
-
-DEMO_RECIPE = dict(steps=400, batch=6, patch=56, widths=(8, 16, 32), spacing_xy=1.25, val_every=50)
-
-
-def train_demo_cascade(out: str | os.PathLike, n_cases: int = 24, seed: int = DEMO_TRAIN_SEED,
-                       progress: Optional[ProgressCallback] = None, **kw) -> TrainingResult:
-    """The shipped demo model: phantoms of set `seed`, then train_zones with DEMO_RECIPE.
-
-    Small on purpose (3 levels, 8–32 channels, 1.25 mm pixels, 400 steps of 6 slices):
-    about 1–2 CPU minutes, weights well under 1 MB."""
-    kw = {**DEMO_RECIPE, **kw}
-    import tempfile
-
-    from ..progress import sub_progress
-
-    with tempfile.TemporaryDirectory(prefix="zones-phantoms-") as tmp:
-        images, labels = write_phantom_pairs(n_cases, seed, tmp, sub_progress(progress, 0.0, 0.1))
-        return train_zones(images, labels, out, seed=0, name=DEMO_MODEL, version="1.0",
-                           intended_use=DEMO_INTENDED_USE,
-                           training_data=f"{n_cases} synthetic phantoms (ProstateLesionCADLib.phantoms.generate, "
-                                         f"set seed {seed}, case_seed(seed, i) for i < {n_cases})",
-                           progress=sub_progress(progress, 0.1, 1.0), **kw)
