@@ -1,4 +1,9 @@
-"""Compute device choice for inference and training: auto, CPU or GPU, saying what was found.
+"""Compute device choice for inference and training: auto, cpu or cuda, saying what was found.
+
+The names are those of PyTorch and of every `--device` option: "auto" (the first GPU,
+else the CPU), "cpu", "cuda" (the first GPU: a CUDA device, or Apple's Metal device on a
+Mac) and "cuda:N" (CUDA device N). "gpu" is read as "cuda". The Slicer panel shows
+"cuda" as "GPU".
 
 torch is imported lazily so the Slicer panel can list devices (and say that PyTorch is
 missing) without loading it at start-up.
@@ -12,7 +17,8 @@ from typing import Optional
 
 from .errors import ParameterError
 
-CHOICES = ("auto", "cpu", "gpu")
+CHOICES = ("auto", "cpu", "cuda")
+SYNONYMS = {"gpu": "cuda"}
 
 
 @dataclass(frozen=True)
@@ -50,22 +56,29 @@ def describe_devices() -> str:
     return text + (f" ({note})" if note else "")
 
 
+def canonical_name(choice: Optional[str]) -> str:
+    """The device name as CHOICES spell it ('' or None -> 'auto', 'GPU' -> 'cuda')."""
+    name = (choice or "auto").strip().lower()
+    return SYNONYMS.get(name, name)
+
+
 def resolve_device(choice: str = "auto") -> Device:
-    """'auto' -> first GPU if any, else CPU; 'gpu' without a GPU is a ParameterError."""
-    choice = (choice or "auto").lower()
-    if choice not in CHOICES and not choice.startswith("cuda"):
-        raise ParameterError(f"--device must be one of {', '.join(CHOICES)}, got {choice!r}.")
-    if choice == "cpu":
+    """'auto' -> first GPU if any, else CPU; 'cuda' (or 'gpu') without a GPU is a ParameterError."""
+    requested = (choice or "auto").strip()
+    name = canonical_name(choice)
+    if name not in CHOICES and not name.startswith("cuda:"):
+        raise ParameterError(f"--device must be one of {', '.join(CHOICES)}, got {requested!r}.")
+    if name == "cpu":
         return _cpu_device()
     devices, note = detect_devices()
     gpus = [d for d in devices if d.torch_name != "cpu"]
-    if choice.startswith("cuda"):
-        match = [d for d in gpus if d.torch_name == choice]
+    if name.startswith("cuda:"):
+        match = [d for d in gpus if d.torch_name == name]
         if not match:
-            raise ParameterError(f"--device {choice}: no such GPU (found: {describe_devices()}).")
+            raise ParameterError(f"--device {requested}: no such GPU (found: {describe_devices()}).")
         return match[0]
     if gpus:
         return gpus[0]
-    if choice == "gpu":
-        raise ParameterError(f"--device gpu was requested but no GPU is usable here ({describe_devices()}).")
+    if name == "cuda":
+        raise ParameterError(f"--device {requested} was requested but no GPU is usable here ({describe_devices()}).")
     return devices[0]

@@ -62,6 +62,19 @@ def ggg_class(ggg: int) -> GGGClass:
     return PALETTE[min(g, 3)]
 
 
+CRITERIA = (1, 2, 3)  # the significance criteria GGG>=k the panels and evaluation offer
+
+
+def criterion_name(k: int) -> str:
+    """'GGG>=k', the key model packages and evaluation reports use for a criterion."""
+    return f"GGG>={int(k)}"
+
+
+def meets_criterion(ggg: int, k: int) -> bool:
+    """Whether a grade group counts under criterion GGG>=k (a detection's prediction or a lesion's truth)."""
+    return int(ggg) >= int(k)
+
+
 def lesion_name(rank: int, ggg: int, score: float) -> str:
     """The name a radiologist reads, e.g. 'Lesion 2 · GGG2 · 0.41'."""
     return f"Lesion {rank} · {ggg_class(ggg).name} · {score:.2f}"

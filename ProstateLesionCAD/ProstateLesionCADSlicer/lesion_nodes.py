@@ -263,7 +263,7 @@ def lesion_infos(seg_node) -> list[LesionInfo]:
 
 def is_shown(info: LesionInfo, min_ggg: int, threshold: float) -> bool:
     """Criterion GGG>=k considers only detections predicted GGG>=k, and shows those scoring >= threshold."""
-    return info.ggg >= min_ggg and info.score >= threshold
+    return ggg_palette.meets_criterion(info.ggg, min_ggg) and info.score >= threshold
 
 
 def apply_filter(scene, run_key: str, min_ggg: int, threshold: float) -> list[LesionInfo]:

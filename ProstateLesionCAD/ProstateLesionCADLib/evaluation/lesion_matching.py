@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from ..formats import Detection, DetectionCase, GroundTruthCase
+from ..ggg_palette import meets_criterion
 
 DEFAULT_DISTANCE_MM = 15.0
 DEFAULT_K_MATCH = 2.0
@@ -47,7 +48,7 @@ class PatientScore:
 
 def criterion_detections(detections: Sequence[Detection], k: int) -> list[Detection]:
     """Detections that exist for criterion GGG>=k (predicted GGG >= k)."""
-    return [d for d in detections if d.ggg >= k]
+    return [d for d in detections if meets_criterion(d.ggg, k)]
 
 
 def match_lesion(center_lps: Sequence[float], detections: Sequence[Detection],
@@ -81,7 +82,7 @@ def lesion_scores(gt_case: GroundTruthCase, det_case: Optional[DetectionCase], k
     out = []
     for lesion in gt_case.lesions:
         det, d = match_lesion(lesion.center_lps, dets, distance_mm, k_match)
-        out.append(LesionScore(gt_case.case_id, lesion.id, lesion.ggg, lesion.ggg >= k,
+        out.append(LesionScore(gt_case.case_id, lesion.id, lesion.ggg, meets_criterion(lesion.ggg, k),
                                float(det.score) if det else 0.0, det.id if det else None, d))
     return out
 
@@ -99,5 +100,5 @@ def patient_score(gt_case: GroundTruthCase, det_case: Optional[DetectionCase], k
     dets = criterion_detections(det_case.detections if det_case else [], k)
     top = max(dets, key=lambda d: d.score, default=None)
     ggg = patient_ggg(gt_case)
-    return PatientScore(gt_case.case_id, ggg, ggg >= k, float(top.score) if top else 0.0,
+    return PatientScore(gt_case.case_id, ggg, meets_criterion(ggg, k), float(top.score) if top else 0.0,
                         top.id if top else None)
