@@ -1,4 +1,4 @@
-"""prostate-cad detect: run a Retina U-Net detector package on a case."""
+"""prostate-cad detect: run a detector package (Retina U-Net or FocalNet) on a case through `pipeline`."""
 
 from __future__ import annotations
 
@@ -23,9 +23,25 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from ..models.package import find_model
-    if find_model(args.model, verify=False).task == "focalnet":  # FocalNet package: T2 + ADC, no zones
-        from ._detect_focalnet import run_detect as run_focalnet
-        return run_focalnet(args)
-    from ._detect_retina_unet import run_detect
-    return run_detect(args)
+    from ..image_files import read_image_file
+    from ..pipeline import check_options, detector_package, run_pipeline
+    from ..progress import ConsoleProgress, sub_progress
+    from ..registration.register import read_transform
+    from ..study.loading import load_case
+
+    progress = ConsoleProgress()
+    drop = [d for d in args.drop.split(",") if d.strip()]
+    register_preset = None if args.no_register else args.register_preset
+    pkg = detector_package(args.model)
+    check_options(pkg, drop, register_preset, args.zones_backend)  # e.g. --drop T2, before any work
+    case = load_case(args.path, progress=sub_progress(progress, 0.0, 0.1))
+    zones = read_image_file(args.zones, "zones image", label=True) if args.zones else None
+    prostate = read_image_file(args.prostate, "prostate image", label=True) if args.prostate else None
+    transform = read_transform(args.transform, case.t2) if args.transform else None
+    result = run_pipeline(case, pkg, args.out, zones=zones, prostate=prostate, transform=transform,
+                          register_preset=register_preset, zones_backend=args.zones_backend, drop=drop,
+                          tta=args.tta, device=args.device, progress=sub_progress(progress, 0.1, 1.0))
+    for message in result.messages:
+        print(f"note: {message}")
+    print(f"{len(result.detections.detections)} detections ({pkg.name} {pkg.version}) written to {args.out}")
+    return 0

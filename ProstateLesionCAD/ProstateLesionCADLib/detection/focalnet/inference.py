@@ -17,8 +17,8 @@ Because the maxima are 2D, a lesion spanning several slices gives one detection 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -27,16 +27,14 @@ import torch
 from skimage.feature import peak_local_max
 
 from ...errors import ModelError
-from ...formats import Detection, DetectionCase, DetectionSet, write_detections
+from ...formats import Detection, DetectionCase
 from ...models.package import ModelPackage
-from ...output_files import staged_output_dir
 from ...progress import ProgressCallback, silent
+from ..outputs import DetectorOutput
 from . import ordinal
 from .preprocessing import FOV_MM, SliceStack, prepare_case
 from .training import WEIGHTS_FILE, load_weights, pick_device
 
-PROBABILITY_FILE = "lesion-probability.nrrd"
-DETECTIONS_FILE = "detections.json"
 DEFAULT_THRESHOLD = 0.05
 DEFAULT_MIN_DISTANCE_MM = 5.0
 
@@ -126,11 +124,11 @@ def detections_from_output(prob: np.ndarray, stack: SliceStack, threshold: float
     return DetectionCase(stack.case_id, dets)
 
 
-def probability_on_t2(prob: np.ndarray, stack: SliceStack, t2: sitk.Image) -> sitk.Image:
-    """The detection channel P(lesion) resampled from the FocalNet grid to the T2 grid (0 outside)."""
+def probability_image(prob: np.ndarray, stack: SliceStack) -> sitk.Image:
+    """The detection channel P(lesion) as an image on the FocalNet grid."""
     img = sitk.GetImageFromArray(prob[:, 0].astype(np.float32))
     img.CopyInformation(stack.grid)
-    return sitk.Resample(img, t2, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    return img
 
 
 @dataclass
@@ -161,32 +159,29 @@ class FocalNetModel:
     def prepare(self, case, prostate=None, transform=None) -> SliceStack:
         return prepare_case(case, self.size, self.fov_mm, prostate=prostate, transform=transform)
 
+    def localise(self, prob: np.ndarray, stack: SliceStack, threshold: Optional[float] = None,
+                 merge_mm: float = 0.0) -> DetectionCase:
+        """Detections from the network output with this package's localisation parameters."""
+        return detections_from_output(prob, stack, self.threshold if threshold is None else threshold,
+                                      self.min_distance_mm, merge_mm, self.prostate_margin_mm)
+
     def detect(self, case, prostate: Optional[sitk.Image] = None, transform: Optional[sitk.Transform] = None,
                device: str = "auto", threshold: Optional[float] = None, merge_mm: float = 0.0
                ) -> tuple[DetectionCase, np.ndarray, SliceStack]:
         stack = self.prepare(case, prostate, transform)
         prob = predict_stack(self.network, stack, device)
-        dcase = detections_from_output(prob, stack, self.threshold if threshold is None else threshold,
-                                       self.min_distance_mm, merge_mm, self.prostate_margin_mm)
-        return dcase, prob, stack
+        return self.localise(prob, stack, threshold, merge_mm), prob, stack
 
 
-def detect_case(case, pkg: ModelPackage, out_dir: str | Path, *, prostate: Optional[sitk.Image] = None,
-                transform: Optional[sitk.Transform] = None, device: str = "auto", threshold: Optional[float] = None,
-                merge_mm: float = 0.0, progress: Optional[ProgressCallback] = None) -> DetectionCase:
-    """Run a FocalNet package on a loaded case; writes DIR/detections.json (DESIGN.md format, LPS)
-    and DIR/lesion-probability.nrrd (P(lesion) on the T2 grid), staged (nothing half-written)."""
+def detect_stack(model: FocalNetModel, stack: SliceStack, device: str = "auto", threshold: Optional[float] = None,
+                 merge_mm: float = 0.0, progress: Optional[ProgressCallback] = None) -> DetectorOutput:
+    """Run a loaded FocalNet on a prepared case: detections (LPS) and P(lesion) on the FocalNet grid."""
     progress = progress or silent
-    model = FocalNetModel.from_package(pkg)
-    progress(0.1, "FocalNet: pre-processing and inference")
-    dcase, prob, stack = model.detect(case, prostate, transform, device, threshold, merge_mm)
-    progress(0.8, f"FocalNet: {len(dcase.detections)} local maxima")
-    with staged_output_dir(out_dir) as stage:
-        sitk.WriteImage(probability_on_t2(prob, stack, case.t2), str(stage / PROBABILITY_FILE), True)
-        dcase.probability_map = stage / PROBABILITY_FILE
-        dset = DetectionSet([dcase], model={"name": pkg.name, "version": pkg.version,
-                                            "intended_use": pkg.card.get("intended_use", "")})
-        write_detections(dset, stage / DETECTIONS_FILE)
-    dcase.probability_map = Path(out_dir) / PROBABILITY_FILE
-    progress(1.0, f"{len(dcase.detections)} detections written to {out_dir}")
-    return dcase
+    progress(0.0, f"FocalNet: inference on {len(stack.slices)} slices")
+    t0 = time.perf_counter()
+    prob = predict_stack(model.network, stack, device)
+    t1 = time.perf_counter()
+    dcase = model.localise(prob, stack, threshold, merge_mm)
+    t2 = time.perf_counter()
+    progress(1.0, f"FocalNet: {len(dcase.detections)} local maxima")
+    return DetectorOutput(dcase, probability_image(prob, stack), [], {"network": t1 - t0, "localisation": t2 - t1})

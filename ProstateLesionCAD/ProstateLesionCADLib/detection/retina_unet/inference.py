@@ -4,9 +4,9 @@ Main paper, "Epoch and CV ensembling during testing": every member predicts the 
 crop; segmentation maps are averaged and boxes of all members are merged per class by
 weighted box clustering (IoU 1e-5). FACTS.md sections 5-7 give the toolkit's details.
 
-The pipeline takes a pre-processed channel stack plus its crop geometry
+The detector takes a pre-processed channel stack plus its crop geometry
 (`preprocessing.Preprocessed`), so case loading, registration and zonal segmentation
-stay in their own modules; `detect_case` wires them together for `prostate-cad detect`.
+stay in their own modules; `pipeline.run_pipeline` runs them in order on a case.
 """
 
 from __future__ import annotations
