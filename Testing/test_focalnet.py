@@ -1,5 +1,6 @@
 """FocalNet unit tests (Cao et al. 2019): ordinal encoding, focal weight, losses, MFL gradient path,
-local maxima. The trained-model tests live in test_focalnet_model.py."""
+local maxima, and `prostate-cad train focalnet` with tiny settings. The trained-model tests live
+in test_focalnet_model.py."""
 
 from __future__ import annotations
 
@@ -289,6 +290,44 @@ def test_training_writes_a_package_that_detects(tmp_path, small_phantom):
     assert prob.shape[1] == 5 and 0.0 <= prob.min() and prob.max() <= 1.0 and dcase.detections
     with pytest.raises(Exception, match="loss"):
         train([stack], TrainSettings(loss="dice"), device="cpu")
+
+
+def test_train_focalnet_cli_on_phantoms_and_on_cases(tmp_path, capsys):
+    """Both data sources of `prostate-cad train focalnet` write a loadable package that says where its data
+    and working points come from; bad input is one sentence and exit status 2."""
+    from ProstateLesionCADLib import cli
+    from ProstateLesionCADLib.models.package import load_model_package
+
+    tiny = ["--steps", "2", "--batch-size", "2", "--size", "32", "--width", "4", "--patch", "16", "--device", "cpu"]
+    argv = ["train", "focalnet", "--phantoms", "2", "--validation-phantoms", "1", "--phantom-seed", "5000",
+            "--out", str(tmp_path / "phantoms")] + tiny
+    assert cli.main(argv) == 0
+    assert "Trained FocalNet (fl+mfl, 2 steps" in capsys.readouterr().out
+    pkg = load_model_package(tmp_path / "phantoms")
+    assert pkg.task == "focalnet" and pkg.name == "phantoms" and pkg.card["input"]["size"] == 32
+    settings = pkg.card["training"]["settings"]
+    assert pkg.card["architecture"]["width"] == 4 and settings["steps"] == 2 and settings["patch"] == 16
+    assert pkg.card["training_data"].startswith("2 synthetic phantoms (seeds 5000..5001")
+    assert "synthetic phantoms" in pkg.card["intended_use"] and "not for clinical use" in pkg.card["intended_use"]
+    assert all(t["computed_on"] == "1 held-out phantoms (seeds 5002..5002)" for t in pkg.card.get("thresholds", {}).values())
+
+    assert cli.main(["phantoms", "--n", "2", "--seed", "7", "--out", str(tmp_path / "cases"), "--size", "64",
+                     "--slices", "16", "--no-dce", "--no-ktrans"]) == 0
+    truth = tmp_path / "cases" / "ground-truth.json"
+    argv = ["train", "focalnet", "--cases", str(tmp_path / "cases"), "--ground-truth", str(truth),
+            "--out", str(tmp_path / "studies"), "--name", "from-cases", "--prostate-margin-mm", "5"] + tiny
+    assert cli.main(argv) == 0
+    pkg = load_model_package(tmp_path / "studies")
+    assert pkg.name == "from-cases" and pkg.card["training_data"] == f"2 cases from {tmp_path / 'cases'} ({truth})"
+    assert pkg.card["intended_use"] == "Research only; not a medical device."
+    assert pkg.card["localisation"]["prostate_margin_mm"] == 5.0
+    assert all(t["computed_on"] == "the training cases (no held-out set)" for t in pkg.card.get("thresholds", {}).values())
+    capsys.readouterr()
+    for bad, message in ((["--cases", str(tmp_path / "cases")], "needs --ground-truth"),
+                         (["--phantoms", "2", "--blocks", "1,x"], "--blocks must be comma-separated integers")):
+        assert cli.main(["train", "focalnet", "--out", str(tmp_path / "bad")] + bad + tiny) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
 
 
 def test_augmentation_flips_shifts_scales_without_rotation():

@@ -1,7 +1,7 @@
 """Retina U-Net training pieces: Random Channel Drop, targets, the unlabeled-case rule,
-losses, cyclic LR, a short cross-validation into a model package, and the torchrun/DDP
-path with gloo and 2 CPU processes (main paper: "Hyperparameters", "Online data
-augmentation", "Data partitioning")."""
+losses, cyclic LR, a short cross-validation into a model package, `prostate-cad train
+detector` on pre-processed phantoms, and the torchrun/DDP path with gloo and 2 CPU
+processes (main paper: "Hyperparameters", "Online data augmentation", "Data partitioning")."""
 
 from __future__ import annotations
 
@@ -173,6 +173,48 @@ def test_short_cross_validation_writes_a_package(tmp_path):
     (tmp_path / "run2" / "model.json").write_text(json.dumps(mdt))
     with pytest.raises(ParameterError, match="per-member box clustering"):
         merge_detectors([pkg, load_model_package(tmp_path / "run2")], tmp_path / "bad", cases, "x")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_train_detector_cli_on_preprocessed_phantoms(tmp_path, capsys):
+    """The command's config file sets channels, crop, spacing, network and training; the split file
+    is written on first use; bad options are one sentence and exit status 2."""
+    from ProstateLesionCADLib import cli
+
+    torch.set_num_threads(1)
+    assert cli.main(["phantoms", "--n", "3", "--seed", "5", "--out", str(tmp_path / "cases"), "--size", "64",
+                     "--slices", "16", "--no-dce", "--no-ktrans"]) == 0
+    ids = sorted(p.name for p in (tmp_path / "cases").iterdir() if p.is_dir())
+    for case_id in ids:
+        assert cli.main(["preprocess", str(tmp_path / "cases" / case_id), "--out", str(tmp_path / "data" / case_id)]) == 0
+    config = {"network": {"start_filts": 2, "n_blocks": [1, 1, 1, 1], "n_rpn_features": 4,
+                          "rpn_train_anchors_per_image": 8},
+              "training": {"batch_size": 2, "batches_per_epoch": 1, "epochs": 1, "n_folds": 2, "save_n_models": 1,
+                           "aug_elastic_p": 0.0},
+              "channels": ["T2", "ADC", "PROSTATE"], "crop_size": [32, 64, 8], "spacing": [2.0, 1.0, 3.0],
+              "name": "tiny-cli", "version": "3"}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    truth = tmp_path / "cases" / "ground-truth.json"
+    base = ["train", "detector", "--data", str(tmp_path / "data"), "--ground-truth", str(truth),
+            "--split", str(tmp_path / "split.json"), "--device", "cpu"]
+    assert cli.main(base + ["--config", str(tmp_path / "config.json"), "--folds", "1", "--out", str(tmp_path / "pkg")]) == 0
+    split = json.loads((tmp_path / "split.json").read_text())
+    assert split["format"] == "prostate-cad-split/1" and sorted(sum(split["folds"], [])) == ids
+    pkg = load_model_package(tmp_path / "pkg")
+    assert (pkg.name, pkg.version, pkg.task) == ("tiny-cli", "3", "detector")
+    assert pkg.card["channels"] == ["T2", "ADC", "PROSTATE"]
+    assert pkg.card["crop_size"] == [32, 64, 8] and pkg.card["spacing"] == [2.0, 1.0, 3.0]
+    assert pkg.card["training_data"] == f"3 cases from {tmp_path / 'data'} ({truth})"
+    network = pkg.card["architecture"]["config"]
+    assert network["n_channels"] == 3 and network["patch_size"] == [64, 32, 8] and network["start_filts"] == 2
+    assert {m["fold"] for m in pkg.card["ensemble"]["members"]} == {1}
+    capsys.readouterr()
+    (tmp_path / "list.json").write_text("[1, 2]")
+    for bad, message in ((["--config", str(tmp_path / "missing.json")], "cannot read the training config"),
+                         (["--config", str(tmp_path / "list.json")], "must be a JSON object"),
+                         (["--folds", "first"], "--folds must be comma-separated")):
+        assert cli.main(base + bad + ["--out", str(tmp_path / "bad")]) == 2
+        assert message in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
 
 

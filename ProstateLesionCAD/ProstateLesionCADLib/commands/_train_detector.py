@@ -1,4 +1,5 @@
-"""CLI of `prostate-cad train detector` (light imports: the CLI builds its parser from here)."""
+"""`prostate-cad train detector`: arguments and run (light imports at module level: the CLI
+builds its parser from here). A sub-verb of `train`, not a verb of its own."""
 
 from __future__ import annotations
 
@@ -6,8 +7,6 @@ import json
 import os
 from pathlib import Path
 
-
-# ------------------------------------------------------------------ CLI
 
 def add_arguments(parser) -> None:
     parser.add_argument("--data", required=True, help="folder of pre-processed cases (one sub-folder per case id)")
@@ -21,6 +20,32 @@ def add_arguments(parser) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
 
 
+def _config(path) -> dict:
+    """The `--config` JSON object ({} without the option)."""
+    from ..errors import ParameterError
+
+    if not path:
+        return {}
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ParameterError(f"--config {path}: cannot read the training config JSON ({exc}).") from None
+    if not isinstance(config, dict):
+        raise ParameterError(f"--config {path}: the training config must be a JSON object.")
+    return config
+
+
+def _folds(text):
+    from ..errors import ParameterError
+
+    if not text:
+        return None
+    try:
+        return [int(f) for f in text.split(",")]
+    except ValueError:
+        raise ParameterError(f"--folds must be comma-separated fold numbers, got {text!r}.") from None
+
+
 def run(args) -> int:
     import torch
 
@@ -29,7 +54,8 @@ def run(args) -> int:
     from ..detection.retina_unet.train_detector import DEFAULT_CHANNELS, cross_validate, load_training_cases
     from ..detection.retina_unet.training import read_or_make_split, training_settings
 
-    cfg_file = json.loads(Path(args.config).read_text(encoding="utf-8")) if args.config else {}
+    cfg_file = _config(args.config)
+    folds = _folds(args.folds)
     settings = training_settings(cfg_file.get("training"))
     network = make_config(**cfg_file.get("network", {}))
     channels = cfg_file.get("channels", DEFAULT_CHANNELS)
@@ -49,7 +75,6 @@ def run(args) -> int:
             "intended_use": cfg_file.get("intended_use", "Research only; not a medical device."),
             "crop_size": crop_size, "spacing": spacing,
             "training_data": f"{len(cases)} cases from {args.data} ({args.ground_truth})"}
-    folds = [int(f) for f in args.folds.split(",")] if args.folds else None
     cross_validate(cases, split, args.out, network, channels, settings, card, folds, args.device,
                    sub_progress(progress, 0.05, 1.0))
     if torch.distributed.is_available() and torch.distributed.is_initialized():
