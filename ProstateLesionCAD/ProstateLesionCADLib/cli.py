@@ -6,7 +6,7 @@ arguments and calls the library, importing the heavy parts inside `run` so that 
 stays instant. A new verb is a new module in `commands/` plus one line in VERBS.
 
 DEVELOPER_TOOLS names the modules of `commands/` that follow the same contract but are
-not verbs: they rebuild the bundled demo models and run as
+not verbs: they rebuild or measure the bundled demo models and run as
 `python -m ProstateLesionCADLib.commands.<tool>` through `run_tool`.
 User errors (CadError) print one sentence and exit with status 2; no traceback.
 """
@@ -38,9 +38,10 @@ VERBS: dict[str, ModuleType] = {
     "zones": zones,
 }
 
-# commands/<module> -> what it rebuilds (not imported here: each imports this module to run)
+# commands/<module> -> what it is for (not imported here: each imports this module to run)
 DEVELOPER_TOOLS: dict[str, str] = {
-    "train_demo_zones": "the bundled zones demo model (demo/zones_model.py)",
+    "accuracy": "`make accuracy`: the demo detector's lesion AUC on held-out phantoms (demo/accuracy.py)",
+    "train_demo_zones": "retrain the bundled zones demo model (demo/zones_model.py)",
 }
 
 
