@@ -96,7 +96,7 @@ def test_demo_failure_leaves_no_output_and_steps_can_be_added(tmp_path):
         run_demo(out, steps=steps)
     assert calls == ["ProstateX-0000"]  # ran after the sample was loaded
     assert not out.exists() and not list(tmp_path.glob(".demo-output.partial-*"))
-    # insertion points for later capabilities
+    # steps can be inserted before or after a named one
     names = [s.name for s in add_step(default_steps(), DemoStep("x", failing), before="pre-process")]
     assert names == ["load sample", "zonal segmentation", "registration", "x", "pre-process", "write channels",
                      "channel montage", "detect lesions (demo model)"]

@@ -112,9 +112,10 @@ DETECTORS: dict[str, DetectorKind] = {
 
 def detector_package(name_or_path: str) -> ModelPackage:
     """A detector package (installed name or folder), checksums verified; a package of
-    another task is refused as "not a 'detector' model"."""
-    task = find_model(name_or_path, verify=False).task
-    return find_model(name_or_path, task=task if task in DETECTORS else "detector")
+    another task (e.g. a zones model) is refused."""
+    pkg = find_model(name_or_path, verify=False)
+    check_options(pkg)
+    return find_model(name_or_path, task=pkg.task)
 
 
 def check_options(pkg: ModelPackage, drop: Sequence[str] = (), register_preset: Optional[str] = "paper",

@@ -1,4 +1,4 @@
-"""prostate-cad demo: the pipeline on the embedded ProstateX-0000 sample (see demo.py)."""
+"""prostate-cad demo: the pipeline on the embedded ProstateX-0000 sample (see demo/run.py)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,8 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from ..demo.run import run_demo
-    from ..progress import ConsoleProgress
-
     from ..errors import ParameterError
+    from ..progress import ConsoleProgress
 
     if args.registration_starts is not None and args.registration_starts < 1:
         raise ParameterError(f"--registration-starts must be at least 1, got {args.registration_starts}.")

@@ -1,36 +1,9 @@
-"""A `prostate-cad demo` step: detect lesions on the pre-processed sample with the shipped
-demo model and draw them over T2 (for `demo.default_steps`, wired by the demo's owner:
-`DemoStep("detect lesions (demo model)", demo_detect_step, 2.0)` after "pre-process")."""
+"""The demo's figure of the detections: a T2 slice with the lesion probability and the boxes."""
 
 from __future__ import annotations
 
 import numpy as np
 import SimpleITK as sitk
-
-from ..formats import DetectionSet, write_detections
-
-
-def demo_detect_step(state, progress) -> None:
-    from ..models.package import find_model
-    from .detector_model import DEMO_NAME
-    from ..detection.retina_unet.detect import DETECTIONS_FILE, PROBABILITY_FILE, detect_preprocessed
-
-    pkg = find_model(DEMO_NAME, task="detector")
-    progress(0.0, f"detecting lesions with {pkg.name} (a DEMO model trained on phantoms)")
-    dcase, seg, geometry, messages, _ = detect_preprocessed(state.preprocessed, pkg, progress=progress)
-    folder = state.out / "detections"
-    folder.mkdir(parents=True, exist_ok=True)
-    prob = geometry.to_t2(seg, "linear", layout="yxz")
-    sitk.WriteImage(sitk.Cast(prob, sitk.sitkFloat32), str(folder / PROBABILITY_FILE), True)
-    dcase.probability_map = folder / PROBABILITY_FILE
-    write_detections(DetectionSet([dcase], model={"name": pkg.name, "version": pkg.version,
-                                                  "intended_use": pkg.card["intended_use"]}), folder / DETECTIONS_FILE)
-    png = folder / "lesions-over-t2.png"
-    draw_detections(state.case.t2, prob, dcase, png, f"{pkg.name}: DEMO MODEL trained on synthetic phantoms")
-    state.outputs += [f"detections/{DETECTIONS_FILE}", f"detections/{PROBABILITY_FILE}", "detections/lesions-over-t2.png"]
-    state.results["detections"] = dcase
-    state.results["detection_messages"] = messages
-    progress(1.0, f"{len(dcase.detections)} detections (demo model)")
 
 
 def draw_detections(t2: sitk.Image, prob: sitk.Image, dcase, path, title: str) -> None:

@@ -1,11 +1,12 @@
-"""`prostate-cad demo`: run the pipeline on the embedded sample, step by step.
+"""`prostate-cad demo`: the detection pipeline on the embedded sample, step by step.
 
-The demo is a list of `DemoStep`s sharing one `DemoState`. Each capability adds its
-step (zonal segmentation, registration, detection, ...) with `add_step(step, before=...)`
-or by editing `default_steps()`, so the demo and the README stay true as the project
-grows. Every step reports progress and appends the files it wrote to `state.outputs`.
-All files are written into a staged folder that replaces nothing until every step
-has succeeded (`output_files.staged_output_dir`).
+The demo is a list of `DemoStep`s sharing one `DemoState`. The zones, registration,
+pre-processing and detection steps run the stages of one `pipeline.Pipeline` (the demo
+detector, the fast registration preset) and write each stage's files; the others load the
+sample and draw figures. `add_step(step, before=...)` inserts a step. Every step reports
+progress and appends the files it wrote to `state.outputs`. All files are written into a
+staged folder that replaces nothing until every step has succeeded
+(`output_files.staged_output_dir`).
 """
 
 from __future__ import annotations
@@ -21,14 +22,15 @@ from ..progress import ProgressCallback, silent, sub_progress
 
 @dataclass
 class DemoState:
-    """What the steps share: where to write, the case, and each step's results."""
+    """What the steps share: where to write, the case, the pipeline run and its products."""
 
     out: Path  # staged output folder (moved onto the user's --out at the end)
     case_dir: Path
-    case: Any = None  # case.Case
+    case: Any = None  # study.case.Case
+    pipeline: Any = None  # pipeline.Pipeline, made by the first step that needs it
     preprocessed: Any = None  # preprocessing.Preprocessed
     outputs: list[str] = field(default_factory=list)  # paths relative to `out`
-    results: dict[str, Any] = field(default_factory=dict)  # free slots for later steps
+    results: dict[str, Any] = field(default_factory=dict)  # options (registration_starts) and step results
 
 
 @dataclass
@@ -46,45 +48,68 @@ def _load_sample(state: DemoState, progress: ProgressCallback) -> None:
     progress(1.0, f"loaded {state.case.case_id}: {', '.join(state.case.roles_present())}")
 
 
-def _register(state: DemoState, progress: ProgressCallback) -> None:
-    """Multi-start ADC/DWI -> T2 registration scored in the CG and PZ just segmented; the fast
-    preset (8 starts; `--registration-starts` to change) keeps the demo short."""
-    from ..registration.register import register_case
-    from ..registration.outputs import write_registration_outputs
+def _pipeline(state: DemoState):
+    """The demo's pipeline run: the demo detector; registration with the fast preset (8 starts,
+    `--registration-starts` to change) keeps the demo short."""
+    if state.pipeline is None:
+        from ..models.package import find_model
+        from ..pipeline import Pipeline
+        from .detector_model import DEMO_NAME
 
-    result = register_case(state.case, preset="fast", starts=state.results.get("registration_starts"),
-                           progress=progress)
-    files = write_registration_outputs(state.case, result, state.out / "registration")
-    state.outputs += [f"registration/{name}" for name in files.values()] + ["registration/registration.json"]
-    state.results["transform"] = result.transform
-    progress(1.0, result.summary().splitlines()[0])
+        state.pipeline = Pipeline(state.case, find_model(DEMO_NAME, task="detector"), register_preset="fast",
+                                  registration_starts=state.results.get("registration_starts"), zones_backend="taps")
+    return state.pipeline
 
 
 def _zones(state: DemoState, progress: ProgressCallback) -> None:
     """Pretrained TAPS gland + the demo cascade's CNN-2 for the central gland; PZ = rest."""
-    import SimpleITK as sitk
-    from ..zones.segment import demo_zones
+    from ..zones.segment import contour_png, write_outputs
 
-    report = demo_zones(state.case.t2, state.out / "zones", backend="taps", case_id=state.case.case_id,
-                        progress=progress)
-    zones = sitk.ReadImage(report["files"]["zones"])
-    state.case.zones = zones
-    state.case.prostate = sitk.Cast(zones > 0, sitk.sitkUInt8)
+    result = _pipeline(state).segment_zones(progress)
+    if result.zones_result is None:
+        progress(1.0, "the case has zones: segmentation skipped")
+        return
+    folder = state.out / "zones"
+    write_outputs(result.zones_result, folder)
+    contour_png(state.case.t2, result.zones, folder / "zones.png",
+                f"{state.case.case_id} zones (taps): CG blue, PZ orange, prostate dotted")
     state.outputs += ["zones/zones.nrrd", "zones/zones.json", "zones/zones.png"]
-    state.results["zones"] = report
+    state.results["zones"] = result.zones_result.report
+
+
+def _register(state: DemoState, progress: ProgressCallback) -> None:
+    """Multi-start ADC/DWI -> T2 registration scored in the CG and PZ just segmented."""
+    from ..registration.outputs import write_registration_outputs
+
+    result = _pipeline(state).register(progress)
+    if result.registration is None:
+        progress(1.0, "the case has no ADC map: registration skipped")
+        return
+    files = write_registration_outputs(state.case, result.registration, state.out / "registration")
+    state.outputs += [f"registration/{name}" for name in files.values()] + ["registration/registration.json"]
+    progress(1.0, result.registration.summary().splitlines()[0])
 
 
 def _preprocess(state: DemoState, progress: ProgressCallback) -> None:
-    from ..preprocessing.preprocess import preprocess
-
-    state.preprocessed = preprocess(state.case, dwi_adc_transform=state.results.get("transform"),
-                                    progress=progress)
+    state.preprocessed = _pipeline(state).preprocess(progress).preprocessed
 
 
 def _detect(state: DemoState, progress: ProgressCallback) -> None:
-    from .detection_figure import demo_detect_step
+    from ..detection.outputs import DETECTIONS_FILE, PROBABILITY_FILE
+    from .detection_figure import draw_detections
 
-    demo_detect_step(state, progress)
+    pipeline = _pipeline(state)
+    name = pipeline.result.model.name
+    progress(0.0, f"detecting lesions with {name} (a DEMO model trained on phantoms)")
+    result = pipeline.detect(progress)
+    folder = state.out / "detections"
+    pipeline.write(folder)
+    draw_detections(state.case.t2, result.probability, result.detections, folder / "lesions-over-t2.png",
+                    f"{name}: DEMO MODEL trained on synthetic phantoms")
+    state.outputs += [f"detections/{DETECTIONS_FILE}", f"detections/{PROBABILITY_FILE}", "detections/lesions-over-t2.png"]
+    state.results["detections"] = result.detections
+    state.results["detection_messages"] = result.detector_output.messages
+    progress(1.0, f"{len(result.detections.detections)} detections (demo model)")
 
 
 def _write_channels(state: DemoState, progress: ProgressCallback) -> None:
@@ -107,7 +132,7 @@ def _montage(state: DemoState, progress: ProgressCallback) -> None:
 
 
 def default_steps() -> list[DemoStep]:
-    """The demo in order. Later capabilities insert their steps here."""
+    """The demo in order."""
     return [
         DemoStep("load sample", _load_sample, 1.0),
         DemoStep("zonal segmentation", _zones, 6.0),
