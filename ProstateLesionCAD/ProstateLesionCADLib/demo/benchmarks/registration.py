@@ -1,4 +1,4 @@
-"""Registration bench (issue 5): on ProstateX-0000 and ProstateX-0218, the T2/ADC gradient
+"""Registration bench: on ProstateX-0000 and ProstateX-0218, the T2/ADC gradient
 correlation in the central prostate region before vs after, the selection score vs the
 identity, a checkerboard PNG, and time per start and in total.
 
