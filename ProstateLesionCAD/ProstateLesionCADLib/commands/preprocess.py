@@ -1,4 +1,4 @@
-"""prostate-cad preprocess: the main paper's pre-processing of one case (preprocessing.py)."""
+"""prostate-cad preprocess: the main paper's pre-processing of one case (preprocessing/preprocess.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""prostate-cad register: multi-start ADC/DWI → T2 registration of one study (issue 5)."""
+"""prostate-cad register: multi-start ADC/DWI → T2 registration of one study (registration/)."""
 
 from __future__ import annotations
 
