@@ -32,7 +32,7 @@ bench: $(STAMP)
 # lesion AUC of the demo detector on 96 held-out phantoms (192 lesions), with bootstrap CIs;
 # another held-out set: make accuracy ACCURACY_ARGS="--first-seed 30000"
 accuracy: $(STAMP)
-	$(PY) -m ProstateLesionCADLib.demo.accuracy --out accuracy-output $(ACCURACY_ARGS)
+	$(PY) -m ProstateLesionCADLib.commands.accuracy --out accuracy-output $(ACCURACY_ARGS)
 
 clean:
 	rm -rf $(VENV) demo-output bench-output accuracy-output
