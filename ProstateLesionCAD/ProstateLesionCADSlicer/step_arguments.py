@@ -1,0 +1,118 @@
+"""Typed arguments of the steps the panels run; each produces its `prostate-cad` command line.
+
+One dataclass per step of ProstateLesionCADLib.capabilities. `as_arg_list(step)` gives
+the arguments after the command words and passes an optional flag only when the step,
+as the library's capabilities table describes it, takes it; `command()` gives the whole
+argv for background_process. The panels fill these from their parameter node and
+selectors, so no panel writes a flag by hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Optional, Sequence
+
+from ProstateLesionCADLib.capabilities import Step, panel_steps
+from ProstateLesionCADLib.errors import ParameterError
+from ProstateLesionCADLib.zones import BACKENDS, DEMO_MODEL
+
+from .background_process import cli_command
+
+
+def step_availability(capabilities: dict[str, Step], names: Sequence[str]) -> dict[str, tuple[bool, str]]:
+    """Step name -> (offered?, tooltip) for a panel's buttons; a step the capabilities lack is not offered."""
+    out = {}
+    for name in names:
+        step = capabilities.get(name)
+        out[name] = ((True, f"{step.summary} ({step.command})") if step is not None else
+                     (False, f"Not available: this version of the library offers no {name} step."))
+    return out
+
+
+def _checked(step: Step, flag: str, value: str, what: str) -> str:
+    option = step.option(flag)
+    if option is not None and not option.accepts(value):
+        raise ParameterError(f"{what} must be one of {', '.join(option.choices)}, got {value!r}.")
+    return value
+
+
+class StepArguments:
+    STEP: ClassVar[str] = ""
+
+    def as_arg_list(self, step: Step) -> list[str]:
+        raise NotImplementedError
+
+    def command(self, steps: Optional[dict[str, Step]] = None, python: Optional[str] = None) -> list[str]:
+        """The argv running this step through Slicer's Python (or `python`)."""
+        step = (steps if steps is not None else panel_steps()).get(self.STEP)
+        if step is None:
+            raise ParameterError(f"This version of the library offers no {self.STEP} step.")
+        return cli_command(step.words[0], [*step.words[1:], *self.as_arg_list(step)], python)
+
+
+@dataclass(frozen=True)
+class RegistrationArguments(StepArguments):
+    STEP: ClassVar[str] = "registration"
+    case_json: Path
+    out_dir: Path
+    preset: str = "fast"  # interactive use; passed only when `register` has this preset
+
+    def as_arg_list(self, step: Step) -> list[str]:
+        args = [str(self.case_json), "--out", str(self.out_dir)]
+        if step.accepts("--preset", self.preset):
+            args += ["--preset", self.preset]
+        return args
+
+
+@dataclass(frozen=True)
+class ZonesArguments(StepArguments):
+    STEP: ClassVar[str] = "zones"
+    t2_file: Path
+    out_dir: Path
+    backend: str = BACKENDS[0]
+    model: str = DEMO_MODEL
+
+    def as_arg_list(self, step: Step) -> list[str]:
+        return [str(self.t2_file), "--out", str(self.out_dir),
+                "--backend", _checked(step, "--backend", self.backend, "The zones backend"), "--model", self.model]
+
+
+@dataclass(frozen=True)
+class DetectionArguments(StepArguments):
+    """`transform_file`: the registration as the user sees it (ITK resampling transform, T2
+    point -> ADC/DWI point); the detector then registers nothing itself. Without one,
+    `register=False` makes it use ADC/DWI as acquired, `register=True` register them."""
+
+    STEP: ClassVar[str] = "detection"
+    case_json: Path
+    model: str
+    out_dir: Path
+    device: str = "auto"
+    zones_file: Optional[Path] = None
+    transform_file: Optional[Path] = None
+    register: bool = True
+
+    def as_arg_list(self, step: Step) -> list[str]:
+        args = [str(self.case_json), "--model", self.model, "--out", str(self.out_dir)]
+        if step.accepts("--device"):
+            args += ["--device", _checked(step, "--device", self.device, "The device")]
+        if self.zones_file is not None and step.accepts("--zones"):
+            args += ["--zones", str(self.zones_file)]
+        if self.transform_file is not None:
+            if not step.accepts("--transform"):
+                raise ParameterError(f"'{step.command}' of this library cannot take the registration as a file.")
+            args += ["--transform", str(self.transform_file)]
+        elif not self.register and step.accepts("--no-register"):
+            args.append("--no-register")
+        return args
+
+
+@dataclass(frozen=True)
+class InstallArguments(StepArguments):
+    STEP: ClassVar[str] = "install"
+    source: str  # package folder, archive, URL or catalogue name
+    sha256: str = ""
+
+    def as_arg_list(self, step: Step) -> list[str]:
+        return [self.source] + (["--sha256", self.sha256] if self.sha256 else [])

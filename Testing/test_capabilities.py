@@ -1,0 +1,109 @@
+"""The library's capabilities table (what the panels may run) against the real command line.
+
+Every step's command words and options, with each fixed choice, and every command line the
+panels' typed arguments can build are parsed by `prostate-cad`'s own parser: a renamed
+verb, a dropped option or a changed choice breaks this test, not the panel in Slicer.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ProstateLesionCAD"))
+
+from ProstateLesionCADLib import cli, device  # noqa: E402
+from ProstateLesionCADLib.capabilities import Option, Step, panel_steps  # noqa: E402
+from ProstateLesionCADLib.errors import ParameterError  # noqa: E402
+from ProstateLesionCADLib.registration.multistart import PRESETS  # noqa: E402
+from ProstateLesionCADLib.zones import BACKENDS, DEMO_MODEL  # noqa: E402
+from ProstateLesionCADSlicer.step_arguments import (DetectionArguments, InstallArguments,  # noqa: E402
+                                                    RegistrationArguments, ZonesArguments, step_availability)
+
+POSITIONAL = {"registration": ["case/case.json"], "zones": ["work/t2.nrrd"], "detection": ["case/case.json"],
+              "install": ["package.zip"]}
+REQUIRED = {"registration": ["--out", "out"], "zones": ["--out", "out"],
+            "detection": ["--model", "demo", "--out", "out"], "install": []}
+
+
+def _parse(argv):
+    """Parse with the real parser; a SystemExit (unknown verb/option, bad choice) fails the test."""
+    try:
+        return cli.build_parser().parse_args(argv)
+    except SystemExit as exc:
+        pytest.fail(f"prostate-cad rejects {' '.join(map(str, argv))} (exit {exc.code})")
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
+def test_the_panels_steps_and_their_fixed_choices():
+    steps = panel_steps()
+    assert list(steps) == ["registration", "zones", "detection", "install"]
+    assert {name: s.words for name, s in steps.items()} == {
+        "registration": ("register",), "zones": ("zones",), "detection": ("detect",), "install": ("models", "install")}
+    assert steps["detection"].option("--device").choices == device.CHOICES == ("auto", "cpu", "cuda")
+    assert steps["zones"].option("--backend").choices == tuple(BACKENDS)
+    assert steps["registration"].option("--preset").choices == tuple(PRESETS) and "fast" in PRESETS
+    assert steps["detection"].accepts("--no-register") and not steps["detection"].accepts("--no-register", "x")
+    assert steps["detection"].accepts("--device", "cuda") and not steps["detection"].accepts("--device", "gpu")
+    assert not steps["registration"].accepts("--device")
+    assert steps["install"].command == "prostate-cad models install"
+
+
+@pytest.mark.parametrize("name", list(panel_steps()))
+def test_every_option_and_choice_of_a_step_parses_with_the_real_cli(name):
+    step = panel_steps()[name]
+    base = [*step.words, *POSITIONAL[name], *REQUIRED[name]]
+    assert _parse(base) is not None
+    for option in step.options:
+        if option.flag in base:
+            continue  # required: in every command line above
+        for value in [None] if option.switch else (list(option.choices) or ["some-value"]):
+            args = _parse([*base, option.flag] if value is None else [*base, option.flag, value])
+            assert getattr(args, _dest(option.flag)) == (True if value is None else value), option.flag
+
+
+def test_every_command_line_the_panels_build_parses(tmp_path):
+    """The typed arguments, with every choice they may carry, through the real parser."""
+    case, out, t2 = tmp_path / "case" / "case.json", tmp_path / "out", tmp_path / "t2.nrrd"
+    for preset in PRESETS:
+        args = _parse(RegistrationArguments(case, out, preset).command(python="py")[3:])
+        assert (args.path, args.out, args.preset) == (str(case), str(out), preset)
+    for backend in BACKENDS:
+        args = _parse(ZonesArguments(t2, out, backend).command(python="py")[3:])
+        assert (args.path, args.out, args.backend, args.model) == (str(t2), str(out), backend, DEMO_MODEL)
+    zones, transform = tmp_path / "case" / "zones.nrrd", tmp_path / "registration.h5"
+    for choice, zones_file, transform_file, register in itertools.product(
+            device.CHOICES, (None, zones), (None, transform), (True, False)):
+        argv = DetectionArguments(case, "demo-model", out, choice, zones_file, transform_file, register).command(
+            python="py")
+        assert argv[:4] == ["py", "-m", "ProstateLesionCADLib", "detect"]
+        args = _parse(argv[3:])
+        assert (args.path, args.model, args.out, args.device) == (str(case), "demo-model", str(out), choice)
+        assert args.zones == (str(zones_file) if zones_file else None)
+        assert args.transform == (str(transform_file) if transform_file else None)
+        # a transform file replaces registering; without one, register=False means "as acquired"
+        assert args.no_register == (transform_file is None and not register)
+    args = _parse(InstallArguments("package.zip", "ab" * 32).command(python="py")[3:])
+    assert (args.source, args.sha256) == ("package.zip", "ab" * 32)
+    assert _parse(InstallArguments("package.zip").command(python="py")[3:]).sha256 is None
+
+
+def test_typed_arguments_refuse_values_the_library_does_not_take(tmp_path):
+    with pytest.raises(ParameterError, match="device must be one of auto, cpu, cuda"):
+        DetectionArguments(tmp_path / "c.json", "m", tmp_path, "gpu").command()
+    with pytest.raises(ParameterError, match="backend"):
+        ZonesArguments(tmp_path / "t2.nrrd", tmp_path, "unet").command()
+    without_transform = {"detection": Step("detection", ("detect",), "detect", (Option("--model"), Option("--out")))}
+    with pytest.raises(ParameterError, match="cannot take the registration"):
+        DetectionArguments(tmp_path / "c.json", "m", tmp_path, transform_file=tmp_path / "t.h5").command(without_transform)
+    with pytest.raises(ParameterError, match="offers no zones step"):
+        ZonesArguments(tmp_path / "t2.nrrd", tmp_path).command({})
+    availability = step_availability(panel_steps(), ("zones", "segmentation"))
+    assert availability["zones"] == (True, f"{panel_steps()['zones'].summary} (prostate-cad zones)")
+    assert availability["segmentation"][0] is False
