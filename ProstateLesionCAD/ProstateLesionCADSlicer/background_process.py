@@ -1,12 +1,13 @@
 """Run a `prostate-cad` verb as a child process of Slicer's Python, without blocking the GUI.
 
-This is the Qt-free core (testable in plain Python): it builds the command line, starts
-the process with its output piped, and a reader thread queues the lines. The panel's
-QTimer calls `poll()` a few times per second, which turns `PROGRESS <pct> <msg>` lines
-into (percent, message) and reports when the process ended, with the CLI's one-sentence
-error on failure. `cancel()` terminates the child (then kills it if it lingers). The
-caller reads results only after success, so a cancelled or failed run leaves the scene
-as it was; the temporary folder is removed by `cleanup()`.
+Qt-free (tested in plain Python). `BackgroundProcess` is one child: it starts the process
+with its output piped, and a reader thread queues the lines; `poll()` turns
+`PROGRESS <pct> <msg>` lines into (percent, message) and reports when the process ended,
+with the CLI's one-sentence error on failure; `cancel()` terminates the child (then kills
+it if it lingers). `ProcessRunner` is what both panels drive: one step at a time, in its
+own temporary folder, polled by the panel's QTimer (or waited for, with a timeout, by the
+self-tests). The caller reads results only after success, so a cancelled or failed run
+leaves the scene as it was; `StepUpdate.cleanup()` removes the folder.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from ProstateLesionCADLib.progress import parse_progress_line
 
 RUNNING, SUCCEEDED, FAILED, CANCELLED = "running", "succeeded", "failed", "cancelled"
+POLL_MS = 200  # how often a panel's QTimer polls its ProcessRunner
 
 
 def python_executable() -> str:
@@ -36,16 +39,12 @@ def library_search_path() -> list[str]:
     """Folders that must be on the child's PYTHONPATH for `import ProstateLesionCADLib` etc."""
     import importlib
 
+    package = importlib.import_module("ProstateLesionCADLib")
     paths = []
-    for name in ("ProstateLesionCADLib", "ProstateLesionCADLib.zones"):
-        try:
-            package = importlib.import_module(name)
-        except ImportError:
-            continue
-        for folder in package.__path__:
-            parent = str(Path(folder).resolve().parent)
-            if parent not in paths:
-                paths.append(parent)
+    for folder in package.__path__:
+        parent = str(Path(folder).resolve().parent)
+        if parent not in paths:
+            paths.append(parent)
     return paths
 
 
@@ -150,3 +149,120 @@ class BackgroundProcess:
 
     def cleanup(self) -> None:
         shutil.rmtree(self.work_dir, ignore_errors=True)
+
+
+CANCELLED_TEXT = "Cancelled; the scene is unchanged."
+FAILED_TEXT = "Failed."
+
+
+class StepTimeout(TimeoutError):
+    """A step waited for (self-tests, scripts) did not end in time; it was cancelled."""
+
+
+@dataclass
+class StepUpdate:
+    """What a panel shows after one poll of its step; when `finished`, what the step left."""
+
+    step: str
+    state: str
+    percent: Optional[float]
+    message: str
+    error: str
+    process: BackgroundProcess
+
+    @property
+    def finished(self) -> bool:
+        return self.state != RUNNING
+
+    @property
+    def out_dir(self) -> Path:
+        """Where the step writes its outputs (the argv's --out)."""
+        return self.process.work_dir / "out"
+
+    @property
+    def log(self) -> list[str]:
+        return self.process.log
+
+    def notes(self) -> list[str]:
+        """The command's `note: ` lines (e.g. a channel left blank, a demo model)."""
+        return [line[len("note: "):] for line in self.process.log if line.startswith("note: ")]
+
+    def status_text(self) -> str:
+        """The status line: the progress message while running, then how the step ended."""
+        if self.state == CANCELLED:
+            return CANCELLED_TEXT
+        if self.state == FAILED:
+            return FAILED_TEXT
+        return self.message
+
+    def cleanup(self) -> None:
+        self.process.cleanup()
+
+
+class ProcessRunner:
+    """One background step at a time for a panel, in its own temporary folder.
+
+    `start(step, prepare)` makes the folder, lets `prepare(folder)` write the inputs there
+    and return the argv, and starts it; the panel's timer calls `poll()` until the update
+    it returns is `finished`, then reads `update.out_dir` and calls `update.cleanup()`.
+    """
+
+    def __init__(self, python_path: Optional[Sequence[str]] = None):
+        self._python_path = python_path
+        self._process: Optional[BackgroundProcess] = None
+        self.step = ""
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None
+
+    def start(self, step: str, prepare: Callable[[Path], Sequence[str]]) -> BackgroundProcess:
+        if self._process is not None:
+            raise RuntimeError(f"The {self.step} step is still running: wait for it or cancel it.")
+        work = Path(tempfile.mkdtemp(prefix=f"ProstateLesionCAD-{step}-"))
+        try:
+            argv = list(prepare(work))
+            python_path = library_search_path() if self._python_path is None else list(self._python_path)
+            process = BackgroundProcess(argv, extra_python_path=python_path, work_dir=work)
+            process.start()
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        self._process, self.step = process, step
+        return process
+
+    def poll(self) -> Optional[StepUpdate]:
+        """The step's progress; None when no step runs. A finished step leaves the runner."""
+        process = self._process
+        if process is None:
+            return None
+        result = process.poll()
+        if result.state != RUNNING:
+            self._process = None
+        return StepUpdate(self.step, result.state, result.percent, result.message, result.error, process)
+
+    def cancel(self) -> None:
+        if self._process is not None:
+            self._process.cancel()
+
+    def stop(self) -> None:
+        """Cancel the running step and remove its folder (the panel is closing)."""
+        process, self._process = self._process, None
+        if process is not None:
+            process.cancel()
+            process.wait(30)
+            process.cleanup()
+
+    def wait(self, timeout: float, interval: float = 0.2) -> StepUpdate:
+        """Block until the step ends; StepTimeout (after cancelling it) if it runs longer than `timeout` seconds."""
+        if self._process is None:
+            raise RuntimeError("No step is running.")
+        step, deadline = self.step, time.monotonic() + timeout
+        while True:
+            update = self.poll()
+            if update.finished:
+                return update
+            if time.monotonic() > deadline:
+                self.stop()
+                raise StepTimeout(f"The {step} step did not finish within {timeout:g} s; it was cancelled.")
+            time.sleep(interval)

@@ -1,0 +1,132 @@
+"""The process runner both panels drive with a QTimer, and the self-tests' preconditions (Qt-free)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ProstateLesionCAD"))
+
+from ProstateLesionCADSlicer import background_process  # noqa: E402
+from ProstateLesionCADSlicer.background_process import ProcessRunner, StepTimeout  # noqa: E402
+from ProstateLesionCADSlicer.self_test_checks import StepUnavailable, require_models, require_steps  # noqa: E402
+
+SCRIPT = """
+import pathlib, sys, time
+print("PROGRESS 50.0 half way", flush=True)
+if sys.argv[1] == "hang":
+    time.sleep(60)
+if sys.argv[1] == "fail":
+    print("error: the T2 has no slices.", file=sys.stderr, flush=True)
+    sys.exit(2)
+pathlib.Path("out").mkdir()
+pathlib.Path("out", "result.txt").write_text("done")
+print("note: a demo model was used", flush=True)
+print("PROGRESS 100.0 finished", flush=True)
+"""
+
+
+def _prepare(mode, seen=None):
+    def prepare(work: Path):
+        if seen is not None:
+            seen.append(work)
+        (work / "input.txt").write_text("written by the panel's logic")
+        return [sys.executable, "-c", SCRIPT, mode]
+    return prepare
+
+
+def _poll_until_finished(runner, timeout=30.0):
+    deadline, updates = time.monotonic() + timeout, []
+    while time.monotonic() < deadline:
+        update = runner.poll()
+        updates.append(update)
+        if update.finished:
+            return update, updates
+        time.sleep(0.02)
+    pytest.fail("the step did not finish")
+
+
+def test_a_step_runs_in_its_own_folder_and_reports_progress_notes_and_outputs():
+    runner = ProcessRunner(python_path=[])
+    assert runner.poll() is None and not runner.running
+    folders = []
+    process = runner.start("zones", _prepare("ok", folders))
+    assert runner.running and runner.step == "zones" and process.work_dir == folders[0]
+    assert (folders[0] / "input.txt").is_file()  # prepare() wrote the inputs into the step's folder
+    with pytest.raises(RuntimeError, match="zones step is still running"):
+        runner.start("detection", _prepare("ok"))
+    update, updates = _poll_until_finished(runner)
+    assert not runner.running and runner.poll() is None  # a finished step leaves the runner
+    assert update.state == background_process.SUCCEEDED and update.step == "zones"
+    assert (update.percent, update.message, update.status_text()) == (100.0, "finished", "finished")
+    assert (update.out_dir / "result.txt").read_text() == "done" and update.out_dir == folders[0] / "out"
+    assert update.notes() == ["a demo model was used"]
+    assert all(not u.finished for u in updates[:-1])
+    update.cleanup()
+    assert not folders[0].exists()
+
+
+def test_failure_cancel_and_a_failing_prepare_leave_nothing_behind(tmp_path):
+    runner = ProcessRunner(python_path=[])
+    runner.start("detection", _prepare("fail"))
+    update, _ = _poll_until_finished(runner)
+    assert update.state == background_process.FAILED and update.error == "the T2 has no slices."
+    assert update.status_text() == "Failed." and update.percent == 50.0
+    update.cleanup()
+    runner.start("registration", _prepare("hang"))
+    deadline = time.monotonic() + 30
+    while (runner.poll().percent or 0) < 50 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    runner.cancel()
+    update, _ = _poll_until_finished(runner)
+    assert update.state == background_process.CANCELLED
+    assert update.status_text() == "Cancelled; the scene is unchanged."
+    update.cleanup()
+    folders = []
+
+    def bad_prepare(work):
+        folders.append(work)
+        raise ValueError("Select a T2 volume first.")
+
+    with pytest.raises(ValueError, match="Select a T2"):
+        runner.start("zones", bad_prepare)
+    assert not runner.running and not folders[0].exists()
+
+
+def test_wait_gives_up_after_its_timeout_and_cancels_the_step():
+    runner = ProcessRunner(python_path=[])
+    process = runner.start("zones", _prepare("hang"))
+    started = time.monotonic()
+    with pytest.raises(StepTimeout, match="zones step did not finish within 1 s"):
+        runner.wait(timeout=1.0, interval=0.05)
+    assert time.monotonic() - started < 20
+    assert not runner.running and process.state == background_process.CANCELLED and not process.work_dir.exists()
+    runner.start("zones", _prepare("ok"))
+    update = runner.wait(timeout=30)
+    assert update.state == background_process.SUCCEEDED
+    update.cleanup()
+    with pytest.raises(RuntimeError, match="No step is running"):
+        runner.wait(timeout=1)
+
+
+def test_the_runner_puts_the_library_on_the_childs_python_path():
+    import ProstateLesionCADLib
+
+    paths = background_process.library_search_path()
+    assert paths == [str(Path(ProstateLesionCADLib.__file__).resolve().parents[1])]
+
+
+def test_self_test_preconditions_fail_naming_what_is_missing():
+    offered = {"registration": (True, "ok"), "zones": (True, "ok"),
+               "detection": (False, "Not available: this version of the library offers no detection step.")}
+    require_steps(offered, ["registration", "zones"])  # all there: no error
+    with pytest.raises(StepUnavailable, match="detection .Not available: this version"):
+        require_steps(offered, ["registration", "zones", "detection"])
+    with pytest.raises(AssertionError, match="grow .not a step of this panel"):  # a failure, not a skip
+        require_steps(offered, ["grow"])
+    assert require_models(("demo",), "detection") == ["demo"]
+    with pytest.raises(StepUnavailable, match="installed detection model, and none is installed"):
+        require_models([], "detection")
