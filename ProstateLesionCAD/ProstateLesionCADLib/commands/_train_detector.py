@@ -4,7 +4,6 @@ builds its parser from here). A sub-verb of `train`, not a verb of its own."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 
@@ -47,36 +46,10 @@ def _folds(text):
 
 
 def run(args) -> int:
-    import torch
+    from ..detection.retina_unet.train_detector import train_detector
+    from ..progress import ConsoleProgress
 
-    from ..progress import ConsoleProgress, sub_progress
-    from ..detection.retina_unet.network import make_config
-    from ..detection.retina_unet.train_detector import DEFAULT_CHANNELS, cross_validate, load_training_cases
-    from ..detection.retina_unet.training import read_or_make_split, training_settings
-
-    cfg_file = _config(args.config)
-    folds = _folds(args.folds)
-    settings = training_settings(cfg_file.get("training"))
-    network = make_config(**cfg_file.get("network", {}))
-    channels = cfg_file.get("channels", DEFAULT_CHANNELS)
-    network["n_channels"] = len(channels)
-    crop_size = cfg_file.get("crop_size", [160, 160, 24])
-    spacing = cfg_file.get("spacing", [0.5, 0.5, 3.0])
-    network["patch_size"] = [crop_size[1], crop_size[0], crop_size[2]]
-    unlabeled = [c for c in args.unlabeled.split(",") if c]
-    if torch.distributed.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    progress = ConsoleProgress()
-    cases = load_training_cases(args.data, args.ground_truth, channels, crop_size, spacing, unlabeled,
-                                sub_progress(progress, 0, 0.05))
-    split = read_or_make_split(Path(args.split), [c.case_id for c in cases], settings["n_folds"], settings["seed"],
-                               unlabeled)
-    card = {"name": cfg_file.get("name", Path(args.out).name), "version": cfg_file.get("version", "1"),
-            "intended_use": cfg_file.get("intended_use", "Research only; not a medical device."),
-            "crop_size": crop_size, "spacing": spacing,
-            "training_data": f"{len(cases)} cases from {args.data} ({args.ground_truth})"}
-    cross_validate(cases, split, args.out, network, channels, settings, card, folds, args.device,
-                   sub_progress(progress, 0.05, 1.0))
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    train_detector(args.data, args.ground_truth, args.split, args.out, config=_config(args.config),
+                   unlabeled=[c for c in args.unlabeled.split(",") if c], folds=_folds(args.folds),
+                   device=args.device, progress=ConsoleProgress())
     return 0

@@ -52,39 +52,11 @@ def _settings(args):
                          lr=args.lr, patch=args.patch, seed=args.seed, mfl_warmup=args.mfl_warmup, network=network)
 
 
-def _load_cases(args, progress):
-    from ..study.loading import load_case
-    from ..errors import ParameterError
-    from ..image_files import read_image_file
-    from ..formats import read_ground_truth
-    from ..detection.focalnet.phantom_data import PhantomCase
-    from ..detection.focalnet.preprocessing import prepare_case
-    if not args.ground_truth:
-        raise ParameterError("--cases needs --ground-truth (lesion masks and GGG).")
-    truth = read_ground_truth(args.ground_truth)
-    out = []
-    for i, gt in enumerate(truth.cases):
-        if gt.lesion_mask is None and gt.lesions:
-            raise ParameterError(f"{args.ground_truth}: case {gt.case_id} has lesions but no lesion_mask to train on.")
-        case = load_case(Path(args.cases) / gt.case_id)
-        mask = read_image_file(gt.lesion_mask, "lesion mask") if gt.lesion_mask else None
-        ggg = {l.label if l.label is not None else l.id: l.ggg for l in gt.lesions}
-        stack = prepare_case(case, args.size, lesion_mask=mask, lesion_ggg=ggg)
-        if stack.classes is None:
-            import numpy as np
-            stack.classes = np.zeros(stack.t2.shape, np.uint8)
-        out.append(PhantomCase(stack, gt, mask, {}))
-        progress((i + 1) / len(truth.cases), f"case {gt.case_id}")
-    return out
-
-
 def run(args) -> int:
-    from ..formats import DetectionSet, GroundTruthSet
+    from ..detection.focalnet.package import train_package
+    from ..detection.focalnet.phantom_data import phantom_cases, study_cases
+    from ..errors import ParameterError
     from ..progress import ConsoleProgress, sub_progress
-    from ..detection.focalnet.inference import detections_from_output, predict_stack
-    from ..detection.focalnet.package import model_card, validation_thresholds, write_package
-    from ..detection.focalnet.phantom_data import phantom_cases
-    from ..detection.focalnet.training import train
 
     progress = ConsoleProgress()
     settings = _settings(args)
@@ -101,20 +73,16 @@ def run(args) -> int:
         computed_on = f"{len(validation)} held-out phantoms (seeds {vseeds.start}..{vseeds.stop - 1})"
         use = SYNTHETIC_USE
     else:
-        cases = _load_cases(args, sub_progress(progress, 0.0, 0.15))
+        if not args.ground_truth:
+            raise ParameterError("--cases needs --ground-truth (lesion masks and GGG).")
+        cases = study_cases(args.cases, args.ground_truth, args.size, sub_progress(progress, 0.0, 0.15))
         data = f"{len(cases)} cases from {args.cases} ({args.ground_truth})"
         computed_on = "the training cases (no held-out set)"
         use = "Research only; not a medical device."
-    model, info = train([c.stack for c in cases], settings, args.device, sub_progress(progress, 0.15, 0.95))
-    held = validation or cases
-    dets = [detections_from_output(predict_stack(model, c.stack, args.device), c.stack,
-                                   prostate_margin_mm=args.prostate_margin_mm) for c in held]
-    thresholds = validation_thresholds(DetectionSet(dets), GroundTruthSet([c.truth for c in held]), computed_on)
-    card = model_card(model, info, name=args.name or Path(args.out).name, version="1", size=args.size,
-                      training_data=data, intended_use=use, thresholds=thresholds,
-                      prostate_margin_mm=args.prostate_margin_mm,
-                      extra={"command": "prostate-cad train focalnet " + " ".join(sys.argv[3:])})
-    pkg = write_package(args.out, model, card)
-    progress(1.0, f"FocalNet written to {args.out}")
+    pkg, info = train_package(args.out, cases, validation, settings, device=args.device,
+                              name=args.name or Path(args.out).name, size=args.size, training_data=data,
+                              computed_on=computed_on, intended_use=use, prostate_margin_mm=args.prostate_margin_mm,
+                              extra={"command": "prostate-cad train focalnet " + " ".join(sys.argv[3:])},
+                              progress=sub_progress(progress, 0.15, 1.0))
     print(f"Trained FocalNet ({settings.loss}, {settings.steps} steps, {info['seconds']} s) -> {pkg.root}")
     return 0

@@ -8,11 +8,13 @@ from typing import Any, Optional, Sequence
 from ...formats import DetectionSet, GroundTruthSet
 from ...models.package import ModelPackage, write_model_card
 from ...output_files import staged_output_dir
+from ...progress import ProgressCallback, silent, sub_progress
 from . import ordinal
-from .inference import DEFAULT_MIN_DISTANCE_MM, DEFAULT_THRESHOLD
+from .inference import DEFAULT_MIN_DISTANCE_MM, DEFAULT_THRESHOLD, detections_from_output, predict_stack
 from .network import FocalNet
+from .phantom_data import PhantomCase
 from .preprocessing import ADC_RANGE, FOV_MM, T2_UPPER_JITTER
-from .training import WEIGHTS_FILE, save_weights
+from .training import WEIGHTS_FILE, TrainSettings, save_weights, train
 
 
 def model_card(model: FocalNet, info: dict[str, Any], *, name: str, version: str, size: int, fov_mm: float = FOV_MM,
@@ -58,3 +60,25 @@ def validation_thresholds(detections: DetectionSet, truth: GroundTruthSet, compu
     from ...evaluation import evaluate, thresholds_block
     result = evaluate(detections, truth, criteria=list(criteria), bootstrap=0, with_dice=False)
     return thresholds_block(result, computed_on=computed_on)
+
+
+def train_package(out_dir: str | Path, cases: Sequence[PhantomCase], validation: Sequence[PhantomCase],
+                  settings: TrainSettings, *, device: str, name: str, size: int, training_data: str,
+                  computed_on: str, intended_use: str, prostate_margin_mm: Optional[float] = None,
+                  extra: Optional[dict] = None, progress: Optional[ProgressCallback] = None
+                  ) -> tuple[ModelPackage, dict[str, Any]]:
+    """Train on `cases`, set the working points on `validation` (the training cases when empty)
+    and write the package; returns it with the training info (`train`)."""
+    progress = progress or silent
+    settings.check()
+    model, info = train([c.stack for c in cases], settings, device, sub_progress(progress, 0.0, 0.94))
+    held = list(validation) or list(cases)
+    dets = [detections_from_output(predict_stack(model, c.stack, device), c.stack,
+                                   prostate_margin_mm=prostate_margin_mm) for c in held]
+    thresholds = validation_thresholds(DetectionSet(dets), GroundTruthSet([c.truth for c in held]), computed_on)
+    card = model_card(model, info, name=name, version="1", size=size, training_data=training_data,
+                      intended_use=intended_use, thresholds=thresholds, prostate_margin_mm=prostate_margin_mm,
+                      extra=extra)
+    package = write_package(out_dir, model, card)
+    progress(1.0, f"FocalNet written to {out_dir}")
+    return package, info

@@ -9,7 +9,6 @@ the validation folds (each case predicted by the fold that did not train on it).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -20,7 +19,7 @@ import SimpleITK as sitk
 import torch
 
 from ...errors import CaseError, ParameterError
-from ...formats import DetectionSet, GroundTruthCase, GroundTruthSet, read_ground_truth
+from ...formats import GroundTruthCase, read_ground_truth
 from ...models.package import ModelPackage, load_model_package, write_model_card
 from ...output_files import staged_output_dir
 from ...progress import silent, sub_progress
@@ -30,6 +29,8 @@ from .training import (FoldResult, TrainingCase, read_or_make_split, train_fold,
 
 DEFAULT_CHANNELS = ["T2", "DWI_LOW", "DWI_HIGH", "ADC", "KTRANS", "DCE_T10", "DCE_T20", "DCE_T30",
                     "PROSTATE", "CG", "PZ"]
+DEFAULT_CROP_SIZE = [160, 160, 24]  # x, y, z voxels (main paper)
+DEFAULT_SPACING = [0.5, 0.5, 3.0]  # mm
 CLASS_NAMES = ["background", "GGG0", "GGG1", "GGG2", "GGG3+"]
 
 
@@ -187,3 +188,40 @@ def cross_validate(cases: Sequence[TrainingCase], split: dict[str, Any], out: st
         shutil.rmtree(work, ignore_errors=True)
     progress(1.0, f"model package written to {out}")
     return load_model_package(out)
+
+
+def train_detector(data_dir: str | Path, ground_truth: str | Path, split_file: str | Path, out: str | Path,
+                   config: Optional[dict[str, Any]] = None, unlabeled: Sequence[str] = (),
+                   folds: Optional[Sequence[int]] = None, device: str = "auto",
+                   progress: Optional[Callable[[float, str], None]] = None) -> Optional[ModelPackage]:
+    """`prostate-cad train detector`: load the pre-processed cases of `data_dir`, read the split
+    (made on first use) and cross-validate into the package `out`.
+
+    `config` holds {network: {...}, training: {...}, channels, crop_size [x, y, z], spacing,
+    name, version, intended_use}; each part defaults to the main paper's. Under torchrun
+    (WORLD_SIZE > 1) the processes join one group for the run; only rank 0 returns the package.
+    """
+    config = config or {}
+    progress = progress or silent
+    settings = training_settings(config.get("training"))
+    network = make_config(**config.get("network", {}))
+    channels = config.get("channels", DEFAULT_CHANNELS)
+    crop_size = config.get("crop_size", DEFAULT_CROP_SIZE)
+    spacing = config.get("spacing", DEFAULT_SPACING)
+    network["n_channels"] = len(channels)
+    network["patch_size"] = [crop_size[1], crop_size[0], crop_size[2]]  # the network's y, x, z
+    if torch.distributed.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    cases = load_training_cases(data_dir, ground_truth, channels, crop_size, spacing, unlabeled,
+                                sub_progress(progress, 0, 0.05))
+    split = read_or_make_split(Path(split_file), [c.case_id for c in cases], settings["n_folds"], settings["seed"],
+                               list(unlabeled))
+    card = {"name": config.get("name", Path(out).name), "version": config.get("version", "1"),
+            "intended_use": config.get("intended_use", "Research only; not a medical device."),
+            "crop_size": crop_size, "spacing": spacing,
+            "training_data": f"{len(cases)} cases from {data_dir} ({ground_truth})"}
+    package = cross_validate(cases, split, out, network, channels, settings, card, folds, device,
+                             sub_progress(progress, 0.05, 1.0))
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    return package
