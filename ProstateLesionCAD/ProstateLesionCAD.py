@@ -6,7 +6,6 @@ slicer-core wheel), all computation in ProstateLesionCADLib (plain Python).
 """
 
 import logging
-import tempfile
 from pathlib import Path
 
 import qt
@@ -21,11 +20,13 @@ from ProstateLesionCADLib.models import catalog as model_catalog
 from ProstateLesionCADLib.resources import sample_case_dir
 from ProstateLesionCADSlicer import background_process
 from ProstateLesionCADSlicer.annotate_logic import TABLE_COLUMNS as SEED_COLUMNS, AnnotateLogic
-from ProstateLesionCADSlicer.cad_logic import CadLogic
+from ProstateLesionCADSlicer.cad_logic import PANEL_STEPS, CadLogic
 from ProstateLesionCADSlicer.parameters import CRITERIA, get_parameter_node
+from ProstateLesionCADSlicer.self_test_checks import require_models, require_steps
 
-POLL_MS = 200
 REGROW_DEBOUNCE_MS = 500  # a dragged seed re-grows once it has rested this long
+DEVICE_LABELS = {"auto": "Automatic", "cpu": "CPU", "cuda": "GPU"}
+STEP_TIMEOUT_S = 3600  # the self-test's limit for one step on a CPU
 
 
 class ProstateLesionCAD(ScriptedLoadableModule):
@@ -56,10 +57,9 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = None
+        self.cad = None
         self._parameterNode = None
         self._updatingGUI = False
-        self._process = None
-        self._processStep = None
         self._packages = []
         self.annotateLogic = None
         self._seedsNode = None
@@ -73,6 +73,7 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = ProstateLesionCADLogic()
+        self.cad = self.logic.cad
 
         self._roleSelectors = {"T2": self.ui.t2Selector, "ADC": self.ui.adcSelector, "DWI_LOW": self.ui.dwiLowSelector,
                                "DWI_HIGH": self.ui.dwiHighSelector, "KTRANS": self.ui.ktransSelector}
@@ -81,8 +82,10 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.dceSelector.connect("checkedNodesChanged()", self.updateParameterNodeFromGUI)
         for k in CRITERIA:
             self.ui.criterionComboBox.addItem(f"GGG≥{k}", k)
-        for label, value in (("Automatic", "auto"), ("CPU", "cpu"), ("GPU", "gpu")):
-            self.ui.deviceComboBox.addItem(label, value)
+        detection = self.cad.capabilities.get("detection")
+        deviceOption = detection.option("--device") if detection is not None else None
+        for value in (deviceOption.choices if deviceOption is not None else ()):
+            self.ui.deviceComboBox.addItem(DEVICE_LABELS.get(value, value), value)
         self.ui.deviceInfoLabel.text = "Looking for devices…"
         qt.QTimer.singleShot(0, self.updateDeviceInfo)  # imports torch: after the panel is shown
         self.ui.legendLabel.text = "  ".join(
@@ -122,7 +125,7 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._regrowTimer.connect("timeout()", self.onSeedsSettled)
 
         self._timer = qt.QTimer()
-        self._timer.setInterval(POLL_MS)
+        self._timer.setInterval(background_process.POLL_MS)
         self._timer.connect("timeout()", self.onPoll)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
@@ -131,9 +134,8 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.initializeParameterNode()
 
     def cleanup(self):
-        if self._process is not None:
-            self._process.cancel()
-            self._process.cleanup()
+        self._timer.stop()
+        self.logic.runner.stop()
         self._regrowTimer.stop()
         self.removeObservers()
 
@@ -169,7 +171,7 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             return
         self._updatingGUI = True
         try:
-            p = self.logic.params
+            p = self.cad.params
             for role, selector in self._roleSelectors.items():
                 selector.setCurrentNode(p.input(role))
             checked = {n.GetID() for n in p.dce if n is not None}
@@ -191,7 +193,7 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         if self._parameterNode is None or self._updatingGUI:
             return
         wasModified = self._parameterNode.StartModify()
-        p = self.logic.params
+        p = self.cad.params
         for role, selector in self._roleSelectors.items():
             p.set_input(role, selector.currentNode())
         p.dce = list(self.ui.dceSelector.checkedNodes())
@@ -201,16 +203,16 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def updateButtons(self):
         """Offer only what the library can do now, and say why when it cannot."""
-        running = self._process is not None
-        availability = self.logic.step_availability()
-        hasT2 = self.logic.params.t2 is not None
+        running = self.logic.runner.running
+        availability = self.cad.step_availability()
+        hasT2 = self.cad.params.t2 is not None
         for step, button in (("registration", self.ui.registrationButton), ("zones", self.ui.zonesButton),
                              ("detection", self.ui.detectButton)):
             offered, tip = availability[step]
             ready = offered and hasT2 and not running and (step != "detection" or bool(self._packages))
             button.enabled = ready
             button.toolTip = tip if not offered else (tip if hasT2 else "Select a T2 volume first.")
-        self.ui.resetRegistrationButton.enabled = self.logic.params.registration_transform is not None and not running
+        self.ui.resetRegistrationButton.enabled = self.cad.params.registration_transform is not None and not running
         self.ui.cancelButton.enabled = running
         self.updatePresetButtons()
         self.updateAnnotateButtons()
@@ -218,7 +220,7 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     # ------------------------------------------------------------ models, device, presets
 
     def refreshModels(self):
-        self._packages = self.logic.detector_models()
+        self._packages = self.cad.detector_models()
         self.ui.modelComboBox.clear()
         for package in self._packages:
             self.ui.modelComboBox.addItem(package.name)
@@ -240,25 +242,25 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.deviceInfoLabel.text = "Found: " + device.describe_devices()
 
     def updatePresetButtons(self):
-        presets = self.logic.model_presets(self.currentPackage(), self.logic.params.min_ggg)
+        presets = self.cad.model_presets(self.currentPackage(), self.cad.params.min_ggg)
         for key, button in (("max_sensitivity", self.ui.maxSensitivityButton), ("balanced", self.ui.balancedButton)):
             button.enabled = presets is not None
-            button.toolTip = (f"Score threshold {presets[key]:.2f} from the model package ({self.logic.params.criterion})."
-                              if presets else f"The selected model has no working points for {self.logic.params.criterion}.")
+            button.toolTip = (f"Score threshold {presets[key]:.2f} from the model package ({self.cad.params.criterion})."
+                              if presets else f"The selected model has no working points for {self.cad.params.criterion}.")
 
     def onPreset(self, key):
-        presets = self.logic.model_presets(self.currentPackage(), self.logic.params.min_ggg)
+        presets = self.cad.model_presets(self.currentPackage(), self.cad.params.min_ggg)
         if presets:
             self.ui.thresholdSlider.value = presets[key]
 
     def onFilterChanged(self, *args):
         if self._updatingGUI:
             return
-        self.logic.apply_filter(self.ui.criterionComboBox.currentData, self.ui.thresholdSlider.value)
+        self.cad.apply_filter(self.ui.criterionComboBox.currentData, self.ui.thresholdSlider.value)
         self.updatePresetButtons()
 
     def onTableClicked(self, index):
-        center = self.logic.lesion_center(index.row())
+        center = self.cad.lesion_center(index.row())
         if center is not None:
             slicer.modules.markups.logic().JumpSlicesToLocation(*center, True)
 
@@ -271,16 +273,16 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def loadStudy(self, path):
         with slicer.util.tryWithErrorDisplay("Could not load the study.", waitCursor=True):
-            created = self.logic.load_study(path)
-            self.ui.inputStatusLabel.text = f"{self.logic.params.case_id}: " + ", ".join(sorted(created))
-            slicer.util.setSliceViewerLayers(background=self.logic.params.t2, fit=True)
+            created = self.cad.load_study(path)
+            self.ui.inputStatusLabel.text = f"{self.cad.params.case_id}: " + ", ".join(sorted(created))
+            slicer.util.setSliceViewerLayers(background=self.cad.params.t2, fit=True)
 
     def onInstallFromFile(self):
         path = qt.QFileDialog.getOpenFileName(slicer.util.mainWindow(), "Model package",
                                               "", "Model packages (*.zip *.tar.gz *.tgz model.json)")
         if path:
             source = str(Path(path).parent) if Path(path).name == "model.json" else path
-            self.startCommand("install", ["models", "install", source])
+            self.startInstall(source)
 
     def onInstallFromUrl(self):
         url = qt.QInputDialog.getText(slicer.util.mainWindow(), "Install model from URL", "Package URL (.zip/.tar.gz):")
@@ -288,10 +290,10 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             return
         sha = qt.QInputDialog.getText(slicer.util.mainWindow(), "Install model from URL",
                                       "Expected sha256 of the archive (leave empty to rely on the package's own checksums):")
-        self.startCommand("install", ["models", "install", url] + (["--sha256", sha.strip()] if sha.strip() else []))
+        self.startInstall(url, sha.strip())
 
     def onResetRegistration(self):
-        self.logic.reset_registration()
+        self.cad.reset_registration()
         self.ui.registrationStatusLabel.text = "Registration removed: ADC/DWI as acquired."
         self.updateButtons()
 
@@ -302,11 +304,11 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 self.showDetections(path)
 
     def showDetections(self, path):
-        self.logic.apply_filter(self.ui.criterionComboBox.currentData, self.ui.thresholdSlider.value)
-        _, table, infos = self.logic.load_detections(path)
+        self.cad.apply_filter(self.ui.criterionComboBox.currentData, self.ui.thresholdSlider.value)
+        _, table, infos = self.cad.load_detections(path)
         self.ui.lesionTableView.setMRMLTableNode(table)
-        shown = self.logic.apply_filter()
-        self.ui.detectStatusLabel.text = f"{len(infos)} detections, {len(shown)} shown at {self.logic.params.criterion}."
+        shown = self.cad.apply_filter()
+        self.ui.detectStatusLabel.text = f"{len(infos)} detections, {len(shown)} shown at {self.cad.params.criterion}."
 
     # ------------------------------------------------------------ annotate (seeds -> grown lesions)
 
@@ -331,13 +333,13 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._regrowTimer.start()  # restarts on every move event: only where a drag comes to rest is grown
 
     def onSeedsSettled(self):
-        if self._seedsNode is None or self.logic.params.t2 is None:
+        if self._seedsNode is None or self.cad.params.t2 is None:
             return
         if self.annotateLogic.segmentation_of(self._seedsNode) is None:  # nothing grown yet: just show positions
             self.updateSeedTable()
             return
         with slicer.util.tryWithErrorDisplay("Could not re-grow the moved seed.", waitCursor=True):
-            outcome = self.annotateLogic.regrow_moved(self._seedsNode, self.logic.params.t2,
+            outcome = self.annotateLogic.regrow_moved(self._seedsNode, self.cad.params.t2,
                                                       force=self.ui.overwriteEditsCheckBox.checked)
             self.ui.annotateStatusLabel.text = outcome.message()
         self.updateSeedTable()
@@ -364,7 +366,7 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def updateAnnotateButtons(self):
         seeds = self._seedsNode
-        ready = seeds is not None and self.logic.params.t2 is not None and seeds.GetNumberOfControlPoints() > 0
+        ready = seeds is not None and self.cad.params.t2 is not None and seeds.GetNumberOfControlPoints() > 0
         self.ui.growButton.enabled = ready
         self.ui.regrowSelectedButton.enabled = ready
         self.ui.exportAnnotationButton.enabled = ready and self.annotateLogic.segmentation_of(seeds) is not None
@@ -382,7 +384,7 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     def growSeeds(self, pointIds=None):
         with slicer.util.tryWithErrorDisplay("Could not grow the lesions.", waitCursor=True):
             self._regrowTimer.stop()
-            outcome = self.annotateLogic.grow(self._seedsNode, self.logic.params.t2, pointIds,
+            outcome = self.annotateLogic.grow(self._seedsNode, self.cad.params.t2, pointIds,
                                               force=self.ui.overwriteEditsCheckBox.checked)
             self.ui.annotateStatusLabel.text = outcome.message()
         self.updateSeedTable()
@@ -401,7 +403,7 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), "Export ground truth to folder")
         if folder:
             with slicer.util.tryWithErrorDisplay("Could not export the annotation.", waitCursor=True):
-                path = self.annotateLogic.export(self._seedsNode, self.logic.params.t2, folder)
+                path = self.annotateLogic.export(self._seedsNode, self.cad.params.t2, folder)
                 self.ui.annotateStatusLabel.text = f"Wrote {path} and lesions.nrrd."
 
     # ------------------------------------------------------------ background steps
@@ -412,68 +414,63 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def startStep(self, step):
         with slicer.util.tryWithErrorDisplay(f"Could not start the {step} step.", waitCursor=True):
-            work = Path(tempfile.mkdtemp(prefix=f"ProstateLesionCAD-{step}-"))
-            self.launch(step, self.logic.step_command(step, work), work)
+            self.launch(step, lambda work: self.cad.step_command(step, work))
 
-    def startCommand(self, step, arguments):
-        work = Path(tempfile.mkdtemp(prefix=f"ProstateLesionCAD-{step}-"))
-        self.launch(step, background_process.cli_command(arguments[0], arguments[1:]), work)
+    def startInstall(self, source, sha256=""):
+        with slicer.util.tryWithErrorDisplay("Could not start the model installation.", waitCursor=True):
+            self.launch("install", lambda work: self.cad.install_command(source, sha256))
 
-    def launch(self, step, argv, work):
-        logging.info("ProstateLesionCAD: running %s", " ".join(argv))
-        self._process = background_process.BackgroundProcess(
-            argv, extra_python_path=background_process.library_search_path(), work_dir=work)
-        self._processStep = step
-        self._process.start()
+    def launch(self, step, prepare):
+        process = self.logic.runner.start(step, prepare)
+        logging.info("ProstateLesionCAD: running %s", " ".join(process.argv))
         self.ui.progressBar.value = 0
         self.statusLabel(step).text = "Running…"
         self._timer.start()
         self.updateButtons()
 
     def onCancel(self):
-        if self._process is not None:
-            self._process.cancel()
+        self.logic.runner.cancel()
 
     def onPoll(self):
-        process, step = self._process, self._processStep
-        result = process.poll()
-        if result.percent is not None:
-            self.ui.progressBar.value = int(result.percent)
-            self.statusLabel(step).text = result.message
-        if result.state == background_process.RUNNING:
+        update = self.logic.runner.poll()
+        if update is None:
+            self._timer.stop()
+            return
+        label = self.statusLabel(update.step)
+        if update.percent is not None:
+            self.ui.progressBar.value = int(update.percent)
+            label.text = update.message
+        if not update.finished:
             return
         self._timer.stop()
-        self._process = None
         try:
-            if result.state == background_process.SUCCEEDED:
-                with slicer.util.tryWithErrorDisplay(f"The {step} step finished but its result could not be loaded.",
-                                                     waitCursor=True):
-                    self.loadResult(step, process.work_dir / "out")
-                # the command's notes (e.g. a channel left blank, a demo model) stay visible
-                notes = [line[len("note: "):] for line in process.log if line.startswith("note: ")]
+            if update.state == background_process.SUCCEEDED:
+                with slicer.util.tryWithErrorDisplay(f"The {update.step} step finished but its result could not be "
+                                                     "loaded.", waitCursor=True):
+                    self.loadResult(update.step, update.out_dir)
+                notes = update.notes()  # e.g. a channel left blank, a demo model: they stay visible
                 if notes:
-                    label = self.statusLabel(step)
                     label.text = label.text + "<br>" + "<br>".join(notes)
-            elif result.state == background_process.CANCELLED:
-                self.statusLabel(step).text = "Cancelled; the scene is unchanged."
             else:
-                self.statusLabel(step).text = "Failed."
-                slicer.util.errorDisplay(f"The {step} step failed: {result.error}", detailedText="\n".join(process.log))
+                label.text = update.status_text()
+                if update.state == background_process.FAILED:
+                    slicer.util.errorDisplay(f"The {update.step} step failed: {update.error}",
+                                             detailedText="\n".join(update.log))
         finally:
-            process.cleanup()
+            update.cleanup()
             self.updateButtons()
 
     def loadResult(self, step, out):
         if step == "registration":
-            self.logic.load_registration_result(out)
-            p = self.logic.params
+            self.cad.load_registration_result(out)
+            p = self.cad.params
             moving = p.adc or p.dwi_high or p.dwi_low
             # fusion view: the registered ADC/DWI over T2, to judge and correct the alignment
             slicer.util.setSliceViewerLayers(background=p.t2, foreground=moving, foregroundOpacity=0.5)
             self.ui.registrationStatusLabel.text = ("Registered: ADC/DWI are under the transform node; correct it in "
                                                     "Transforms (translate/rotate) or Reset.")
         elif step == "zones":
-            self.logic.load_zones_result(out)
+            self.cad.load_zones_result(out)
             self.ui.zonesStatusLabel.text = "Zones ready: correct them in Segment Editor if needed."
         elif step == "detection":
             self.showDetections(out / "detections.json")
@@ -482,19 +479,22 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.ui.modelCardLabel.text = "Installed. " + self.ui.modelCardLabel.text
 
 
-class ProstateLesionCADLogic(ScriptedLoadableModuleLogic, CadLogic):
-    """The module's logic: CadLogic on the application's scene (or a given one)."""
+class ProstateLesionCADLogic(ScriptedLoadableModuleLogic):
+    """The module's logic: the MRML glue (`cad`, a CadLogic) on the application's scene (or a
+    given one) and the runner of its background steps. ZonalSegmentationLogic has the same shape."""
 
     def __init__(self, scene=None):
         ScriptedLoadableModuleLogic.__init__(self)
-        CadLogic.__init__(self, scene if scene is not None else slicer.mrmlScene)
+        self.cad = CadLogic(scene if scene is not None else slicer.mrmlScene)
+        self.runner = background_process.ProcessRunner()
 
     def getParameterNode(self):
-        return get_parameter_node(self.scene)
+        return get_parameter_node(self.cad.scene)
 
 
 class ProstateLesionCADTest(ScriptedLoadableModuleTest):
-    """Runs the whole pipeline on the bundled ProstateX-0000 inside Slicer (each step the library has)."""
+    """Runs the whole pipeline on the bundled ProstateX-0000 inside Slicer; a step the
+    installation lacks (or a missing detection model) fails the test."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -503,37 +503,37 @@ class ProstateLesionCADTest(ScriptedLoadableModuleTest):
         self.setUp()
         self.test_pipeline_on_sample()
 
-    def run_step(self, logic, step, work):
-        process = background_process.BackgroundProcess(
-            logic.step_command(step, work / step), extra_python_path=background_process.library_search_path(),
-            work_dir=work / step)
-        process.start()
-        result = process.wait()
-        self.assertEqual(result.state, background_process.SUCCEEDED, result.error)
-        return work / step / "out"
+    def run_step(self, logic, step, load):
+        """Run a step in the background as the panel does; return what `load` makes of its outputs."""
+        logic.runner.start(step, lambda work: logic.cad.step_command(step, work))
+        update = logic.runner.wait(STEP_TIMEOUT_S)
+        try:
+            self.assertEqual(update.state, background_process.SUCCEEDED, update.error)
+            return load(update.out_dir)
+        finally:
+            update.cleanup()
 
     def test_pipeline_on_sample(self):
         self.delayDisplay("Loading the bundled ProstateX-0000")
         logic = ProstateLesionCADLogic()
-        created = logic.load_study(str(sample_case_dir()))
+        cad = logic.cad
+        created = cad.load_study(str(sample_case_dir()))
         self.assertIn("T2", created)
-        self.assertEqual(logic.params.case_id, "ProstateX-0000")
-        available = logic.step_availability()
-        with tempfile.TemporaryDirectory() as tmp:
-            work = Path(tmp)
-            if available["registration"][0]:
-                self.delayDisplay("Registration")
-                logic.load_registration_result(self.run_step(logic, "registration", work))
-                self.assertIs(logic.params.adc.GetParentTransformNode(), logic.params.registration_transform)
-            if available["zones"][0]:
-                self.delayDisplay("Zonal segmentation")
-                zones = logic.load_zones_result(self.run_step(logic, "zones", work))
-                self.assertEqual(zones.GetSegmentation().GetNumberOfSegments(), 3)  # prostate, CG, PZ
-            models = logic.detector_models()
-            if available["detection"][0] and models:
-                self.delayDisplay(f"Detection with {models[0].name}")
-                logic.params.model = models[0].name
-                seg, table, infos = logic.load_detections(self.run_step(logic, "detection", work) / "detections.json")
-                self.assertEqual(seg.GetSegmentation().GetNumberOfSegments(), len(infos))
-                self.assertEqual(len(logic.apply_filter(1, 0.0)), len([i for i in infos if i.ggg >= 1]))
+        self.assertEqual(cad.params.case_id, "ProstateX-0000")
+        require_steps(cad.step_availability(), PANEL_STEPS)
+        models = require_models(cad.detector_models(), "detection")
+
+        self.delayDisplay("Registration")
+        self.run_step(logic, "registration", cad.load_registration_result)
+        self.assertIs(cad.params.adc.GetParentTransformNode(), cad.params.registration_transform)
+
+        self.delayDisplay("Zonal segmentation")
+        zones = self.run_step(logic, "zones", cad.load_zones_result)
+        self.assertEqual(zones.GetSegmentation().GetNumberOfSegments(), 3)  # prostate, CG, PZ
+
+        self.delayDisplay(f"Detection with {models[0].name}, on the registration as a transform file")
+        cad.params.model = models[0].name
+        seg, table, infos = self.run_step(logic, "detection", lambda out: cad.load_detections(out / "detections.json"))
+        self.assertEqual(seg.GetSegmentation().GetNumberOfSegments(), len(infos))
+        self.assertEqual(len(cad.apply_filter(1, 0.0)), len([i for i in infos if i.ggg >= 1]))
         self.delayDisplay("Pipeline test passed")

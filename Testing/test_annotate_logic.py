@@ -266,3 +266,35 @@ def test_zones_from_the_cad_panel_clip_a_lesion_to_its_zone(scene_setup):
     arr = _segment_array(logic.segmentation_of(seeds), ids[0], t2_node)
     assert not arr[:, :, :CENTRES[0][0] - 2 - 4].any()  # nothing beyond the 2 mm margin into the PZ
     assert "clipped_to_prostate" in logic.table_rows(seeds)[0].flags
+
+
+def test_growing_sees_dwi_through_its_transform_on_the_t2_grid(scene_setup):
+    """A DWI volume reaches the growing as the views show it: as acquired when it sits under no
+    transform, else resampled once, through its transform node, onto the T2 grid."""
+    scene, t2, t2_node, seeds, logic, ids = scene_setup
+    arr = np.zeros((12, 32, 40), np.float32)  # DWI's own grid: 1 x 1 x 3 mm voxels
+    arr[6, 9:12, 9:12] = 1000.0  # bright around DWI voxel (10, 10, 6) = LPS (-2, 18, -22)
+    dwi = sitk.GetImageFromArray(arr)
+    dwi.SetSpacing((1.0, 1.0, 3.0))
+    dwi.SetOrigin((-12.0, 8.0, -40.0))
+    dwi_node = mrml_volumes.image_to_volume_node(scene, dwi, "DWI b800")
+    parameters(scene).dwi_high = dwi_node
+    seqs, _, _ = logic.sequences(t2_node)
+    assert seqs["KTRANS"] is None and np.array_equal(sitk.GetArrayFromImage(seqs["T2"]), sitk.GetArrayFromImage(t2))
+    assert np.array_equal(sitk.GetArrayFromImage(seqs["DWI_HIGH"]), arr)
+    assert np.allclose(seqs["DWI_HIGH"].GetSpacing(), (1.0, 1.0, 3.0))
+    # the registration moves it 5 mm to the patient's right (+R): 10 T2 voxels towards lower L
+    transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "registration")
+    transform.SetMatrixTransformToParent(slicer.util.vtkMatrixFromArray(
+        np.array([[1, 0, 0, 5.0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])))
+    dwi_node.SetAndObserveTransformNodeID(transform.GetID())
+    n_nodes = scene.GetNumberOfNodes()
+    seqs, _, _ = logic.sequences(t2_node)
+    placed = sitk.GetArrayFromImage(seqs["DWI_HIGH"])
+    assert seqs["DWI_HIGH"].GetSize() == t2.GetSize() and np.allclose(seqs["DWI_HIGH"].GetOrigin(), t2.GetOrigin())
+    # the block's centre, LPS (-2, 18, -22), is T2 voxel (20, 20, 6); 5 mm to the right is 10 voxels towards lower i
+    k, j, i = np.nonzero(placed)
+    weights = placed[k, j, i]
+    assert np.allclose([np.average(v, weights=weights) for v in (i, j, k)], (10.0, 20.0, 6.0), atol=1e-3)
+    assert placed.max() == pytest.approx(1000.0)  # T2 voxels inside the block keep its value: one linear pass
+    assert scene.GetNumberOfNodes() == n_nodes

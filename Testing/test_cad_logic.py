@@ -241,7 +241,8 @@ def test_parameters_survive_a_saved_and_reloaded_scene(tmp_path, case_files, sce
     assert parameters(reloaded).node is q.node
 
 
-def test_export_case_writes_what_the_views_show(tmp_path, case_files, scene_logic):
+def test_export_case_writes_the_acquisitions_and_detection_gets_what_the_views_show(tmp_path, case_files,
+                                                                                    scene_logic):
     scene, logic = scene_logic
     with pytest.raises(CaseError, match="T2"):
         CadLogic(slicer.vtkMRMLScene()).export_case(tmp_path / "none")
@@ -273,15 +274,26 @@ def test_export_case_writes_what_the_views_show(tmp_path, case_files, scene_logi
     assert data["DWI"] == {"1400": "dwi-b1400.nrrd"} and data["zones"] == "zones.nrrd"
     # read back by the library's own loader, exactly what `prostate-cad detect` will see
     from ProstateLesionCADLib.study.loading import load_case
+    from ProstateLesionCADLib.registration.register import apply_transform, read_transform
 
     case = load_case(case_json)
     assert np.allclose(case.t2.GetDirection(), DIRECTION) and np.allclose(case.t2.GetOrigin(), (-10.0, 5.0, -60.0))
     assert np.array_equal(sitk.GetArrayFromImage(case.t2), sitk.GetArrayFromImage(case_files["t2"]))
-    moved = sitk.GetArrayFromImage(case.adc)
-    assert np.unravel_index(np.argmax(moved), moved.shape) == (5, 20, 15)  # +5 mm R = -5 voxels in L
-    unmoved = sitk.GetArrayFromImage(case.dwi[1400.0])
-    assert np.unravel_index(np.argmax(unmoved), unmoved.shape) == (5, 20, 20)
+    # ADC and DWI as acquired: their own voxels on their own grid, whatever transform they sit under
+    for image in (case.adc, case.dwi[1400.0]):
+        assert np.array_equal(sitk.GetArrayFromImage(image), arr)
+        assert np.allclose(image.GetOrigin(), adc_img.GetOrigin()) and np.allclose(image.GetSpacing(), adc_img.GetSpacing())
+        assert np.allclose(image.GetDirection(), adc_img.GetDirection())
     assert np.array_equal(sitk.GetArrayFromImage(case.zones), sitk.GetArrayFromImage(case_files["zones"]))
+    # detection applies one transform to ADC and DWI: different ones are refused in one sentence
+    p.model = "tiny-demo"
+    with pytest.raises(CaseError, match="different transforms"):
+        logic.step_command("detection", tmp_path / "det")
+    # under the same transform, the file detection gets places ADC where the views show it
+    dwi.SetAndObserveTransformNodeID(transform.GetID())
+    transform_file = logic.write_registration(tmp_path / "registration.h5")
+    moved = sitk.GetArrayFromImage(apply_transform(case.adc, read_transform(transform_file, case.t2)))
+    assert np.unravel_index(np.argmax(moved), moved.shape) == (5, 20, 15)  # +5 mm R = -5 voxels in L
     # a new registration starts from the acquisition, not from the current transform
     argv = logic.step_command("registration", tmp_path / "reg")
     raw = load_case(tmp_path / "reg" / "case" / "case.json").adc
@@ -290,6 +302,88 @@ def test_export_case_writes_what_the_views_show(tmp_path, case_files, scene_logi
     assert [float(sitk.GetArrayFromImage(img).mean()) for img in case.dce] == [1.0, 2.0, 3.0]
     assert case.dce_times == pytest.approx([0.0, 4.2, 8.4])
     assert not list(tmp_path.glob(".case-work*"))
+
+
+def _moving_image(size=(40, 32, 10), spacing=(1.6, 1.6, 3.0), origin=(-20.0, -5.0, -62.0), value=1000.0):
+    """An ADC/DWI-like volume on its own grid (coarser than T2), with one bright voxel."""
+    arr = np.zeros(size[::-1], np.float32)
+    arr[5, 16, 20] = value
+    image = sitk.GetImageFromArray(arr)
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    return image
+
+
+def test_detection_argv_carries_the_transform_file_and_the_original_adc_dwi(tmp_path, case_files, scene_logic):
+    """The (possibly corrected) registration reaches `detect --transform FILE`; ADC/DWI are exported
+    untouched, so the library interpolates them once."""
+    from ProstateLesionCADLib import cli
+    from ProstateLesionCADLib.study.loading import load_case
+
+    scene, logic = scene_logic
+    p = logic.params
+    adc, dwi = _moving_image(), _moving_image(value=500.0)
+    p.adc = mrml_volumes.image_to_volume_node(scene, adc, "ADC")
+    p.dwi_high = mrml_volumes.image_to_volume_node(scene, dwi, "DWI b800")
+    reg_out = tmp_path / "reg-out"
+    reg_out.mkdir()
+    sitk.WriteTransform(sitk.TranslationTransform(3, (2.0, 0.0, 0.0)), str(reg_out / "transform.h5"))
+    logic.load_registration_result(reg_out)
+    logic.zones_from_label_image(case_files["zones"])
+    p.model, p.device = "tiny-demo", "cuda"
+    work = tmp_path / "work"
+    work.mkdir()
+    argv = logic.step_command("detection", work, python="py")
+    transform_file = work / "registration.h5"
+    assert argv[argv.index("--transform") + 1] == str(transform_file) and transform_file.is_file()
+    assert "--no-register" not in argv and argv[argv.index("--device") + 1] == "cuda"
+    # the file is the registration as the views apply it: T2 point -> ADC point, +2 mm along L
+    assert np.allclose(sitk.ReadTransform(str(transform_file)).TransformPoint((0.0, 0.0, 0.0)), (2.0, 0.0, 0.0))
+    # the exported case holds the original arrays on their own grids, not resampled onto T2
+    case = load_case(argv[4])
+    for exported, original in ((case.adc, adc), (case.dwi[800.0], dwi)):
+        assert np.array_equal(sitk.GetArrayFromImage(exported), sitk.GetArrayFromImage(original))
+        assert exported.GetSize() == original.GetSize() and np.allclose(exported.GetSpacing(), original.GetSpacing())
+        assert np.allclose(exported.GetOrigin(), original.GetOrigin())
+    # and the real command line accepts it
+    args = cli.build_parser().parse_args(argv[3:])
+    assert (args.transform, args.zones, args.device, args.no_register) == (
+        str(transform_file), str(work / "case" / "zones.nrrd"), "cuda", False)
+
+
+def test_registration_corrected_by_an_outer_transform_is_written_as_one(tmp_path, scene_logic):
+    """The user corrects the registration by placing its node under a linear transform: detection gets both."""
+    scene, logic = scene_logic
+    p = logic.params
+    p.adc = mrml_volumes.image_to_volume_node(scene, _moving_image(), "ADC")
+    reg_out = tmp_path / "reg-out"
+    reg_out.mkdir()
+    sitk.WriteTransform(sitk.TranslationTransform(3, (2.0, 0.0, 0.0)), str(reg_out / "transform.h5"))
+    node = logic.load_registration_result(reg_out)
+    outer = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "correction")
+    outer.SetMatrixTransformToParent(slicer.util.vtkMatrixFromArray(
+        np.array([[1, 0, 0, 5.0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])))  # 5 mm to the right (+R)
+    node.SetAndObserveTransformNodeID(outer.GetID())
+    n_nodes = scene.GetNumberOfNodes()
+    path = logic.write_registration(tmp_path / "registration.h5")
+    # T2 -> ADC: 2 mm (registration) + 5 mm (correction) along L
+    assert np.allclose(sitk.ReadTransform(str(path)).TransformPoint((0.0, 0.0, 0.0)), (7.0, 0.0, 0.0), atol=1e-6)
+    assert scene.GetNumberOfNodes() == n_nodes  # no helper node left behind
+    # a deformable registration under a further transform cannot be written as one file: say so
+    grid = sitk.Image([8, 8, 8], sitk.sitkFloat32)
+    grid.SetOrigin((-40.0, -40.0, -80.0))
+    grid.SetSpacing((10.0, 10.0, 10.0))
+    bspline = sitk.BSplineTransformInitializer(grid, [3, 3, 3])
+    bspline.SetParameters([0.5] * len(bspline.GetParameters()))
+    sitk.WriteTransform(bspline, str(reg_out / "transform.h5"))
+    logic.load_registration_result(reg_out)
+    with pytest.raises(CaseError, match="not linear"):
+        logic.write_registration(tmp_path / "deformable.h5")
+    node.SetAndObserveTransformNodeID(None)
+    assert logic.write_registration(tmp_path / "deformable.h5").is_file()
+    # no ADC/DWI under a transform: no file
+    logic.reset_registration()
+    assert logic.write_registration(tmp_path / "none.h5") is None
 
 
 def test_registration_result_and_reset(tmp_path, case_files, scene_logic):
@@ -301,7 +395,6 @@ def test_registration_result_and_reset(tmp_path, case_files, scene_logic):
     sitk.WriteTransform(sitk.TranslationTransform(3, (2.0, 0.0, 0.0)), str(out / "transform.h5"))
     node = logic.load_registration_result(out)
     assert p.adc.GetParentTransformNode() is node and p.registration_transform is node
-    import vtk
     from_parent = node.GetTransformFromParent()
     # the file's resampling transform (T2 -> ADC, +2 mm along L in LPS) is the node's
     # "from parent" transform in RAS: -2 mm along R
@@ -312,17 +405,16 @@ def test_registration_result_and_reset(tmp_path, case_files, scene_logic):
     assert p.adc.GetParentTransformNode() is None and p.registration_transform is None
 
 
-def test_steps_are_offered_only_when_the_cli_has_their_verb(scene_logic):
+def test_steps_are_offered_only_when_the_library_has_them(scene_logic):
     _, logic = scene_logic
-    verbs = logic.verbs()
-    assert "models" in verbs
+    assert logic.capabilities["install"].words == ("models", "install")
+    availability = logic.step_availability()
+    assert list(availability) == ["registration", "zones", "detection"]
+    for step, (offered, tip) in availability.items():
+        assert offered and logic.capabilities[step].command in tip
+    logic.capabilities = {}
     for step, (offered, tip) in logic.step_availability().items():
-        verb = {"registration": "register", "zones": "zones", "detection": "detect"}[step]
-        assert offered == (verb in verbs)
-        if not offered:
-            assert f"prostate-cad {verb}" in tip
-    logic._verbs = {}
-    assert not any(ok for ok, _ in logic.step_availability().values())
+        assert not offered and f"offers no {step} step" in tip
 
 
 def test_presets_come_from_the_model_package(tmp_path):
@@ -463,40 +555,54 @@ def test_offscreen_slice_view_shows_the_lesion_in_its_ggg_colour(tmp_path):
     assert grey(rgb2[row - 3:row + 4, col - 3:col + 4].reshape(-1, 3).astype(float)) < 3
 
 
-def test_step_commands_follow_what_the_cli_accepts(tmp_path, case_files, scene_logic):
-    import argparse
+def test_step_commands_follow_what_the_library_accepts(tmp_path, case_files, scene_logic):
+    from dataclasses import replace
+
+    from ProstateLesionCADLib.capabilities import Option
+    from ProstateLesionCADLib.errors import ParameterError
 
     scene, logic = scene_logic
     p = logic.params
     with pytest.raises(ModelError, match="Select a detection model"):
-        logic.detection_command(tmp_path / "case.json", tmp_path / "out")
-    detect = argparse.ArgumentParser()
-    for option in ("--model", "--out", "--device", "--no-register", "--zones"):
-        detect.add_argument(option)
-    register = argparse.ArgumentParser()
-    register.add_argument("--preset", choices=["paper", "fast"])
-    logic._verbs = {"detect": detect, "register": register}
+        logic.step_command("detection", tmp_path / "d0")
     p.model, p.device = "tiny-demo", "cpu"
-    (tmp_path / "case").mkdir()
-    (tmp_path / "case" / "zones.nrrd").write_bytes(b"")
-    argv = logic.detection_command(tmp_path / "case" / "case.json", tmp_path / "out", python="py")
+    logic.zones_from_label_image(case_files["zones"])
+    argv = logic.step_command("detection", tmp_path / "d1", python="py")
     assert argv[:4] == ["py", "-m", "ProstateLesionCADLib", "detect"]
     assert argv[argv.index("--model") + 1] == "tiny-demo" and argv[argv.index("--device") + 1] == "cpu"
-    assert argv[argv.index("--zones") + 1] == str(tmp_path / "case" / "zones.nrrd")
-    assert "--no-register" not in argv  # no transform node: the detector registers itself
+    assert argv[argv.index("--zones") + 1] == str(tmp_path / "d1" / "case" / "zones.nrrd")
+    assert "--no-register" not in argv and "--transform" not in argv  # no transform node: the detector registers itself
+    # a registration node with ADC/DWI taken out of it: the user chose them as acquired
     p.registration_transform = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
-    assert "--no-register" in logic.detection_command(tmp_path / "case" / "case.json", tmp_path / "out")
-    assert logic.registration_command(tmp_path / "c.json", tmp_path / "o")[-2:] == ["--preset", "fast"]
-    zones = logic.zones_command(tmp_path / "case" / "case.json", tmp_path / "z", python="py")
-    assert zones[:5] == ["py", "-m", "ProstateLesionCADLib", "zones", str(tmp_path / "case" / "t2.nrrd")]
-    register_paper_only = argparse.ArgumentParser()
-    register_paper_only.add_argument("--preset", choices=["paper"])
-    logic._verbs = {"register": register_paper_only}
-    assert "--preset" not in logic.registration_command(tmp_path / "c.json", tmp_path / "o")
+    assert "--no-register" in logic.step_command("detection", tmp_path / "d2")
+    assert logic.step_command("registration", tmp_path / "r1")[-2:] == ["--preset", "fast"]
+    zones = logic.step_command("zones", tmp_path / "z", python="py")
+    assert zones[:5] == ["py", "-m", "ProstateLesionCADLib", "zones", str(tmp_path / "z" / "t2.nrrd")]
+    # device names as the command line spells them; a scene that says "gpu" means cuda
+    p.device = "gpu"
+    assert p.device == "cuda" and p.node.GetParameter("Device") == "cuda"
+    p.node.SetParameter("Device", "GPU")
+    assert p.device == "cuda"
+    p.device = "tpu"
+    with pytest.raises(ParameterError, match="device"):
+        logic.step_command("detection", tmp_path / "d3")
+    p.device = "cpu"
+    # a library whose register has only the paper preset, whose detect takes no --device / --zones
+    steps = logic.capabilities
+    paper_only = replace(steps["registration"], options=(Option("--out"), Option("--preset", ("paper",))))
+    bare_detect = replace(steps["detection"], options=tuple(o for o in steps["detection"].options
+                                                            if o.flag not in ("--device", "--zones")))
+    logic.capabilities = {**steps, "registration": paper_only, "detection": bare_detect}
+    assert "--preset" not in logic.step_command("registration", tmp_path / "r2")
+    argv = logic.step_command("detection", tmp_path / "d4")
+    assert "--device" not in argv and "--zones" not in argv
+    assert logic.install_command("pkg.zip", "ab" * 32, python="py") == [
+        "py", "-m", "ProstateLesionCADLib", "models", "install", "pkg.zip", "--sha256", "ab" * 32]
 
 
 def test_model_selector_lists_every_package_detect_can_run(tmp_path, monkeypatch):
     from ProstateLesionCADLib.models.package import write_model_card
+    from ProstateLesionCADLib.resources import bundled_models_dir
 
     monkeypatch.setenv("PROSTATE_CAD_MODELS", str(tmp_path / "models"))
     for name, task in (("my-retina", "detector"), ("my-focalnet", "focalnet"), ("my-zones", "zones")):
@@ -504,5 +610,9 @@ def test_model_selector_lists_every_package_detect_can_run(tmp_path, monkeypatch
         root.mkdir(parents=True)
         (root / "w.bin").write_bytes(name.encode())
         write_model_card(root, {"name": name, "version": "1", "task": task, "intended_use": "test"}, ["w.bin"])
-    names = {p.name for p in CadLogic.detector_models()}
-    assert {"my-retina", "my-focalnet"} <= names and "my-zones" not in names
+    names = [p.name for p in CadLogic.detector_models()]
+    assert {"my-retina", "my-focalnet"} <= set(names) and "my-zones" not in names
+    # each package once, bundled ones first, in folder order (the list the model selector shows)
+    cards = [json.loads(c.read_text()) for c in sorted(bundled_models_dir().glob("*/model.json"))]
+    bundled = [c["name"] for c in cards if c.get("task") in ("detector", "focalnet")]
+    assert names == [*bundled, "my-focalnet", "my-retina"]

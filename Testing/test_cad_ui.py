@@ -189,3 +189,31 @@ def test_extension_metadata_is_complete():
 
     for icon in (REPO / "Resources/Icons/ProstateLesionCAD.png", MODULE.parent / "Resources/Icons/ProstateLesionCAD.png"):
         assert Image.open(icon).size == (128, 128)
+
+
+def _self_test_shape(path: Path, test_class: str, logic_class: str) -> None:
+    """The module's self-test checks its steps with require_steps and never branches around them
+    (a test that skipped a missing step could pass having run nothing); its Logic holds the glue
+    and the process runner as members, the one shape both modules share."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
+    test = classes[test_class]
+    calls = {n.func.id for n in ast.walk(test) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+    assert "require_steps" in calls, f"{test_class} does not check the steps it exercises"
+    branches = [n.lineno for n in ast.walk(test) if isinstance(n, (ast.If, ast.IfExp))]
+    assert not branches, f"{test_class} branches at lines {branches}: a missing step must fail the test"
+    logic = classes[logic_class]
+    assert [b.id for b in logic.bases if isinstance(b, ast.Name)] == ["ScriptedLoadableModuleLogic"]
+    init = next(n for n in logic.body if isinstance(n, ast.FunctionDef) and n.name == "__init__")
+    members = {t.attr for n in ast.walk(init) if isinstance(n, ast.Assign) for t in n.targets
+               if isinstance(t, ast.Attribute)}
+    assert "runner" in members, f"{logic_class} has no process runner"
+
+
+def test_self_test_fails_on_a_missing_step_and_logic_has_the_shared_shape():
+    _self_test_shape(MODULE, "ProstateLesionCADTest", "ProstateLesionCADLogic")
+    text = MODULE.read_text(encoding="utf-8")
+    assert "_subparsers" not in text and "_actions" not in text  # capabilities come from the library's table
+    for path in GLUE.glob("*.py"):
+        glue = path.read_text(encoding="utf-8")
+        assert "_subparsers" not in glue and "parser._actions" not in glue, path.name

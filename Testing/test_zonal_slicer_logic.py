@@ -149,5 +149,66 @@ def test_bad_label_map_and_missing_t2(scene_setup, tmp_path):
         logic.write_t2(None, tmp_path)
     with pytest.raises(FormatError, match="no zones.nrrd"):
         logic.load_result(tmp_path, t2_node)
-    command = logic.zones_command(tmp_path / "t2.nrrd", tmp_path / "out", "cascade", "zones-demo-cascade")
+    command = logic.zones_command(t2_node, tmp_path, "cascade", "zones-demo-cascade")
     assert command[1:4] == ["-m", "ProstateLesionCADLib", "zones"] and "--backend" in command
+    assert command[4] == str(tmp_path / "t2.nrrd") and (tmp_path / "t2.nrrd").is_file()
+    from ProstateLesionCADLib.errors import ParameterError
+
+    with pytest.raises(ParameterError, match="backend"):
+        logic.zones_command(t2_node, tmp_path, "nnunet")
+
+
+def _write_zones_output(out, zones):
+    out.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(zones, str(out / "zones.nrrd"))
+    return out
+
+
+def test_both_panels_keep_one_zones_node_per_t2(scene_setup, tmp_path):
+    """Zones run from the ZonalSegmentation panel and from the CAD panel on the same T2 replace each other."""
+    from ProstateLesionCADSlicer.cad_logic import CadLogic
+    from ProstateLesionCADSlicer.zonal_logic import zones_run_key
+
+    scene, t2_node, t2, zones = scene_setup
+    cad = CadLogic(scene)
+    cad.params.t2, cad.params.case_id = t2_node, "P7"
+    zonal = ZonalLogic(scene)
+    out = _write_zones_output(tmp_path / "out", zones)
+
+    def zones_nodes():
+        return [scene.GetNthNodeByClass(i, "vtkMRMLSegmentationNode")
+                for i in range(scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode"))]
+
+    first, _ = zonal.load_result(out, t2_node)  # what the ZonalSegmentation module does with its output
+    second = cad.load_zones_result(out)
+    assert zones_nodes() == [second] and not scene.IsNodePresent(first)
+    third, _ = zonal.load_result(out, t2_node)
+    assert zones_nodes() == [third]
+    fourth = cad.zones_from_label_image(zones)
+    assert zones_nodes() == [fourth] and cad.params.zones is fourth
+    assert fourth.GetAttribute("ProstateLesionCAD.RunKey") == zones_run_key(t2_node)
+    # another T2 has its own zones node
+    other = mrml_volumes.image_to_volume_node(scene, t2, "T2 again")
+    zonal.load_result(out, other)
+    assert len(zones_nodes()) == 2
+
+
+def test_zones_step_arguments_and_label_map_export(scene_setup, tmp_path):
+    from ProstateLesionCADLib import cli
+    from ProstateLesionCADLib.zones import BACKENDS, DEMO_MODEL
+
+    scene, t2_node, t2, zones = scene_setup
+    logic = ZonalLogic(scene)
+    assert logic.step_availability()["zones"][0]
+    arguments = logic.zones_arguments(t2_node, tmp_path / "work")
+    assert (arguments.backend, arguments.model) == (BACKENDS[0], DEMO_MODEL)
+    back = sitk.ReadImage(str(arguments.t2_file))
+    assert np.array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(t2))
+    args = cli.build_parser().parse_args(logic.zones_command(t2_node, tmp_path / "work")[3:])
+    assert (args.path, args.out, args.backend, args.model) == (
+        str(tmp_path / "work" / "t2.nrrd"), str(tmp_path / "work" / "out"), BACKENDS[0], DEMO_MODEL)
+    node = logic.segmentation_from_zones(zones, t2_node)
+    labelmap = logic.export_labelmap(node, t2_node)
+    assert labelmap.IsA("vtkMRMLLabelMapVolumeNode") and labelmap.GetName() == "Prostate zones label map"
+    assert np.array_equal(sitk.GetArrayFromImage(mrml_volumes.volume_node_to_image(labelmap)),
+                          sitk.GetArrayFromImage(zones))

@@ -114,3 +114,13 @@ def test_cmake_lists_every_script_and_resource(tmp_path):
     from PIL import Image
 
     assert Image.open(MODULE_DIR / "Resources/Icons/ZonalSegmentation.png").size == (128, 128)
+
+
+def test_self_test_fails_on_a_missing_step_and_logic_has_the_shared_shape():
+    from test_cad_ui import _self_test_shape
+
+    _self_test_shape(MODULE, "ZonalSegmentationTest", "ZonalSegmentationLogic")
+    text = MODULE.read_text(encoding="utf-8")
+    # one process runner for both panels: no polling loop of its own
+    assert "BackgroundProcess(" not in text and "ProcessRunner()" in text
+    assert '"zones-demo-cascade"' not in text  # the zones package's DEMO_MODEL

@@ -11,16 +11,17 @@ from pathlib import Path
 
 import qt
 import slicer
-import vtk
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
+from ProstateLesionCADLib.zones import BACKENDS, DEMO_MODEL
 from ProstateLesionCADSlicer import background_process
+from ProstateLesionCADSlicer.self_test_checks import require_models, require_steps
 from ProstateLesionCADSlicer.zonal_logic import ZonalLogic
 
-POLL_MS = 200
-BACKENDS = (("Pretrained TAPS gland network (real MRI)", "taps"), ("Cascade CNN-1 of the zones model", "cascade"))
+BACKEND_LABELS = {"taps": "Pretrained TAPS gland network (real MRI)", "cascade": "Cascade CNN-1 of the zones model"}
+STEP_TIMEOUT_S = 1800  # the self-test's limit for the zones step on a CPU
 
 
 class ZonalSegmentation(ScriptedLoadableModule):
@@ -49,7 +50,8 @@ class ZonalSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
         self.logic = None
-        self._process = None
+        self.zonal = None
+        self._t2Node = None
         self._packages = []
 
     def setup(self):
@@ -59,11 +61,17 @@ class ZonalSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = ZonalSegmentationLogic()
+        self.zonal = self.logic.zonal
 
-        for label, value in BACKENDS:
-            self.ui.backendComboBox.addItem(label, value)
+        zones = self.zonal.capabilities.get("zones")
+        backendOption = zones.option("--backend") if zones is not None else None
+        for value in (backendOption.choices if backendOption is not None else ()):
+            self.ui.backendComboBox.addItem(BACKEND_LABELS.get(value, value), value)
         self.ui.progressBar.setRange(0, 100)
         self.ui.cancelButton.enabled = False
+        self._zonesOffered, tip = self.zonal.step_availability()["zones"]
+        self.ui.applyButton.enabled = self._zonesOffered
+        self.ui.applyButton.toolTip = tip
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
         self.ui.applyButton.connect("clicked()", self.onApply)
         self.ui.cancelButton.connect("clicked()", self.onCancel)
@@ -73,14 +81,13 @@ class ZonalSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.exportTrainingButton.connect("clicked()", self.onExportTraining)
         self.ui.segmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.showReport)
         self._timer = qt.QTimer()
-        self._timer.setInterval(POLL_MS)
+        self._timer.setInterval(background_process.POLL_MS)
         self._timer.connect("timeout()", self.onPoll)
         self.refreshModels()
 
     def cleanup(self):
-        if self._process is not None:
-            self._process.cancel()
-            self._process.cleanup()
+        self._timer.stop()
+        self.logic.runner.stop()
         self.removeObservers()
 
     # ------------------------------------------------------------ models and their cards
@@ -115,9 +122,10 @@ class ZonalSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         with slicer.util.tryWithErrorDisplay("Zonal segmentation could not start.", waitCursor=True):
             t2 = self.ui.t2Selector.currentNode()
             index = self.ui.modelComboBox.currentIndex
-            model = self.ui.modelComboBox.itemData(index) if index >= 0 else "zones-demo-cascade"
-            backend = self.ui.backendComboBox.currentData
-            self._process, self._t2Node = self.logic.start(t2, backend, model), t2
+            model = self.ui.modelComboBox.itemData(index) if index >= 0 else DEMO_MODEL
+            backend = self.ui.backendComboBox.currentData or BACKENDS[0]
+            self.logic.start(t2, backend, model)
+            self._t2Node = t2
             self.ui.applyButton.enabled = False
             self.ui.cancelButton.enabled = True
             self.ui.progressBar.value = 0
@@ -125,35 +133,34 @@ class ZonalSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self._timer.start()
 
     def onPoll(self):
-        if self._process is None:
+        update = self.logic.runner.poll()
+        if update is None:
+            self._timer.stop()
             return
-        result = self._process.poll()
-        if result.percent is not None:
-            self.ui.progressBar.value = int(result.percent)
-            self.ui.statusLabel.text = result.message
-        if result.state == background_process.RUNNING:
+        if update.percent is not None:
+            self.ui.progressBar.value = int(update.percent)
+            self.ui.statusLabel.text = update.message
+        if not update.finished:
             return
         self._timer.stop()
-        process, self._process = self._process, None
-        self.ui.applyButton.enabled = True
+        self.ui.applyButton.enabled = self._zonesOffered
         self.ui.cancelButton.enabled = False
         try:
-            if result.state == background_process.SUCCEEDED:
+            if update.state == background_process.SUCCEEDED:
                 with slicer.util.tryWithErrorDisplay("Could not read the zonal segmentation.", waitCursor=True):
-                    node, _ = self.logic.loadResult(process, self._t2Node)
+                    node, _ = self.zonal.load_result(update.out_dir, self._t2Node)
                     self.ui.segmentationSelector.setCurrentNode(node)
                     self.ui.statusLabel.text = "Zones ready: correct them in Segment Editor if needed."
-            elif result.state == background_process.CANCELLED:
-                self.ui.statusLabel.text = "Cancelled; the scene is unchanged."
             else:
-                self.ui.statusLabel.text = "Failed."
-                slicer.util.errorDisplay(f"Zonal segmentation failed: {result.error}")
+                self.ui.statusLabel.text = update.status_text()
+                if update.state == background_process.FAILED:
+                    slicer.util.errorDisplay(f"Zonal segmentation failed: {update.error}",
+                                             detailedText="\n".join(update.log))
         finally:
-            process.cleanup()
+            update.cleanup()
 
     def onCancel(self):
-        if self._process is not None:
-            self._process.cancel()
+        self.logic.runner.cancel()
 
     # ------------------------------------------------------------ corrections and export
 
@@ -173,15 +180,15 @@ class ZonalSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def onRecomputePz(self):
         with slicer.util.tryWithErrorDisplay("Could not recompute the peripheral zone.", waitCursor=True):
-            counts = self.logic.zonal.recompute_pz(self.ui.segmentationSelector.currentNode(),
-                                                   self.ui.t2Selector.currentNode())
+            counts = self.zonal.recompute_pz(self.ui.segmentationSelector.currentNode(),
+                                             self.ui.t2Selector.currentNode())
             note = (f" ({counts['cg_outside_prostate']} central-gland voxels lie outside the prostate: extend the "
                     "Prostate segment)" if counts["cg_outside_prostate"] else "")
             self.ui.statusLabel.text = f"Peripheral zone recomputed: {counts['pz']} voxels{note}."
 
     def onExportLabelmap(self):
         with slicer.util.tryWithErrorDisplay("Could not export the label map.", waitCursor=True):
-            node = self.logic.exportLabelmap(self.ui.segmentationSelector.currentNode(), self.ui.t2Selector.currentNode())
+            node = self.zonal.export_labelmap(self.ui.segmentationSelector.currentNode(), self.ui.t2Selector.currentNode())
             self.ui.statusLabel.text = f"Label map '{node.GetName()}' created (1 = CG, 2 = PZ)."
 
     def onExportTraining(self):
@@ -190,46 +197,34 @@ class ZonalSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             return
         with slicer.util.tryWithErrorDisplay("Could not export the training pair.", waitCursor=True):
             t2 = self.ui.t2Selector.currentNode()
-            paths = self.logic.zonal.export_training_pair(self.ui.segmentationSelector.currentNode(), t2, Path(folder),
+            paths = self.zonal.export_training_pair(self.ui.segmentationSelector.currentNode(), t2, Path(folder),
                                                           t2.GetName())
             self.ui.statusLabel.text = f"Wrote {paths[0].name} and {paths[1].name} to {folder}."
 
 
 class ZonalSegmentationLogic(ScriptedLoadableModuleLogic):
-    """MRML glue only; the work is in ProstateLesionCADSlicer.zonal_logic.ZonalLogic."""
+    """The module's logic: the MRML glue (`zonal`, a ZonalLogic) on the application's scene (or a
+    given one) and the runner of its background step. ProstateLesionCADLogic has the same shape."""
 
     def __init__(self, scene=None):
         ScriptedLoadableModuleLogic.__init__(self)
-        self.zonal = ZonalLogic(scene or slicer.mrmlScene)
+        self.zonal = ZonalLogic(scene if scene is not None else slicer.mrmlScene)
+        self.runner = background_process.ProcessRunner()
 
-    def start(self, t2Node, backend="taps", model="zones-demo-cascade"):
-        process = background_process.BackgroundProcess(
-            [], extra_python_path=background_process.library_search_path())
-        t2File = self.zonal.write_t2(t2Node, process.work_dir)
-        process.argv = self.zonal.zones_command(t2File, process.work_dir / "out", backend, model)
-        process.start()
-        return process
+    def start(self, t2Node, backend=BACKENDS[0], model=DEMO_MODEL):
+        """Start `prostate-cad zones` on the T2 volume in the background."""
+        return self.runner.start("zones", lambda work: self.zonal.zones_command(t2Node, work, backend, model))
 
-    def loadResult(self, process, t2Node):
-        runKey = f"zones:{t2Node.GetID()}"
-        return self.zonal.load_result(process.work_dir / "out", t2Node, runKey)
-
-    def exportLabelmap(self, segNode, t2Node):
-        from ProstateLesionCADSlicer import mrml_volumes
-
-        zones = self.zonal.zones_image(segNode, t2Node)
-        return mrml_volumes.image_to_volume_node(self.zonal.scene, zones, f"{segNode.GetName()} label map", label=True)
-
-    def run(self, t2Node, backend="taps", model="zones-demo-cascade", timeout=1800):
-        """Blocking run (self-test, scripts): returns the segmentation node."""
-        process = self.start(t2Node, backend, model)
+    def run(self, t2Node, backend=BACKENDS[0], model=DEMO_MODEL, timeout=STEP_TIMEOUT_S):
+        """Blocking run (self-test, scripts): returns the T2's zones segmentation node."""
+        self.start(t2Node, backend, model)
+        update = self.runner.wait(timeout)
         try:
-            result = process.wait(timeout)
-            if result.state != background_process.SUCCEEDED:
-                raise RuntimeError(f"prostate-cad zones failed: {result.error}")
-            return self.loadResult(process, t2Node)[0]
+            if update.state != background_process.SUCCEEDED:
+                raise RuntimeError(f"prostate-cad zones failed: {update.error}")
+            return self.zonal.load_result(update.out_dir, t2Node)[0]
         finally:
-            process.cleanup()
+            update.cleanup()
 
 
 class ZonalSegmentationTest(ScriptedLoadableModuleTest):
@@ -241,13 +236,17 @@ class ZonalSegmentationTest(ScriptedLoadableModuleTest):
         self.test_zones_on_sample()
 
     def test_zones_on_sample(self):
-        """The bundled sample's T2 -> three segments; PZ recompute keeps prostate = CG + PZ."""
+        """The bundled sample's T2 -> three segments; PZ recompute keeps prostate = CG + PZ.
+        Fails when this installation has no zones step or no zones model."""
+        from ProstateLesionCADLib.models.package import installed_packages
         from ProstateLesionCADLib.resources import sample_case_dir
 
+        logic = ZonalSegmentationLogic()
+        require_steps(logic.zonal.step_availability(), ["zones"])
+        require_models(installed_packages(task="zones"), "zones")
         t2Path = Path(sample_case_dir()) / "t2.nrrd"
         t2Node = slicer.util.loadVolume(str(t2Path))
-        logic = ZonalSegmentationLogic()
-        node = logic.run(t2Node, backend="taps")
+        node = logic.run(t2Node)  # the default backend: the pretrained TAPS gland network
         segmentation = node.GetSegmentation()
         self.assertEqual(segmentation.GetNumberOfSegments(), 3)
         counts = logic.zonal.recompute_pz(node, t2Node)

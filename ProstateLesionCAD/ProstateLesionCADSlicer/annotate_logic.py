@@ -276,15 +276,29 @@ class AnnotateLogic:
     # ------------------------------------------------------------ growing
 
     def sequences(self, t2_node) -> tuple[dict, Optional[sitk.Image], Optional[sitk.Image]]:
-        """T2 + high-b DWI + Ktrans (the CAD panel's role selectors, as registered) and the zones, if any."""
+        """T2 + high-b DWI + Ktrans (the CAD panel's role selectors) on the T2 grid, and the zones, if any.
+
+        A volume under a transform node is resampled once through that transform, as the
+        views show it, by the library's registration code with the linear interpolation
+        `prostate-cad grow --transform` uses (lesions.growing.growing_sequences).
+        """
+        from ProstateLesionCADLib.registration.register import apply_transform, read_transform
+
         from .cad_logic import CadLogic
 
         cad = CadLogic(self.scene)
         p = cad.params
-        seqs: dict = {"T2": mrml_volumes.volume_node_to_image(t2_node)}
+        t2 = mrml_volumes.volume_node_to_image(t2_node)
+        seqs: dict = {"T2": t2}
         with tempfile.TemporaryDirectory(prefix="prostate-cad-annotate-") as work:
             for role, node in (("DWI_HIGH", p.dwi_high), ("KTRANS", p.ktrans)):
-                seqs[role] = cad._moving_image(node, Path(work), registered=True) if node is not None else None
+                if node is None:
+                    seqs[role] = None
+                    continue
+                image = mrml_volumes.volume_node_to_image(node)
+                path = mrml_volumes.write_world_transform(self.scene, node, Path(work) / f"{role}.h5")
+                seqs[role] = image if path is None else apply_transform(image, read_transform(path), t2,
+                                                                        sitk.sitkLinear)
         zones = cad.zones_image() if p.t2 is not None and p.t2.GetID() == t2_node.GetID() else None
         prostate = (zones > 0) if zones is not None else None
         return seqs, prostate, zones

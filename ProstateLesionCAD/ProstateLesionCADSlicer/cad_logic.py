@@ -2,26 +2,33 @@
 
 `CadLogic(scene)` never reaches for a global scene, never imports qt, and runs with the
 slicer-core wheel (Testing/test_cad_logic.py). Heavy work is not done here: steps run
-as `prostate-cad <verb>` child processes (background_process.py) on files this logic
-writes from the nodes (`export_case`), and their outputs come back as nodes
-(`load_*_result`). A step is offered only when the library has its verb.
+as `prostate-cad` child processes (background_process.py) on files this logic writes
+from the nodes (`export_case`, the registration as a transform file), with command lines
+built by step_arguments.py; their outputs come back as nodes (`load_*_result`). The steps
+offered are those of the library's capabilities table (ProstateLesionCADLib.capabilities).
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import SimpleITK as sitk
 
 from ProstateLesionCADLib import formats, ggg_palette
+from ProstateLesionCADLib.capabilities import panel_steps
 from ProstateLesionCADLib.lesions import masks as lesion_masks
 from ProstateLesionCADLib.errors import CaseError, FormatError, ModelError
 
 from . import lesion_nodes, mrml_volumes
-from .background_process import cli_command
 from .parameters import CadParameters, parameters
+from .step_arguments import (DetectionArguments, InstallArguments, RegistrationArguments, StepArguments,
+                             ZonesArguments, step_availability)
+from .zonal_logic import ZonalLogic
+
+if TYPE_CHECKING:
+    from ProstateLesionCADLib.study.case import Case
 
 B_VALUE_ATTRIBUTE = "ProstateLesionCAD.BValue"
 TIME_ATTRIBUTE = "ProstateLesionCAD.TimeSeconds"
@@ -29,19 +36,8 @@ ROLE_ATTRIBUTE = "ProstateLesionCAD.Role"
 DEFAULT_B = {"DWI_LOW": 400.0, "DWI_HIGH": 800.0}  # when a DWI volume carries no b-value
 
 DETECTION_TASKS = ("detector", "focalnet")  # model tasks `prostate-cad detect` dispatches on
-
-# Step -> the CLI verb it needs.
-STEP_VERBS = {"registration": "register", "zones": "zones", "detection": "detect"}
-
-
-def cli_parser_choices() -> dict:
-    """Verb -> its argparse parser, from the CLI's own verb discovery."""
-    from ProstateLesionCADLib import cli
-
-    parser = cli.build_parser()
-    for action in parser._subparsers._group_actions:  # argparse keeps sub-parsers here
-        return dict(action.choices)
-    return {}
+PANEL_STEPS = ("registration", "zones", "detection")  # the steps with a button in the panel
+TRANSFORM_FILE = "registration.h5"  # the ADC/DWI placement handed to detection
 
 
 class CadLogic:
@@ -49,53 +45,29 @@ class CadLogic:
 
     def __init__(self, scene):
         self.scene = scene
-        self._verbs: Optional[dict] = None
-
-    # ------------------------------------------------------------ parameters, steps, models
+        self.capabilities = panel_steps()  # step name -> capabilities.Step
 
     @property
     def params(self) -> CadParameters:
         return parameters(self.scene)
 
-    def verbs(self) -> dict:
-        if self._verbs is None:
-            self._verbs = cli_parser_choices()
-        return self._verbs
-
     def step_availability(self) -> dict[str, tuple[bool, str]]:
-        """Step -> (offered?, tooltip). A step whose verb the library lacks is not offered."""
-        verbs = self.verbs()
-        out = {}
-        for step, verb in STEP_VERBS.items():
-            if verb in verbs:
-                out[step] = (True, verbs[verb].description or f"prostate-cad {verb}")
-            else:
-                out[step] = (False, f"Not available: this version of the library has no 'prostate-cad {verb}'.")
-        return out
-
-    def verb_supports(self, verb: str, option: str, value: Optional[str] = None) -> bool:
-        """Whether `prostate-cad <verb>` has `option` (and accepts `value` when it has fixed choices)."""
-        parser = self.verbs().get(verb)
-        if parser is None:
-            return False
-        for action in parser._actions:
-            if option in action.option_strings:
-                return value is None or not action.choices or value in action.choices
-        return False
+        """Step -> (offered?, tooltip). A step the library's capabilities lack is not offered."""
+        return step_availability(self.capabilities, PANEL_STEPS)
 
     @staticmethod
     def detector_models() -> list:
         """Installed packages `prostate-cad detect` runs: Retina U-Net ("detector") and FocalNet."""
         from ProstateLesionCADLib.models.package import installed_packages
 
-        return [p for p in installed_packages() if p.task in DETECTION_TASKS] + installed_packages(task="focalnet")  # `detect` runs both
+        return [p for p in installed_packages() if p.task in DETECTION_TASKS]
 
     @staticmethod
     def model_presets(package, min_ggg: int) -> Optional[dict[str, float]]:
         """{'max_sensitivity': t, 'balanced': t} for criterion GGG>=k, or None when the model has none."""
         if package is None:
             return None
-        entry = package.thresholds(f"GGG>={min_ggg}")
+        entry = package.thresholds(ggg_palette.criterion_name(min_ggg))
         if not entry or "max_sensitivity" not in entry or "balanced" not in entry:
             return None
         return {"max_sensitivity": float(entry["max_sensitivity"]), "balanced": float(entry["balanced"])}
@@ -150,47 +122,28 @@ class CadLogic:
         match = re.search(r"\bb[-_ ]?(\d{2,4})\b", node.GetName(), re.IGNORECASE)
         return float(match.group(1)) if match else DEFAULT_B[role]
 
-    def _moving_image(self, node, work: Path, registered: bool) -> sitk.Image:
-        """ADC/DWI as registered: when under a transform node, resampled through it (as Slicer shows it)."""
-        image = mrml_volumes.volume_node_to_image(node)
-        transform_node = mrml_volumes.parent_transform(node)
-        if transform_node is None or not registered:
-            return image
-        # Slicer writes the node's "from parent" transform, i.e. ITK's resampling transform
-        # (T2 world -> acquisition): resampling the image onto its own grid through it, as the
-        # registration library does, gives exactly what the views show.
-        from ProstateLesionCADLib.registration import register as registration
+    def case_from_nodes(self) -> "Case":
+        """The selected inputs as the library's Case (zones if any), every image as acquired.
 
-        path = mrml_volumes.write_transform_to_itk_file(self.scene, transform_node, work / "registration.h5")
-        try:
-            # the same resampling the registration library applies to its own output
-            return registration.apply_transform(image, sitk.ReadTransform(str(path)))
-        finally:
-            path.unlink(missing_ok=True)
-
-    def case_from_nodes(self, work_dir, registered: bool = True) -> "Case":
-        """The selected inputs as the library's Case (zones if any).
-
-        registered: ADC/DWI as the views show them (through their transform node); False
-        gives the acquisitions as they are, which a new registration must start from.
+        ADC/DWI keep their own voxels and grid whatever transform node they sit under: a new
+        registration starts from them, and detection receives the transform separately
+        (`write_registration`) so that they are interpolated once, by the library.
         """
         from ProstateLesionCADLib.study.case import Case, SeriesInfo
 
         p = self.params
         if p.t2 is None:
             raise CaseError("Select a T2 volume (the T2 input is required).")
-        work = Path(work_dir)
-        work.mkdir(parents=True, exist_ok=True)
         case = Case(case_id=p.case_id or p.t2.GetName(), t2=mrml_volumes.volume_node_to_image(p.t2))
         used = [("T2", p.t2)]
         if p.adc is not None:
-            case.adc = self._moving_image(p.adc, work, registered)
+            case.adc = mrml_volumes.volume_node_to_image(p.adc)
             used.append(("ADC", p.adc))
         for role in ("DWI_LOW", "DWI_HIGH"):
             node = p.input(role)
             if node is not None:
                 b = self.b_value_of(node, role)
-                case.dwi[b] = self._moving_image(node, work, registered)
+                case.dwi[b] = mrml_volumes.volume_node_to_image(node)
                 used.append((f"DWI:{b:g}", node))
         if p.ktrans is not None:
             case.ktrans = mrml_volumes.volume_node_to_image(p.ktrans)
@@ -204,18 +157,32 @@ class CadLogic:
                      for role, node in used]
         return case
 
-    def export_case(self, out_dir, registered: bool = True) -> Path:
+    def export_case(self, out_dir) -> Path:
         """Write the selected inputs as NRRD + case.json (the library's case format) for the CLI."""
         from ProstateLesionCADLib.study.case_json import write_case_files
 
-        out = Path(out_dir)
-        case = self.case_from_nodes(out.parent / f".{out.name}-work", registered)
-        try:
-            return write_case_files(case, out)
-        finally:
-            import shutil
+        return write_case_files(self.case_from_nodes(), Path(out_dir))
 
-            shutil.rmtree(out.parent / f".{out.name}-work", ignore_errors=True)
+    def moving_nodes(self) -> list:
+        """The selected ADC and DWI volumes: the images registration places onto T2."""
+        p = self.params
+        return [n for n in (p.adc, p.dwi_low, p.dwi_high) if n is not None]
+
+    def write_registration(self, path) -> Optional[Path]:
+        """The transform ADC/DWI sit under, as the ITK file `detect --transform` reads; None when they sit under none.
+
+        Detection applies one transform to ADC and DWI alike, so they must share it.
+        """
+        moving = self.moving_nodes()
+        parents = {n.GetParentTransformNode().GetID() if n.GetParentTransformNode() else None for n in moving}
+        if len(parents) > 1:
+            names = ", ".join(f"'{n.GetName()}'" for n in moving)
+            raise CaseError(f"ADC and DWI ({names}) sit under different transforms; detection applies one "
+                            "registration to all of them: put them under the same transform node.")
+        if not moving or parents == {None}:
+            return None
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return mrml_volumes.write_world_transform(self.scene, moving[0], Path(path))
 
     def _dce_volumes(self) -> tuple[list, list[float]]:
         """DCE time points (volume nodes in order) and their times in seconds ([] when unknown).
@@ -242,43 +209,41 @@ class CadLogic:
 
     # ------------------------------------------------------------ commands (run in the background by the panel)
 
+    def step_arguments(self, step: str, work_dir) -> StepArguments:
+        """Write a step's inputs into work_dir and return its arguments (outputs go to work_dir/out)."""
+        builders = {"registration": self.registration_arguments, "zones": self.zones_arguments,
+                    "detection": self.detection_arguments}
+        return builders[step](Path(work_dir))
+
     def step_command(self, step: str, work_dir, python: Optional[str] = None) -> list[str]:
-        """Export the inputs into work_dir/case and return the argv of `step` writing to work_dir/out.
+        """The argv of `step` on inputs written into work_dir."""
+        return self.step_arguments(step, work_dir).command(self.capabilities, python)
 
-        Registration starts from the acquisitions (a re-run must not stack on the current
-        transform); zones and detection see ADC/DWI as registered in the scene.
+    def registration_arguments(self, work: Path) -> RegistrationArguments:
+        return RegistrationArguments(self.export_case(work / "case"), work / "out")
+
+    def zones_arguments(self, work: Path) -> ZonesArguments:
+        """The ZonalSegmentation module's step on the selected T2 (its defaults: TAPS gland + demo cascade)."""
+        return self.zonal_logic().zones_arguments(self.params.t2, work)
+
+    def detection_arguments(self, work: Path) -> DetectionArguments:
+        """The case as acquired, plus the registration the views show (if any) as a transform file.
+
+        With no transform on ADC/DWI the detector registers them itself, unless a
+        registration node exists: then the user chose them as acquired.
         """
-        work = Path(work_dir)
-        case_json = self.export_case(work / "case", registered=(step != "registration"))
-        builder = {"registration": self.registration_command, "zones": self.zones_command,
-                   "detection": self.detection_command}[step]
-        return builder(case_json, work / "out", python)
-
-    def registration_command(self, case_json: Path, out_dir: Path, python: Optional[str] = None) -> list[str]:
-        args = [case_json, "--out", out_dir]
-        if self.verb_supports("register", "--preset", "fast"):
-            args += ["--preset", "fast"]  # interactive use: the documented fast preset
-        return cli_command("register", args, python)
-
-    def zones_command(self, case_json: Path, out_dir: Path, python: Optional[str] = None) -> list[str]:
-        """The ZonalSegmentation module's command on the exported T2 (its defaults: TAPS gland + demo cascade)."""
-        return self.zonal_logic().zones_command(Path(case_json).parent / "t2.nrrd", out_dir, python=python)
-
-    def detection_command(self, case_json: Path, out_dir: Path, python: Optional[str] = None) -> list[str]:
         p = self.params
         if not p.model:
             raise ModelError("Select a detection model (none is installed: use 'Install model from file…').")
-        args = [case_json, "--model", p.model, "--out", out_dir]
-        if self.verb_supports("detect", "--device"):
-            args += ["--device", p.device]
-        # The exported ADC/DWI already went through the (possibly hand-corrected) transform
-        # node: the detector must not register them again.
-        if p.registration_transform is not None and self.verb_supports("detect", "--no-register"):
-            args.append("--no-register")
-        zones = Path(case_json).parent / "zones.nrrd"
-        if zones.is_file() and self.verb_supports("detect", "--zones"):
-            args += ["--zones", zones]
-        return cli_command("detect", args, python)
+        case_json = self.export_case(work / "case")
+        transform = self.write_registration(work / TRANSFORM_FILE)
+        zones = case_json.parent / "zones.nrrd"
+        return DetectionArguments(case_json, p.model, work / "out", p.device,
+                                  zones_file=zones if zones.is_file() else None, transform_file=transform,
+                                  register=transform is None and p.registration_transform is None)
+
+    def install_command(self, source: str, sha256: str = "", python: Optional[str] = None) -> list[str]:
+        return InstallArguments(source, sha256).command(self.capabilities, python)
 
     # ------------------------------------------------------------ results back into the scene
 
@@ -307,26 +272,21 @@ class CadLogic:
             lesion_nodes.remove_with_dependents(self.scene, node)
         p.registration_transform = None
 
-    def zonal_logic(self):
+    def zonal_logic(self) -> ZonalLogic:
         """The ZonalSegmentation module's MRML logic on this scene (same extension, same rules)."""
-        from ProstateLesionCADSlicer.zonal_logic import ZonalLogic
-
         return ZonalLogic(self.scene)
 
-    def _zones_run_key(self) -> str:
-        return f"zones:{self.params.case_id or 'case'}"
-
     def load_zones_result(self, out_dir) -> object:
-        """zones.nrrd (1 = CG, 2 = PZ) -> the zonal segmentation node (Prostate, Central gland,
-        Peripheral zone), replacing the previous run's unless the user edited it."""
+        """zones.nrrd (1 = CG, 2 = PZ) -> the T2's zonal segmentation node (Prostate, Central gland,
+        Peripheral zone), the one the ZonalSegmentation module shows too."""
         p = self.params
-        node, _ = self.zonal_logic().load_result(Path(out_dir), p.t2, self._zones_run_key())
+        node, _ = self.zonal_logic().load_result(Path(out_dir), p.t2)
         p.zones = node
         return node
 
     def zones_from_label_image(self, labels: sitk.Image) -> object:
         p = self.params
-        node = self.zonal_logic().segmentation_from_zones(labels, p.t2, self._zones_run_key())
+        node = self.zonal_logic().segmentation_from_zones(labels, p.t2)
         p.zones = node
         return node
 
@@ -388,7 +348,3 @@ class CadLogic:
         table = self.params.lesion_table
         return lesion_nodes.table_row_center(table, row) if table is not None else None
 
-
-def colour_legend() -> list[tuple[str, str, str]]:
-    """(name, description, hex colour) per GGG class, for the panel's legend."""
-    return [(c.name, c.description, c.hex) for c in ggg_palette.PALETTE.values()]

@@ -11,12 +11,12 @@ from typing import Optional
 
 import numpy as np
 import SimpleITK as sitk
-import slicer
 import vtk
 from slicer.util import arrayFromVTKMatrix, vtkMatrixFromArray
 from vtk.util import numpy_support
 
 from ProstateLesionCADLib import coordinates
+from ProstateLesionCADLib.errors import CaseError
 
 
 def image_to_volume_node(scene, image: sitk.Image, name: str, node=None, label: bool = False):
@@ -90,3 +90,29 @@ def read_transform_node(scene, path: Path, name: str, node=None):
 
 def parent_transform(node) -> Optional[object]:
     return node.GetParentTransformNode() if node is not None else None
+
+
+def write_world_transform(scene, node, path: Path) -> Optional[Path]:
+    """Write how a volume is placed in the views as an ITK transform file; None when it is not transformed.
+
+    Slicer writes a transform node's "from parent" transform, which is ITK's resampling
+    transform: it maps a point of the reference (T2) space to the point of the volume's own
+    acquisition space, what `prostate-cad detect --transform` and the registration library
+    expect. A chain of linear transform nodes is written as the one matrix it amounts to.
+    """
+    transform_node = parent_transform(node)
+    if transform_node is None:
+        return None
+    if transform_node.GetParentTransformNode() is None:
+        return write_transform_to_itk_file(scene, transform_node, path)
+    if not transform_node.IsTransformToWorldLinear():
+        raise CaseError(f"'{node.GetName()}' sits under a chain of transforms that is not linear: harden the "
+                        f"outer transforms into '{transform_node.GetName()}' (Transforms module) first.")
+    to_world = vtk.vtkMatrix4x4()
+    transform_node.GetMatrixTransformToWorld(to_world)
+    combined = scene.AddNewNodeByClass("vtkMRMLLinearTransformNode")
+    try:
+        combined.SetMatrixTransformToParent(to_world)
+        return write_transform_to_itk_file(scene, combined, path)
+    finally:
+        scene.RemoveNode(combined)

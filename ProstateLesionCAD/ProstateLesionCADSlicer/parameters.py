@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from typing import Optional
 
+from ProstateLesionCADLib import device as devices
+from ProstateLesionCADLib import ggg_palette
+
 MODULE_NAME = "ProstateLesionCAD"
 
 # Input roles (node reference names) shown as volume selectors in the panel.
 INPUT_ROLES = ("T2", "ADC", "DWI_LOW", "DWI_HIGH", "KTRANS")
-CRITERIA = (1, 2, 3)  # GGG>=k
+CRITERIA = ggg_palette.CRITERIA  # GGG>=k
 
 
 class _Text:
@@ -30,6 +33,18 @@ class _Text:
 
     def __set__(self, obj, value) -> None:
         obj.node.SetParameter(self.key, "" if value is None else str(value))
+
+
+class _Device(_Text):
+    """A device name as the command line spells it (auto, cpu, cuda)."""
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        return devices.canonical_name(super().__get__(obj, owner))
+
+    def __set__(self, obj, value) -> None:
+        super().__set__(obj, devices.canonical_name(value))
 
 
 class _Float(_Text):
@@ -70,7 +85,7 @@ class CadParameters:
     """Typed view of the parameter node (wraps, never copies: reads and writes go to the node)."""
 
     model = _Text("Model")
-    device = _Text("Device", "auto")
+    device = _Device("Device", "auto")
     min_ggg = _Int("CriterionMinGGG", "2")
     score_threshold = _Float("ScoreThreshold", "0.5")
     detections_file = _Text("DetectionsFile")
@@ -112,7 +127,7 @@ class CadParameters:
 
     @property
     def criterion(self) -> str:
-        return f"GGG>={self.min_ggg}"
+        return ggg_palette.criterion_name(self.min_ggg)
 
 
 def get_parameter_node(scene, create: bool = True):

@@ -6,8 +6,10 @@ slicer-core wheel (Testing/test_zonal_slicer_logic.py). Heavy work runs as the
 T2 file this logic writes; its zones.nrrd comes back as one segmentation node with the
 segments Prostate, Central gland and Peripheral zone (main paper, "Automated prostate
 zonal segmentation": PZ = prostate − CG), standard SNOMED CT terminology and fixed
-colours, editable in Segment Editor. A re-run replaces the node of the previous run
-only if the user has not edited it (ProstateLesionCADSlicer.lesion_nodes ownership).
+colours, editable in Segment Editor. Both panels (ZonalSegmentation and the CAD panel)
+use this logic with one run key per T2 volume (`zones_run_key`), so a T2 has one zones
+node whichever panel ran the step. A re-run replaces that node only if the user has not
+edited it (ProstateLesionCADSlicer.lesion_nodes ownership).
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ import slicer
 import vtk
 
 from ProstateLesionCADLib import coordinates
+from ProstateLesionCADLib.capabilities import panel_steps
 from ProstateLesionCADLib.lesions import masks as lesion_masks
 from ProstateLesionCADLib.errors import CaseError, FormatError
+from ProstateLesionCADLib.zones import BACKENDS, DEMO_MODEL
 from ProstateLesionCADSlicer import lesion_nodes, mrml_volumes
-from ProstateLesionCADSlicer.background_process import cli_command
+from ProstateLesionCADSlicer.step_arguments import ZonesArguments, step_availability
 
 PROSTATE, CG, PZ = "Prostate", "Central gland", "Peripheral zone"
 CREATED_BY = "ZonalSegmentation"
@@ -41,6 +45,11 @@ TERMINOLOGY_CONTEXT = "Segmentation category and type - 3D Slicer General Anatom
 ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
 
 
+def zones_run_key(t2_node) -> str:
+    """The run key of a T2 volume's zones node, shared by both panels."""
+    return f"zones:{t2_node.GetID()}" if t2_node is not None else "zones:no-t2"
+
+
 def terminology_entry(name: str) -> str:
     _, code, meaning = SEGMENTS[name]
     return "~".join([TERMINOLOGY_CONTEXT, CATEGORY, f"SCT^{code}^{meaning}", "^^", ANATOMIC_CONTEXT, "^^", "^^"])
@@ -49,31 +58,45 @@ def terminology_entry(name: str) -> str:
 class ZonalLogic:
     def __init__(self, scene):
         self.scene = scene
+        self.capabilities = panel_steps()  # step name -> capabilities.Step
 
     # ------------------------------------------------------------ running the CLI
 
-    @staticmethod
-    def zones_command(t2_file: Path, out_dir: Path, backend: str = "taps", model: str = "zones-demo-cascade",
+    def step_availability(self) -> dict[str, tuple[bool, str]]:
+        """{"zones": (offered?, tooltip)}, from the library's capabilities."""
+        return step_availability(self.capabilities, ("zones",))
+
+    def zones_arguments(self, t2_node, work_dir: Path, backend: str = BACKENDS[0],
+                        model: str = DEMO_MODEL) -> ZonesArguments:
+        """Write the T2 into work_dir and return the step's arguments (outputs go to work_dir/out)."""
+        return ZonesArguments(self.write_t2(t2_node, work_dir), Path(work_dir) / "out", backend, model)
+
+    def zones_command(self, t2_node, work_dir: Path, backend: str = BACKENDS[0], model: str = DEMO_MODEL,
                       python: Optional[str] = None) -> list[str]:
-        return cli_command("zones", [t2_file, "--out", out_dir, "--backend", backend, "--model", model], python)
+        """The argv of `prostate-cad zones` on the T2 volume, written into work_dir."""
+        return self.zones_arguments(t2_node, work_dir, backend, model).command(self.capabilities, python)
 
     def write_t2(self, t2_node, folder: Path) -> Path:
         """The selected T2 volume as NRRD (LPS) for the child process."""
         if t2_node is None or t2_node.GetImageData() is None:
             raise CaseError("Select a T2 volume first: zonal segmentation needs an axial T2.")
         path = Path(folder) / "t2.nrrd"
+        path.parent.mkdir(parents=True, exist_ok=True)
         sitk.WriteImage(mrml_volumes.volume_node_to_image(t2_node), str(path), True)
         return path
 
     # ------------------------------------------------------------ label map -> segments
 
-    def segmentation_from_zones(self, zones: sitk.Image, reference_node=None, run_key: str = "zones:case",
+    def segmentation_from_zones(self, zones: sitk.Image, reference_node=None, run_key: Optional[str] = None,
                                 name: str = "Prostate zones"):
-        """One segmentation node (Prostate, Central gland, Peripheral zone) from a 1 = CG, 2 = PZ label map."""
+        """One segmentation node (Prostate, Central gland, Peripheral zone) from a 1 = CG, 2 = PZ label map.
+
+        It replaces the previous node of `run_key` (default: the reference T2's) unless the user edited that one."""
         array = sitk.GetArrayFromImage(zones)
         if not np.isin(array, (0, 1, 2)).all():
             raise FormatError(f"The zone label map holds values {sorted(np.unique(array).tolist())}; expected 0, 1 = CG, 2 = PZ.")
         lesion_nodes.ensure_segmentation_converters()
+        run_key = run_key or zones_run_key(reference_node)
         lesion_nodes.remove_run_nodes(self.scene, run_key)  # edited nodes are kept and renamed
         node = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
         node.CreateDefaultDisplayNodes()
@@ -91,7 +114,7 @@ class ZonalLogic:
         lesion_nodes.seal(node)
         return node
 
-    def load_result(self, out_dir: Path, reference_node=None, run_key: str = "zones:case"):
+    def load_result(self, out_dir: Path, reference_node=None, run_key: Optional[str] = None):
         """zones.nrrd + zones.json of a finished run -> (segmentation node, report dict)."""
         path = Path(out_dir) / "zones.nrrd"
         if not path.is_file():
@@ -147,6 +170,11 @@ class ZonalLogic:
         out = sitk.GetImageFromArray(zones)
         out.CopyInformation(mrml_volumes.volume_node_to_image(reference_node))
         return out
+
+    def export_labelmap(self, seg_node, t2_node):
+        """The (edited) zones as a new label map volume node (1 = CG, 2 = PZ) on the T2 grid."""
+        zones = self.zones_image(seg_node, t2_node)
+        return mrml_volumes.image_to_volume_node(self.scene, zones, f"{seg_node.GetName()} label map", label=True)
 
     def export_training_pair(self, seg_node, t2_node, folder: Path, case_id: str) -> tuple[Path, Path]:
         """<case>-t2.nrrd + <case>-zones.nrrd: a pair for `prostate-cad train zones` (ground truth)."""
