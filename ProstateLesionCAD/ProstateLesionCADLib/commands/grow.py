@@ -18,16 +18,14 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    import json
     from pathlib import Path
 
     import SimpleITK as sitk
 
     from ..study.loading import load_case
     from ..errors import CaseError
-    from ..formats import GroundTruthCase, GroundTruthSet, Lesion, write_ground_truth
+    from ..lesions.annotation_files import write_annotation
     from ..lesions.growing import GrowParams, grow_lesions, growing_sequences
-    from ..output_files import staged_output_dir
     from ..progress import ConsoleProgress, sub_progress
     from ..lesions.seeds import read_seeds
 
@@ -53,15 +51,9 @@ def run(args) -> int:
         prostate = case.prostate
     labels, reports = grow_lesions(case.t2, seeds, growing_sequences(case, transform), prostate, params,
                                    sub_progress(progress, 0.3, 0.95))
-    gt = GroundTruthSet([GroundTruthCase(
-        case.case_id, [Lesion(r.seed.id, r.seed.ggg, r.seed.center_lps, r.label) for r in reports],
-        patient_ggg=max(r.seed.ggg for r in reports))])
-    with staged_output_dir(args.out) as stage:
-        sitk.WriteImage(sitk.Cast(labels, sitk.sitkUInt16), str(stage / "lesions.nrrd"), True)
-        gt.cases[0].lesion_mask = stage / "lesions.nrrd"
-        write_ground_truth(gt, stage / "ground-truth.json")
-        (stage / "grow.json").write_text(json.dumps({"case_id": case.case_id,
-                                                     "lesions": [r.summary() for r in reports]}, indent=1))
+    write_annotation(args.out, case.case_id, labels, [r.seed for r in reports],
+                     label_of={r.seed.id: r.label for r in reports},
+                     extra_json={"grow.json": {"case_id": case.case_id, "lesions": [r.summary() for r in reports]}})
     for r in reports:
         flags = ", ".join(r.flags) or "none"
         voted = "/".join(v.sequence for v in r.votes if v.status == "voted") or "none"
