@@ -18,7 +18,7 @@ Ktrans, majority vote). This module is only the MRML glue around it:
   matches was edited by hand: growing skips it (and says so) unless `force=True`.
 - Export writes lesions.nrrd (label map on the T2 grid, label = seed number, the
   segments as they are now, hand edits included) and ground-truth.json (DESIGN.md
-  format) through output_files.staged_output_dir, so nothing is half-written.
+  format) with lesions.annotation_files, as `prostate-cad grow` does: both or neither.
 
 The Widget debounces point moves (a single-shot timer); `moved_seeds` is the testable
 part: which seeds moved or are new since they were last grown.
@@ -40,9 +40,8 @@ from vtk.util import numpy_support
 
 from ProstateLesionCADLib import coordinates, ggg_palette
 from ProstateLesionCADLib.errors import CaseError
-from ProstateLesionCADLib.formats import GroundTruthCase, GroundTruthSet, Lesion, write_ground_truth
 from ProstateLesionCADLib.lesions.growing import GrowParams, Seed, grow_lesion
-from ProstateLesionCADLib.output_files import staged_output_dir
+from ProstateLesionCADLib.lesions.annotation_files import write_annotation
 
 from . import lesion_nodes, mrml_volumes
 from .parameters import parameters
@@ -414,10 +413,4 @@ class AnnotateLogic:
         labels = self.label_map(seeds_node, t2_node)
         seeds = sorted((self.seed(seeds_node, pid) for pid in self.point_ids(seeds_node)), key=lambda s: s.id)
         case_id = case_id or parameters(self.scene).case_id or t2_node.GetName()
-        gt = GroundTruthSet([GroundTruthCase(case_id, [Lesion(s.id, s.ggg, s.center_lps, s.id) for s in seeds],
-                                             patient_ggg=max(s.ggg for s in seeds))])
-        with staged_output_dir(out_dir) as stage:
-            sitk.WriteImage(labels, str(stage / "lesions.nrrd"), True)
-            gt.cases[0].lesion_mask = stage / "lesions.nrrd"
-            write_ground_truth(gt, stage / "ground-truth.json")
-        return Path(out_dir) / "ground-truth.json"
+        return write_annotation(out_dir, case_id, labels, seeds)
