@@ -20,14 +20,14 @@ import numpy as np
 
 from ..errors import CaseError, FormatError, ParameterError
 from ..formats import DetectionCase, DetectionSet, GroundTruthCase, GroundTruthSet
+from ..ggg_palette import criterion_name
+from ..image_files import read_image_file
 from ..progress import ProgressCallback, silent, sub_progress
 from .bootstrap import percentile_ci, resample_counts, sample_weights, weighted_auc, weighted_rate
-from ..image_files import read_image_file
 from .dice import DICE_THRESHOLDS, case_dice, dice_summary
 from .froc import FP_RATES, CaseHits, HitRule, LesionRegions, case_hits, froc_from_hits
 from .lesion_matching import DEFAULT_DISTANCE_MM, DEFAULT_K_MATCH, lesion_scores, patient_score
 from .roc import auc_note, metrics_at, predicted_positive, roc_auc, working_points
-from .thresholds import criterion_key
 
 METRICS_FORMAT = "prostate-cad-metrics/1"
 MISSING_POLICIES = ("error", "empty", "skip")
@@ -168,7 +168,7 @@ def evaluate(detections: DetectionSet, ground_truth: GroundTruthSet, criteria: S
     counts = resample_counts(n_patients, bootstrap, seed)
     result: dict[str, Any] = {
         "format": METRICS_FORMAT,
-        "settings": {"criteria": [criterion_key(k) for k in criteria], "distance_mm": distance_mm, "k_match": k_match,
+        "settings": {"criteria": [criterion_name(k) for k in criteria], "distance_mm": distance_mm, "k_match": k_match,
                      "matching": "candidates strictly closer than distance_mm; max of score + k*(1 - d/distance_mm)",
                      "positive_rule": "score > threshold - 1e-4",
                      "bootstrap": {"n_resamples": int(bootstrap), "seed": int(seed), "unit": "patient",
@@ -180,7 +180,7 @@ def evaluate(detections: DetectionSet, ground_truth: GroundTruthSet, criteria: S
     }
     steps = len(criteria) + 1
     for i, k in enumerate(criteria):
-        key = criterion_key(k)
+        key = criterion_name(k)
         progress(i / steps, f"evaluating {key}")
         given = (given_thresholds or {}).get(key)
         lesions, owners = [], []
@@ -201,7 +201,7 @@ def evaluate(detections: DetectionSet, ground_truth: GroundTruthSet, criteria: S
         dice, hits = _images(pairs, criteria, with_dice, with_froc, froc_rule, dice_thresholds,
                              sub_progress(progress, len(criteria) / steps, 1.0))
         if with_froc:
-            result["froc"] = {criterion_key(k): froc_from_hits(hits[k], froc_rule, fp_rates) for k in criteria}
+            result["froc"] = {criterion_name(k): froc_from_hits(hits[k], froc_rule, fp_rates) for k in criteria}
         if with_dice:
             result["dice"] = dice
             if dice is None:

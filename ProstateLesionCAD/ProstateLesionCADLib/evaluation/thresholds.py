@@ -25,14 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import FormatError, ModelError
+from ..ggg_palette import criterion_name
 from ..models.package import MODEL_FORMAT, find_model
 
 THRESHOLDS_FORMAT = "prostate-cad-thresholds/1"
 CRITERION_KEY = re.compile(r"^GGG>=([123])$")
-
-
-def criterion_key(k: int) -> str:
-    return f"GGG>={k}"
 
 
 def _numeric_entries(entry: Any, where: str) -> dict[str, float]:
@@ -92,9 +89,9 @@ def load_given_thresholds(spec: str) -> tuple[dict[str, dict[str, float]], str]:
     package = find_model(spec, verify=False)
     block = {}
     for k in (1, 2, 3):
-        entry = package.thresholds(criterion_key(k))
+        entry = package.thresholds(criterion_name(k))
         if entry is not None:
-            block[criterion_key(k)] = entry
+            block[criterion_name(k)] = entry
     if not block:
         raise ModelError(f"Model '{package.name}' has no thresholds in its model.json.")
     computed_on = {str(v.get("computed_on")) for v in block.values() if v.get("computed_on")}

@@ -29,6 +29,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..formats import Detection, DetectionCase, GroundTruthCase
+from ..ggg_palette import criterion_name
 from .roc import auc_note, roc_auc, roc_curve
 
 N_POINTS = 12
@@ -78,7 +79,7 @@ def voxel_roc(cases: Sequence[tuple[GroundTruthCase, Optional[DetectionCase], Op
         if k is None:
             result["tasks"][name] = {"criterion": None, "note": UNDEFINED_NOTE}
             continue
-        entry: dict[str, Any] = {"criterion": f"GGG>={k}"}
+        entry: dict[str, Any] = {"criterion": criterion_name(k)}
         for population, chosen in (("all_points", points), ("lesion_points", [p for p in points if p[0] is not None])):
             labels = [g is not None and g >= k for g, _ in chosen]
             scores = [task_score(d, k) for _, d in chosen]
