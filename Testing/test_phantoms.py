@@ -1,4 +1,4 @@
-"""Synthetic phantoms (issue 3, part 4): ground-truth consistency, determinism, GGG-dependent
+"""Synthetic phantoms: ground-truth consistency, determinism, GGG-dependent
 contrast, the known deformation, and NRRD/DICOM write-read round trips."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Multi-start ADC/DWI -> T2 registration (issue 5): TRE on phantoms with a known deformation,
+"""Multi-start ADC/DWI -> T2 registration: TRE on phantoms with a known deformation,
 never worse than the identity on real ProstateX studies, user transforms, bad inputs, CLI."""
 
 from __future__ import annotations

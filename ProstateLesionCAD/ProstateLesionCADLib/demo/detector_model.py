@@ -1,4 +1,4 @@
-"""The demo detector: a small Retina U-Net trained here on synthetic phantoms (issue 7 part 5).
+"""The demo detector: a small Retina U-Net trained here on synthetic phantoms.
 
 Phantoms (`phantoms.make_phantom`) go through the real pre-processing, are re-gridded to
 a small crop (32 x 32 x 16 voxels at 2 x 2 x 3 mm: a 64 x 64 x 48 mm field around the

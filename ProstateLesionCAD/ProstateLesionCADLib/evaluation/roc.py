@@ -2,7 +2,7 @@
 
 Pellicer-Valero et al. 2022, Results ("Quantitative results", Table 1): scores are
 thresholded at two working points, *maximum sensitivity* and *balanced*. Definitions used
-here (issue 4):
+here:
 
 - A case is called positive when  score > threshold - 1e-4  (POSITIVE_TOLERANCE), so a
   threshold equal to an observed score (as printed with 3-6 decimals) includes that score.

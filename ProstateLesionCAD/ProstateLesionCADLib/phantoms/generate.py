@@ -1,4 +1,4 @@
-"""Synthetic mpMRI phantoms with known truth (issue 3, part 4).
+"""Synthetic mpMRI phantoms with known truth.
 
 `make_phantom(seed)` draws one study, deterministically per seed: a prostate-shaped
 gland (CG anterior-central, PZ posterior/peripheral crescent) in a pelvis-like

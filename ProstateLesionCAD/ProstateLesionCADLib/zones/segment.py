@@ -140,13 +140,3 @@ def contour_png(t2: sitk.Image, zones: sitk.Image, path: str | os.PathLike, titl
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
-
-
-def demo_zones(t2: sitk.Image, out_dir: str | os.PathLike, backend: str = "taps", case_id: str = "",
-               model: str | os.PathLike = DEMO_MODEL, progress: Optional[ProgressCallback] = None) -> dict:
-    """For `make demo`: zones.nrrd, zones.json and zones.png (contours) in out_dir; returns the report."""
-    result = segment_zones(t2, backend=backend, model=model, case_id=case_id, progress=progress)
-    paths = write_outputs(result, out_dir)
-    contour_png(t2, result.zones, Path(out_dir) / "zones.png",
-                f"{case_id} zones ({backend}): CG blue, PZ orange, prostate dotted")
-    return {**result.report, "files": {k: str(p) for k, p in paths.items()} | {"png": str(Path(out_dir) / "zones.png")}}

@@ -1,4 +1,4 @@
-"""`prostate-cad train detector`: data loading, cross-validation, model package (issue 7 part 3).
+"""`prostate-cad train detector`: data loading, cross-validation, model package.
 
 Inputs: a folder of pre-processed cases (`preprocessing.save_preprocessed`, one
 sub-folder per case id), a ground-truth JSON (lesion masks + GGG per lesion) and a fixed
