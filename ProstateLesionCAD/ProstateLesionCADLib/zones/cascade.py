@@ -95,14 +95,14 @@ def load_cascade(model: str | Path = DEMO_MODEL, device: Optional[str] = None) -
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     nets = []
     for key, in_ch in (("cnn1", SLICES), ("cnn2", 2 * SLICES)):
-        path = package.file(arch.get(f"{key}_weights", f"{key}.pt"))
+        relative = arch.get(f"{key}_weights", f"{key}.pt")
+        state = package.load_weights(relative)  # listed, inside the package, sha256 verified, tensors only
         net = build_net(in_ch, arch)
         try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
             net.load_state_dict(state)
-        except Exception as exc:  # unpickling/zip/shape errors all mean the same to a user
-            raise ModelError(f"Model '{package.name}': weight file {path.name} cannot be loaded "
-                             f"({type(exc).__name__}); the file is corrupt or from another architecture.") from None
+        except Exception as exc:  # missing keys, shapes or a non-dict all mean the same to a user
+            raise ModelError(f"Model '{package.name}': weight file {relative} cannot be loaded "
+                             f"({type(exc).__name__}); the file is from another architecture.") from None
         nets.append(net.to(device).eval())
     return CascadeNets(nets[0], nets[1], float(arch.get("spacing_xy", DEFAULT_SPACING_XY)), package, device,
                        package.card)

@@ -32,7 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...errors import ParameterError
+from ...errors import ModelError, ParameterError
+from ...models.package import read_weights
 from ...progress import ProgressCallback, silent
 from .losses import ALPHA, focalnet_loss, positive_bit_ratio
 from .network import FocalNet, FocalNetConfig
@@ -223,7 +224,13 @@ def save_weights(model: FocalNet, path: Path) -> None:
 
 
 def load_weights(path: Path, device: str = "cpu") -> FocalNet:
-    data = torch.load(path, map_location=device, weights_only=True)
-    model = FocalNet(FocalNetConfig.from_dict(data["config"]))
-    model.load_state_dict(data["state_dict"])
+    """A FocalNet from weights written by `save_weights` (tensors only; give a package's file
+    through `ModelPackage.file`, which checks it is listed and verified); ModelError when unusable."""
+    data = read_weights(path, map_location=device)
+    try:
+        model = FocalNet(FocalNetConfig.from_dict(data["config"]))
+        model.load_state_dict(data["state_dict"])
+    except Exception as exc:  # a missing key, a bad config or other shapes all mean the same to a user
+        raise ModelError(f"Weight file {path} cannot be loaded ({type(exc).__name__}); it holds no FocalNet "
+                         "config and weights that fit together.") from None
     return model.eval()

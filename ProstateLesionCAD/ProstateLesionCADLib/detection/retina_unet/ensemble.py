@@ -9,8 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from ...errors import ModelError
 from ...models.package import ModelPackage
 from .network import make_config
@@ -33,15 +31,14 @@ def members(pkg: ModelPackage) -> list[dict[str, Any]]:
 
 
 def read_member(pkg: ModelPackage, member: dict[str, Any]) -> dict:
-    """One member's state_dict (CPU); a missing or damaged file gives a ModelError."""
-    path = pkg.file(member["file"])
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise ModelError(f"Model '{pkg.name}': weight file {path} is missing.") from None
-    except Exception as exc:
-        raise ModelError(f"Model '{pkg.name}': {path.name} cannot be read ({type(exc).__name__}); "
-                         "the file is corrupt.") from None
+    """One member's state_dict (CPU) from a file the package lists and verifies; an unlisted,
+    outside, missing or damaged file gives a ModelError."""
+    if not isinstance(member, dict) or "file" not in member:
+        raise ModelError(f"Model '{pkg.name}': an ensemble member has no 'file'.")
+    state = pkg.load_weights(member["file"])
+    if not isinstance(state, dict):
+        raise ModelError(f"Model '{pkg.name}': weight file {member['file']} holds no state_dict.")
+    return state
 
 
 def load_member_states(pkg: ModelPackage) -> tuple[dict[str, Any], list[tuple[dict[str, Any], dict]]]:
