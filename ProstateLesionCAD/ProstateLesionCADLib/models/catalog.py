@@ -12,30 +12,38 @@ there when the checksum matches, honour the standard HTTP(S)_PROXY variables (or
 explicit proxy) and show progress. The archive's sha256 is checked when known
 (given by the caller or the catalogue), every weight file's sha256 from its model.json always,
 and only a fully verified package is moved into place (never a half-installed one).
+
+A package may come from anyone: a download shorter than its Content-Length, larger than an
+archive may be, or not an archive at all (e.g. a web page sent with status 200) is refused
+and never cached; archives are unpacked under the rules of `archives`; the package name
+must be a single folder name, and only the folder of that exact name inside the models
+folder is ever replaced (with `replace`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
 import os
 import shutil
-import tarfile
 import tempfile
 import urllib.parse
 import urllib.request
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import ModelError
-from .package import ModelPackage, installed_packages, load_model_package, sha256_of
+from .archives import ARCHIVE_SUFFIXES, MAX_TOTAL_BYTES, copy_folder, unpack
+from .package import ModelPackage, check_package_name, installed_packages, load_model_package, sha256_of
 from ..progress import ProgressCallback, silent, sub_progress
 from ..resources import bundled_models_dir, resources_dir, user_models_dir
 
 CATALOG_FORMAT = "prostate-cad-model-catalog/1"
-ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar")
+MAX_DOWNLOAD_BYTES = MAX_TOTAL_BYTES
+# How the archive formats install accepts begin (zip, empty zip, gzip); a tar has "ustar" at 257.
+_ARCHIVE_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"\x1f\x8b")
 
 
 @dataclass(frozen=True)
@@ -91,9 +99,74 @@ def _is_url(text: str) -> bool:
     return urllib.parse.urlparse(text).scheme in ("http", "https")
 
 
+def _archive_problem(head: bytes) -> Optional[str]:
+    """Why a file starting with `head` is not a .zip/.tar(.gz) archive (a phrase), or None."""
+    if head.startswith(_ARCHIVE_MAGIC) or head[257:262] == b"ustar":
+        return None
+    text = head.lstrip()[:64].lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or b"<html" in head[:512].lower():
+        return "is a web page (HTML), not an archive: the link may need a login or lead to a download page"
+    return "is not a .zip or .tar.gz archive"
+
+
+def fetch_url(url: str, target: Path, progress: Optional[ProgressCallback] = None, label: Optional[str] = None,
+              expected_sha256: Optional[str] = None, expect_archive: bool = False, proxy: Optional[str] = None,
+              timeout: float = 60.0) -> str:
+    """Download `url` to `target` through a temporary file beside it and return its sha256.
+
+    Nothing is left at `target` (and no older copy there is touched) when the server fails, the
+    response is shorter than its Content-Length or larger than MAX_DOWNLOAD_BYTES, the sha256
+    differs from `expected_sha256`, or (`expect_archive`) the content is not a .zip/.tar(.gz)."""
+    progress = progress or silent
+    label = label or target.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handlers = [urllib.request.ProxyHandler({"http": proxy, "https": proxy})] if proxy else []
+    opener = urllib.request.build_opener(*handlers)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    digest = hashlib.sha256()
+    head = b""
+    try:
+        with os.fdopen(fd, "wb") as out, opener.open(url, timeout=timeout) as response:
+            total = int(response.headers.get("Content-Length") or 0)
+            if total > MAX_DOWNLOAD_BYTES:
+                raise ModelError(f"{url}: the server announces {total / 2**30:.1f} GB, more than the "
+                                 f"{MAX_DOWNLOAD_BYTES / 2**30:.0f} GB a model download may be; nothing was kept.")
+            done = 0
+            while block := response.read(1 << 20):
+                done += len(block)
+                if done > MAX_DOWNLOAD_BYTES:
+                    raise ModelError(f"{url}: the download exceeds {MAX_DOWNLOAD_BYTES / 2**30:.0f} GB, the most a "
+                                     "model download may be; nothing was kept.")
+                if len(head) < 512:
+                    head += block[:512 - len(head)]
+                out.write(block)
+                digest.update(block)
+                progress(done / total if total else 0.0,
+                         f"downloading {label}: {done / 2**20:.1f}" + (f" of {total / 2**20:.1f} MB" if total else " MB"))
+        if total and done != total:
+            raise ModelError(f"{url}: the download ended after {done} of {total} bytes (the connection was cut); "
+                             "nothing was kept, try again.")
+        actual = digest.hexdigest()
+        if expected_sha256 and actual != expected_sha256.lower():
+            raise ModelError(f"{url}: the download fails its sha256 check (expected {expected_sha256}, got {actual}); "
+                             "it was deleted.")
+        problem = _archive_problem(head) if expect_archive else None
+        if problem:
+            raise ModelError(f"{url}: the download {problem}; nothing was kept.")
+        os.replace(tmp, target)
+    except (OSError, http.client.HTTPException) as exc:  # URLError and HTTPError are OSErrors
+        raise ModelError(f"{url}: download failed ({getattr(exc, 'reason', None) or exc}).") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return actual
+
+
 def download(url: str, expected_sha256: Optional[str] = None, progress: Optional[ProgressCallback] = None,
-             cache_dir: Optional[os.PathLike] = None, proxy: Optional[str] = None, timeout: float = 60.0) -> Path:
-    """Download `url` into the cache (reusing a cached copy whose sha256 matches) and verify it."""
+             cache_dir: Optional[os.PathLike] = None, proxy: Optional[str] = None, timeout: float = 60.0,
+             expect_archive: bool = False) -> Path:
+    """Download `url` into the cache (reusing a cached copy whose sha256 matches) and verify it
+    (`fetch_url`: a cut, oversized or, with `expect_archive`, non-archive download is never cached)."""
     progress = progress or silent
     cache = Path(cache_dir) if cache_dir else downloads_dir()
     cache.mkdir(parents=True, exist_ok=True)
@@ -103,46 +176,9 @@ def download(url: str, expected_sha256: Optional[str] = None, progress: Optional
     if target.is_file() and expected_sha256 and sha256_of(target) == expected_sha256.lower():
         progress(1.0, f"{name}: using the cached copy")
         return target
-    handlers = [urllib.request.ProxyHandler({"http": proxy, "https": proxy})] if proxy else []
-    opener = urllib.request.build_opener(*handlers)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=cache)
-    digest = hashlib.sha256()
-    try:
-        with os.fdopen(fd, "wb") as out, opener.open(url, timeout=timeout) as response:
-            total = int(response.headers.get("Content-Length") or 0)
-            done = 0
-            while block := response.read(1 << 20):
-                out.write(block)
-                digest.update(block)
-                done += len(block)
-                progress(done / total if total else 0.0,
-                         f"downloading {name}: {done / 2**20:.1f}" + (f" of {total / 2**20:.1f} MB" if total else " MB"))
-        actual = digest.hexdigest()
-        if expected_sha256 and actual != expected_sha256.lower():
-            raise ModelError(f"{url}: the download fails its sha256 check (expected {expected_sha256}, got {actual}); "
-                             "it was deleted.")
-        os.replace(tmp, target)
-    except OSError as exc:  # URLError and HTTPError are OSErrors
-        raise ModelError(f"{url}: download failed ({getattr(exc, 'reason', exc)}).") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    fetch_url(url, target, progress, name, expected_sha256, expect_archive, proxy, timeout)
     progress(1.0, f"downloaded {name}")
     return target
-
-
-def _extract(archive: Path, into: Path) -> None:
-    """Unpack a .zip/.tar(.gz) refusing members that would land outside `into`."""
-    into = into.resolve()
-    if archive.name.endswith(".zip"):
-        with zipfile.ZipFile(archive) as zf:
-            for member in zf.namelist():
-                if not (into / member).resolve().is_relative_to(into):
-                    raise ModelError(f"{archive}: unsafe path {member!r} in the archive.")
-            zf.extractall(into)
-    else:
-        with tarfile.open(archive) as tf:
-            tf.extractall(into, filter="data")
 
 
 def _package_root(folder: Path, source: str) -> Path:
@@ -152,6 +188,31 @@ def _package_root(folder: Path, source: str) -> Path:
     if len(found) != 1:
         raise ModelError(f"{source}: expected one model package (a folder with model.json), found {len(found)}.")
     return found[0].parent
+
+
+def _move_into_place(root: Path, target_base: Path, name: str, stage: Path, replace: bool) -> Path:
+    """Move the verified package `root` to target_base/name. Only that folder, and only with
+    `replace`, is ever removed: it is moved into `stage` first and deleted with it."""
+    check_package_name(name, str(root / "model.json"))
+    target = target_base / name
+    if target.resolve().parent != target_base.resolve():
+        raise ModelError(f"{target} does not lie directly in the models folder {target_base}; it was not touched.")
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        raise ModelError(f"{target} is a link or a file, not a model package folder; it was not touched.")
+    if target.exists():
+        if not replace:
+            old = load_model_package(target, verify=False) if (target / "model.json").is_file() else None
+            raise ModelError(f"Model '{name}' is already installed in {target}"
+                             + (f" (version {old.version})" if old else "") + "; use --replace to overwrite it.")
+        os.replace(target, stage / "replaced")
+        try:
+            os.replace(root, target)
+        except OSError:
+            os.replace(stage / "replaced", target)
+            raise
+    else:
+        os.replace(root, target)
+    return target
 
 
 def install_package(source: str, sha256: Optional[str] = None, progress: Optional[ProgressCallback] = None,
@@ -168,7 +229,7 @@ def install_package(source: str, sha256: Optional[str] = None, progress: Optiona
         source, sha256 = entry.url, sha256 or entry.sha256
     if _is_url(source):
         sha256 = sha256 or next((e.sha256 for e in catalog if e.url == source), None)
-        path = download(source, sha256, sub_progress(progress, 0.0, 0.8), proxy=proxy)
+        path = download(source, sha256, sub_progress(progress, 0.0, 0.8), proxy=proxy, expect_archive=True)
     else:
         path = Path(source)
         if not path.exists():
@@ -176,28 +237,34 @@ def install_package(source: str, sha256: Optional[str] = None, progress: Optiona
         if sha256 and path.is_file() and sha256_of(path) != sha256.lower():
             raise ModelError(f"{source}: fails its sha256 check (expected {sha256}).")
     target_base = Path(models_dir) if models_dir else user_models_dir()
-    target_base.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=".install-", dir=target_base))
+    try:
+        target_base.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=".install-", dir=target_base))
+    except OSError as exc:
+        raise ModelError(f"{target_base}: cannot create the models folder ({exc.strerror or exc}).") from None
     try:
         if path.is_dir():
-            shutil.copytree(path, stage / "package")
+            copy_folder(path, stage / "package")
             root = stage / "package"
-        elif path.name.endswith(ARCHIVE_SUFFIXES):
+        elif path.name.lower().endswith(ARCHIVE_SUFFIXES):
             progress(0.8, f"unpacking {path.name}")
-            _extract(path, stage)
-            root = _package_root(stage, source)
+            (stage / "unpacked").mkdir()
+            unpack(path, stage / "unpacked")
+            root = _package_root(stage / "unpacked", source)
         else:
             raise ModelError(f"{source}: not a model package folder nor a .zip/.tar.gz archive.")
         progress(0.9, "verifying checksums")
-        package = load_model_package(root, verify=True)
-        target = target_base / package.name
-        if target.exists():
-            if not replace:
-                old = load_model_package(target, verify=False) if (target / "model.json").is_file() else None
-                raise ModelError(f"Model '{package.name}' is already installed in {target}"
-                                 + (f" (version {old.version})" if old else "") + "; use --replace to overwrite it.")
-            shutil.rmtree(target)
-        os.replace(root, target)
+        try:
+            package = load_model_package(root, verify=True)
+        except ModelError as exc:  # name the file as the user knows it, not its staging copy
+            inner = root.relative_to(stage / ("package" if path.is_dir() else "unpacked")).as_posix()
+            shown = source if inner == "." else f"{source.rstrip('/')}/{inner}"
+            raise ModelError(str(exc).replace(str(root), shown)) from None
+        try:
+            target = _move_into_place(root, target_base, package.name, stage, replace)
+        except OSError as exc:
+            raise ModelError(f"{target_base}: cannot move the package '{package.name}' into place "
+                             f"({exc.strerror or exc}); nothing was changed.") from None
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     progress(1.0, f"installed {package.name} {package.version} in {target}")

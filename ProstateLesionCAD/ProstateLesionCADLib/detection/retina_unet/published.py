@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import tempfile
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ...errors import ModelError
+from ...models.catalog import fetch_url
 from ...progress import silent, sub_progress
 from ...resources import user_models_dir
 
@@ -95,22 +95,8 @@ def default_cache_dir() -> Path:
 
 
 def _fetch(url: str, target: Path, progress: Callable[[float, str], None], label: str, timeout: float) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            total = int(response.headers.get("Content-Length") or 0)
-            done = 0
-            while block := response.read(1 << 20):
-                out.write(block)
-                done += len(block)
-                progress(done / total if total else 0.0, f"downloading {label}: {done / 2**20:.1f} MB")
-        os.replace(tmp, target)
-    except OSError as exc:  # URLError/HTTPError are OSErrors
-        raise ModelError(f"{url}: download failed ({getattr(exc, 'reason', exc)}).") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Download to `target`; a failed, cut short or oversized download leaves nothing there."""
+    fetch_url(url, target, progress, label, timeout=timeout)
 
 
 _LFS = re.compile(rb"^version https://git-lfs.github.com/spec/v1\s+oid sha256:([0-9a-f]{64})\s+size (\d+)\s*$")
