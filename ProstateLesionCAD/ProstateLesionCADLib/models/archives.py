@@ -167,8 +167,9 @@ def unpack(archive: str | os.PathLike, into: str | os.PathLike) -> None:
     except ModelError:
         raise
     except _READ_ERRORS as exc:
-        raise ModelError(f"{archive}: not a readable {kind} archive ({type(exc).__name__}: {exc}); the file is "
-                         "truncated, damaged or not an archive.") from None
+        reason = (str(exc).splitlines() or [""])[0].rstrip(": ")
+        raise ModelError(f"{archive}: not a readable {kind} archive ({type(exc).__name__}"
+                         + (f": {reason}" if reason else "") + "); the file is truncated, damaged or not an archive.") from None
     except OSError as exc:  # reading the archive itself (gzip errors are OSErrors too)
         raise ModelError(f"{archive}: not a readable {kind} archive ({exc.strerror or exc}); the file is "
                          "truncated, damaged or not an archive.") from None

@@ -195,10 +195,10 @@ def _move_into_place(root: Path, target_base: Path, name: str, stage: Path, repl
     `replace`, is ever removed: it is moved into `stage` first and deleted with it."""
     check_package_name(name, str(root / "model.json"))
     target = target_base / name
-    if target.resolve().parent != target_base.resolve():
-        raise ModelError(f"{target} does not lie directly in the models folder {target_base}; it was not touched.")
     if target.is_symlink() or (target.exists() and not target.is_dir()):
         raise ModelError(f"{target} is a link or a file, not a model package folder; it was not touched.")
+    if target.resolve().parent != target_base.resolve():
+        raise ModelError(f"{target} does not lie directly in the models folder {target_base}; it was not touched.")
     if target.exists():
         if not replace:
             old = load_model_package(target, verify=False) if (target / "model.json").is_file() else None
