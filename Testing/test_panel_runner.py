@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -130,3 +131,96 @@ def test_self_test_preconditions_fail_naming_what_is_missing():
     assert require_models(("demo",), "detection") == ["demo"]
     with pytest.raises(StepUnavailable, match="installed detection model, and none is installed"):
         require_models([], "detection")
+
+
+def test_the_child_gets_slicers_startup_environment(monkeypatch):
+    """In Slicer the child starts from the environment Slicer was started in; elsewhere from this one's."""
+    import types
+
+    monkeypatch.setenv("PROSTATE_CAD_ENV_PROBE", "this process")
+    assert background_process.startup_environment()["PROSTATE_CAD_ENV_PROBE"] == "this process"
+    fake = types.ModuleType("slicer")
+    fake.app = object()
+    fake.util = types.SimpleNamespace(startupEnvironment=lambda: {"PATH": os.environ["PATH"], "ONLY": "startup"})
+    monkeypatch.setitem(sys.modules, "slicer", fake)
+    process = background_process.BackgroundProcess([sys.executable, "-c", "print('x')"])
+    assert process.env["ONLY"] == "startup" and "PROSTATE_CAD_ENV_PROBE" not in process.env
+    process.cleanup()
+
+
+def _running(proc) -> bool:
+    import psutil
+
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _group_members(pgid: int) -> list:
+    import psutil
+
+    members = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                members.append(proc)
+        except (ProcessLookupError, psutil.Error):
+            pass
+    return members
+
+
+def test_cancel_stops_a_real_registration_with_its_workers_within_2_s(tmp_path):
+    """`prostate-cad register --workers 2` on the sample: cancel returns at once, the launcher,
+    the workers and every other descendant are gone within 2 s, the output folder holds
+    nothing, and the scene is as it was."""
+    psutil = pytest.importorskip("psutil", reason="psutil is a dev dependency")
+    slicer = pytest.importorskip("slicer", reason="the slicer-core wheel is a dev dependency")
+    from ProstateLesionCADLib.resources import sample_case_dir
+    from ProstateLesionCADSlicer.cad_logic import CadLogic
+
+    scene = slicer.vtkMRMLScene()
+    cad = CadLogic(scene)
+    cad.load_study(str(sample_case_dir()))
+    nodes_before = scene.GetNumberOfNodes()
+    runner = ProcessRunner()
+    # PythonSlicer's stand-in: a launcher that starts Python and waits, so the tree is
+    # launcher -> Python -> workers, and the launcher alone dies at once on SIGTERM
+    launcher = [sys.executable, "-c", "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"]
+
+    def prepare(work):
+        argv = cad.step_command("registration", work, python=sys.executable)
+        return [*launcher, *argv, "--workers", "2"]
+
+    process = runner.start("registration", prepare)
+    root = psutil.Process(process._process.pid)
+    deadline, workers = time.monotonic() + 120, []
+    while time.monotonic() < deadline:
+        update = runner.poll()
+        assert not update.finished, update.log
+        workers = [p for p in root.children(recursive=True) if "spawn_main" in " ".join(p.cmdline())]
+        if any("process(es)" in line for line in update.log) and len(workers) >= 2:
+            break
+        time.sleep(0.1)
+    assert len(workers) >= 2, "the registration never started its worker processes"
+    tree = [root, *root.children(recursive=True)]
+    started = time.monotonic()
+    runner.cancel()
+    assert time.monotonic() - started < 0.1  # cancel itself never waits
+    update = runner.poll()
+    while not update.finished:
+        assert time.monotonic() - started < 2.0, "the process tree was still running 2 s after cancel"
+        time.sleep(0.02)
+        update = runner.poll()
+    assert update.state == background_process.CANCELLED
+    assert update.status_text() == "Cancelled; the scene is unchanged."
+    running = [p for p in tree if _running(p)]  # a killed orphan may stay a zombie until init reaps it
+    assert not running, f"still running after cancel: {running}"
+    if os.name != "nt":
+        assert not _group_members(root.pid)
+    out = update.out_dir
+    assert not out.exists() or not any(out.iterdir())
+    assert not [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.partial")]
+    assert scene.GetNumberOfNodes() == nodes_before and cad.params.registration_transform is None
+    update.cleanup()
+    assert not out.parent.exists()

@@ -3,8 +3,12 @@
 Qt-free (tested in plain Python). `BackgroundProcess` is one child: it starts the process
 with its output piped, and a reader thread queues the lines; `poll()` turns
 `PROGRESS <pct> <msg>` lines into (percent, message) and reports when the process ended,
-with the CLI's one-sentence error on failure; `cancel()` terminates the child (then kills
-it if it lingers). `ProcessRunner` is what both panels drive: one step at a time, in its
+with the CLI's one-sentence error on failure; `cancel()` asks the child and every process
+it started to end and returns at once: the polls that follow kill what still runs
+KILL_AFTER_S later (process_tree.py), so the panel never waits on a cancel. The child runs
+in Slicer's startup environment (`startup_environment()`), as Slicer itself starts
+processes, not in the environment Slicer modified for its own Python.
+`ProcessRunner` is what both panels drive: one step at a time, in its
 own temporary folder, polled by the panel's QTimer (or waited for, with a timeout, by the
 self-tests). The caller reads results only after success, so a cancelled or failed run
 leaves the scene as it was; `StepUpdate.cleanup()` removes the folder.
@@ -26,13 +30,28 @@ from typing import Callable, Optional, Sequence
 
 from ProstateLesionCADLib.progress import parse_progress_line
 
+from . import process_tree
+
 RUNNING, SUCCEEDED, FAILED, CANCELLED = "running", "succeeded", "failed", "cancelled"
 POLL_MS = 200  # how often a panel's QTimer polls its ProcessRunner
+KILL_AFTER_S = 1.0  # a cancelled process tree still running this long after the request is killed
 
 
 def python_executable() -> str:
     """Slicer's Python launcher when running inside Slicer, else this interpreter."""
     return shutil.which("PythonSlicer") or sys.executable
+
+
+def startup_environment() -> dict:
+    """The environment Slicer was started in (without the launcher's additions) when running in
+    Slicer, else this process's own; PythonSlicer sets up its own paths from it."""
+    try:
+        import slicer
+    except ImportError:
+        return dict(os.environ)
+    if getattr(slicer, "app", None) is None:  # the slicer-core wheel: no application
+        return dict(os.environ)
+    return dict(slicer.util.startupEnvironment())
 
 
 def library_search_path() -> list[str]:
@@ -68,7 +87,7 @@ class BackgroundProcess:
     def __init__(self, argv: Sequence[str], env: Optional[dict] = None, extra_python_path: Sequence[str] = (),
                  work_dir: Optional[Path] = None):
         self.argv = list(argv)
-        self.env = dict(os.environ if env is None else env)
+        self.env = dict(startup_environment() if env is None else env)
         if extra_python_path:
             existing = self.env.get("PYTHONPATH", "")
             self.env["PYTHONPATH"] = os.pathsep.join([*extra_python_path, *([existing] if existing else [])])
@@ -80,14 +99,14 @@ class BackgroundProcess:
         self._lines: "queue.Queue[Optional[str]]" = queue.Queue()
         self._process: Optional[subprocess.Popen] = None
         self._cancelled = False
+        self._kill_at: Optional[float] = None  # when a cancelled tree still running gets killed
         self._finished = False
         self._state = RUNNING
 
     def start(self) -> None:
-        creation = getattr(subprocess, "CREATE_NO_WINDOW", 0)  # no console window on Windows
         self._process = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=self.env,
                                          cwd=str(self.work_dir), text=True, encoding="utf-8", errors="replace",
-                                         bufsize=1, creationflags=creation)
+                                         bufsize=1, **process_tree.popen_options())
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
@@ -111,17 +130,25 @@ class BackgroundProcess:
             if parsed:
                 self.percent, self.message = parsed
         self.log.extend(new)
-        if self._state == RUNNING and self._finished and self._process is not None:
-            code = self._process.wait()
-            self._state = CANCELLED if self._cancelled else (SUCCEEDED if code == 0 else FAILED)
+        if self._state == RUNNING and self._process is not None:
+            if self._finished:
+                if self._cancelled:
+                    process_tree.kill(self._process)  # a descendant that closed its output and lingers
+                code = self._process.wait()
+                self._state = CANCELLED if self._cancelled else (SUCCEEDED if code == 0 else FAILED)
+            elif self._kill_at is not None and time.monotonic() >= self._kill_at:
+                process_tree.kill(self._process)
         return PollResult(self._state, self.percent, self.message, new, self.error() if self._state == FAILED else "")
 
-    def wait(self, timeout: Optional[float] = None) -> PollResult:
-        """Block until the process ends (scripts and tests; the panel polls instead)."""
-        if self._process is not None:
-            self._process.wait(timeout)
+    def wait(self, timeout: Optional[float] = None, interval: float = 0.05) -> PollResult:
+        """Poll until the process ends (scripts and tests; the panel polls with its timer instead);
+        subprocess.TimeoutExpired after `timeout` seconds."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         result = self.poll()
         while result.state == RUNNING:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(self.argv, timeout)
+            time.sleep(interval)
             result = self.poll()
         return result
 
@@ -133,15 +160,14 @@ class BackgroundProcess:
         tail = next((line for line in reversed(self.log) if line.strip()), "")
         return f"the command ended with status {code}" + (f": {tail}" if tail else ".")
 
-    def cancel(self, grace_seconds: float = 5.0) -> None:
-        if self._process is None or self._process.poll() is not None:
+    def cancel(self, kill_after: float = KILL_AFTER_S) -> None:
+        """Ask the process and all it started to end; returns at once. The polls that follow
+        kill whatever still runs `kill_after` seconds later."""
+        if self._process is None or self._state != RUNNING or self._cancelled:
             return
         self._cancelled = True
-        self._process.terminate()
-        try:
-            self._process.wait(grace_seconds)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
+        process_tree.terminate(self._process)
+        self._kill_at = time.monotonic() + kill_after
 
     @property
     def state(self) -> str:
@@ -250,7 +276,10 @@ class ProcessRunner:
         process, self._process = self._process, None
         if process is not None:
             process.cancel()
-            process.wait(30)
+            try:
+                process.wait(KILL_AFTER_S + 2.0)
+            except subprocess.TimeoutExpired:
+                pass  # killed already; its folder goes all the same
             process.cleanup()
 
     def wait(self, timeout: float, interval: float = 0.2) -> StepUpdate:
