@@ -17,8 +17,7 @@ from slicer.util import VTKObservationMixin
 
 from ProstateLesionCADLib import device, ggg_palette
 from ProstateLesionCADLib.models import catalog as model_catalog
-from ProstateLesionCADLib.resources import sample_case_dir
-from ProstateLesionCADSlicer import background_process
+from ProstateLesionCADSlicer import background_process, sample_data, self_test_steps, slicer_version
 from ProstateLesionCADSlicer.annotate_logic import TABLE_COLUMNS as SEED_COLUMNS, AnnotateLogic
 from ProstateLesionCADSlicer.cad_logic import PANEL_STEPS, CadLogic
 from ProstateLesionCADSlicer.parameters import CRITERIA, get_parameter_node
@@ -35,7 +34,7 @@ class ProstateLesionCAD(ScriptedLoadableModule):
         self.parent.title = "Prostate Lesion CAD"
         self.parent.categories = ["Prostate"]
         self.parent.dependencies = []
-        self.parent.contributors = ["ProstateLesionCAD contributors"]
+        self.parent.contributors = ["ProstateLesionCAD developers (ProstateLesionCAD project)"]
         self.parent.helpText = """
 Finds and grades prostate lesions in multiparametric MRI: registration of ADC/DWI to T2,
 zonal segmentation, and a 3D Retina U-Net detector whose lesions are shown as segments,
@@ -50,6 +49,25 @@ resonance images", Sci. Rep. 12, 2975 (2022); Cao R. et al., "Joint prostate can
 detection and Gleason score prediction in mp-MRI via FocalNet", IEEE TMI 38(11) (2019).
 Sample data: ProstateX (Litjens G. et al., TCIA 2017, doi:10.7937/K9TCIA.2017.MURS5CL), CC BY 3.0.
 """
+        # Once Slicer has started, the Sample Data module exists and a message can be shown.
+        slicer.app.connect("startupCompleted()", self.onStartupCompleted)
+
+    def onStartupCompleted(self):
+        """One message on a Slicer older than the oldest supported release; else offer the sample."""
+        message = slicer_version.unsupported_message(slicer.app.majorVersion, slicer.app.minorVersion)
+        if message:
+            slicer.util.errorDisplay(message)  # only logged without a main window or under --testing
+            return
+        import SampleData
+
+        sample_data.register(SampleData.SampleDataLogic.registerCustomSampleDataSource, ProstateLesionCAD.loadSample)
+
+    @staticmethod
+    def loadSample(source=None):
+        """Sample Data's ProstateX-0000 button: the study with its roles in the panel's selectors, T2 shown."""
+        created = sample_data.load_sample(CadLogic(slicer.mrmlScene))
+        slicer.util.setSliceViewerLayers(background=created["T2"], fit=True)
+        return created
 
 
 class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -100,7 +118,7 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.maxSensitivityButton.connect("clicked()", lambda: self.onPreset("max_sensitivity"))
         self.ui.balancedButton.connect("clicked()", lambda: self.onPreset("balanced"))
         self.ui.loadDicomButton.connect("clicked()", self.onLoadDicom)
-        self.ui.loadSampleButton.connect("clicked()", lambda: self.loadStudy(str(sample_case_dir())))
+        self.ui.loadSampleButton.connect("clicked()", lambda: self.loadStudy(None))
         self.ui.installFromFileButton.connect("clicked()", self.onInstallFromFile)
         self.ui.installFromUrlButton.connect("clicked()", self.onInstallFromUrl)
         self.ui.registrationButton.connect("clicked()", lambda: self.startStep("registration"))
@@ -272,8 +290,9 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.loadStudy(folder)
 
     def loadStudy(self, path):
+        """A DICOM folder or case file; None: the bundled sample, loaded as Sample Data loads it."""
         with slicer.util.tryWithErrorDisplay("Could not load the study.", waitCursor=True):
-            created = self.cad.load_study(path)
+            created = self.cad.load_study(path) if path is not None else sample_data.load_sample(self.cad)
             self.ui.inputStatusLabel.text = f"{self.cad.params.case_id}: " + ", ".join(sorted(created))
             slicer.util.setSliceViewerLayers(background=self.cad.params.t2, fit=True)
 
@@ -493,47 +512,58 @@ class ProstateLesionCADLogic(ScriptedLoadableModuleLogic):
 
 
 class ProstateLesionCADTest(ScriptedLoadableModuleTest):
-    """Runs the whole pipeline on the bundled ProstateX-0000 inside Slicer; a step the
-    installation lacks (or a missing detection model) fails the test."""
+    """The walk-through a user makes on the bundled ProstateX-0000, inside Slicer: load the sample
+    as Sample Data does -> zones -> registration (fast, 2 starts) -> detection -> lesion segments in
+    their GGG colours, ROIs and table -> the panel's preset buttons move the threshold slider ->
+    annotate: seed, grow, move the seed, re-grow, export. Each background step runs with a time
+    limit; a step this installation lacks, a missing detection model or a failing step fails it."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
 
     def runTest(self):
         self.setUp()
-        self.test_pipeline_on_sample()
+        self.test_walkthrough_on_sample()
 
-    def run_step(self, logic, step, load):
-        """Run a step in the background as the panel does; return what `load` makes of its outputs."""
-        logic.runner.start(step, lambda work: logic.cad.step_command(step, work))
-        update = logic.runner.wait(STEP_TIMEOUT_S)
-        try:
-            self.assertEqual(update.state, background_process.SUCCEEDED, update.error)
-            return load(update.out_dir)
-        finally:
-            update.cleanup()
-
-    def test_pipeline_on_sample(self):
-        self.delayDisplay("Loading the bundled ProstateX-0000")
+    def test_walkthrough_on_sample(self):
         logic = ProstateLesionCADLogic()
         cad = logic.cad
-        created = cad.load_study(str(sample_case_dir()))
-        self.assertIn("T2", created)
-        self.assertEqual(cad.params.case_id, "ProstateX-0000")
         require_steps(cad.step_availability(), PANEL_STEPS)
         models = require_models(cad.detector_models(), "detection")
+        slicer.util.selectModule("ProstateLesionCAD")
+        widget = slicer.util.getModuleWidget("ProstateLesionCAD")
 
-        self.delayDisplay("Registration")
-        self.run_step(logic, "registration", cad.load_registration_result)
-        self.assertIs(cad.params.adc.GetParentTransformNode(), cad.params.registration_transform)
+        self.delayDisplay("Loading ProstateX-0000 as the Sample Data module does")
+        created = ProstateLesionCAD.loadSample()
+        self.assertEqual(sorted(created), sorted(v.role for v in sample_data.sample_source().volumes))
+        self.assertEqual(cad.params.case_id, sample_data.SAMPLE_NAME)
 
         self.delayDisplay("Zonal segmentation")
-        zones = self.run_step(logic, "zones", cad.load_zones_result)
-        self.assertEqual(zones.GetSegmentation().GetNumberOfSegments(), 3)  # prostate, CG, PZ
+        zones = self_test_steps.run_step(logic.runner, "zones", lambda work: cad.step_command("zones", work),
+                                         cad.load_zones_result, STEP_TIMEOUT_S)
+        self_test_steps.check_zones(zones)
 
-        self.delayDisplay(f"Detection with {models[0].name}, on the registration as a transform file")
+        self.delayDisplay(f"Registration (fast preset, {self_test_steps.SELF_TEST_STARTS} starts)")
+        self_test_steps.run_step(logic.runner, "registration",
+                                 lambda work: self_test_steps.registration_command(cad, work),
+                                 cad.load_registration_result, STEP_TIMEOUT_S)
+        self_test_steps.check_registration(cad)
+
+        self.delayDisplay(f"Detection with {models[0].name}, on the registration and the zones")
         cad.params.model = models[0].name
-        seg, table, infos = self.run_step(logic, "detection", lambda out: cad.load_detections(out / "detections.json"))
-        self.assertEqual(seg.GetSegmentation().GetNumberOfSegments(), len(infos))
-        self.assertEqual(len(cad.apply_filter(1, 0.0)), len([i for i in infos if i.ggg >= 1]))
-        self.delayDisplay("Pipeline test passed")
+        seg, table, infos = self_test_steps.run_step(
+            logic.runner, "detection", lambda work: cad.step_command("detection", work),
+            lambda out: cad.load_detections(out / "detections.json"), STEP_TIMEOUT_S)
+        self_test_steps.check_lesion_nodes(cad, seg, table, infos)
+
+        self.delayDisplay("Working points: the preset buttons move the threshold slider")
+        presets = self_test_steps.model_presets(cad, models[0])
+        for key, button in (("max_sensitivity", widget.ui.maxSensitivityButton), ("balanced", widget.ui.balancedButton)):
+            button.click()
+            value = widget.ui.thresholdSlider.value
+            self.assertAlmostEqual(value, presets[key], delta=0.005)  # the slider shows two decimals
+            self_test_steps.check_filter(cad, infos, value)
+
+        self.delayDisplay("Annotate: seed, grow, move the seed, re-grow, export")
+        path = self_test_steps.annotate_sample(slicer.mrmlScene, cad.params.t2)
+        self.delayDisplay(f"Walk-through passed; the annotation is in {path.parent}")
