@@ -30,7 +30,7 @@ class ZonalSegmentation(ScriptedLoadableModule):
         self.parent.title = "Prostate Zonal Segmentation"
         self.parent.categories = ["Prostate"]
         self.parent.dependencies = ["ProstateLesionCAD"]  # its MRML glue and library live there
-        self.parent.contributors = ["ProstateLesionCAD contributors"]
+        self.parent.contributors = ["ProstateLesionCAD developers (ProstateLesionCAD project)"]
         self.parent.helpText = """
 Segments the prostate, its central gland (CG) and peripheral zone (PZ) on an axial T2:
 the gland from the pretrained TAPS network (or the cascade's CNN-1), the CG from the
