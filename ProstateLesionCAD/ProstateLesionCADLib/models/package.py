@@ -142,9 +142,9 @@ def _listed_files(card: dict[str, Any], where: str) -> dict[str, dict[str, Any]]
     return listed
 
 
-def loaded_files(card: dict[str, Any], where: str) -> list[tuple[str, str]]:
+def loaded_files(card: dict[str, Any], where: str, defaults: bool = True) -> list[tuple[str, str]]:
     """(key in model.json, path) of every file a task's loader opens: ensemble members
-    (`ensemble.members[].file`), `architecture.*_weights`, and the fixed names of
+    (`ensemble.members[].file`), `architecture.*_weights`, and (`defaults`) the fixed names of
     DEFAULT_LOADED_FILES. A malformed entry is a ModelError naming `where`."""
     found: list[tuple[str, Any]] = []
     ensemble = card.get("ensemble")
@@ -160,7 +160,9 @@ def loaded_files(card: dict[str, Any], where: str) -> list[tuple[str, str]]:
     if isinstance(arch, dict):
         found += [(f"architecture.{key}", value) for key, value in arch.items() if key.endswith("_weights")]
     named = {key for key, _ in found}
-    found += [(key, name) for key, name in DEFAULT_LOADED_FILES.get(card.get("task"), {}).items() if key not in named]
+    if defaults:
+        found += [(key, name) for key, name in DEFAULT_LOADED_FILES.get(card.get("task"), {}).items()
+                  if key not in named]
     for key, value in found:
         problem = relative_path_problem(value)
         if problem:
@@ -168,10 +170,19 @@ def loaded_files(card: dict[str, Any], where: str) -> list[tuple[str, str]]:
     return found
 
 
+def _check_loaded_files_listed(card: dict[str, Any], where: str, defaults: bool) -> None:
+    listed = _listed_files(card, where)
+    for key, path in loaded_files(card, where, defaults):
+        if path not in listed:
+            raise ModelError(f"{where}: {key} {path!r} is not listed in 'files' with a sha256; "
+                             "a package may only load files it lists and verifies.")
+
+
 def check_card(card: Any, where: str) -> None:
     """Everything about model.json that can be checked without reading the files: the
-    envelope, the name (a single folder name), `files`, and that every file a loader opens
-    is listed there with a sha256."""
+    envelope, the name (a single folder name), `files`, and that every file model.json names
+    for a loader is listed there with a sha256 (the fixed default names are checked by
+    `ModelPackage.verify`, so that a package can be listed before it is complete)."""
     if not isinstance(card, dict) or card.get("format") != MODEL_FORMAT:
         raise ModelError(f"{where}: unknown model format {card.get('format') if isinstance(card, dict) else None!r}; "
                          f"expected {MODEL_FORMAT!r}.")
@@ -184,11 +195,7 @@ def check_card(card: Any, where: str) -> None:
         raise ModelError(f"{where}: 'version' must be text or a number, not {version!r}.")
     if not isinstance(card["task"], str) or not card["task"]:
         raise ModelError(f"{where}: 'task' must be text (e.g. 'detector'), not {card['task']!r}.")
-    listed = _listed_files(card, where)
-    for key, path in loaded_files(card, where):
-        if path not in listed:
-            raise ModelError(f"{where}: {key} {path!r} is not listed in 'files' with a sha256; "
-                             "a package may only load files it lists and verifies.")
+    _check_loaded_files_listed(card, where, defaults=False)
 
 
 def _torch_load(path: Path, label: str, map_location: str = "cpu") -> Any:
@@ -285,7 +292,9 @@ class ModelPackage:
         return entry if isinstance(entry, dict) else None
 
     def verify(self) -> None:
-        """Check every listed file lies inside the package, exists and matches its sha256 (raises ModelError)."""
+        """Check every file a loader opens is listed, and every listed file lies inside the
+        package, exists and matches its sha256 (raises ModelError)."""
+        _check_loaded_files_listed(self.card, str(self.card_path), defaults=True)
         for entry in self._listed().values():
             self._verify_entry(entry)
 
