@@ -125,8 +125,14 @@ def test_lib_packages_never_import_slicer_qt_vtk():
             assert not bad, f"{path.relative_to(REPO)} imports {bad}"
 
 
+# Slicer's values (CMake/SlicerDirectories.cmake): scripted modules live in
+# ${CMAKE_BINARY_DIR}/${Slicer_QTSCRIPTEDMODULES_LIB_DIR} in the build tree.
+QTSCRIPTEDMODULES_LIB_DIR = "lib/Slicer-5.12/qt-scripted-modules"
 CMAKE_PROBE = """
 set(Slicer_INSTALL_QTSCRIPTEDMODULES_LIB_DIR "lib/Slicer/qt-scripted-modules")
+set(Slicer_QTSCRIPTEDMODULES_LIB_DIR "%s")
+set(CMAKE_BINARY_DIR ${BUILD})
+""" % QTSCRIPTEDMODULES_LIB_DIR + """
 function(slicerMacroBuildScriptedModule)
   cmake_parse_arguments(M "WITH_GENERIC_TESTS" "NAME" "SCRIPTS;RESOURCES" ${ARGN})
   file(APPEND ${OUT} "NAME=${M_NAME}\\nGENERIC=${M_WITH_GENERIC_TESTS}\\n")
@@ -157,7 +163,8 @@ def test_module_cmake_lists_every_library_file_and_resource(tmp_path):
     probe.write_text(CMAKE_PROBE)
     out = tmp_path / "out.txt"
     module_dir = MODULE.parent
-    subprocess.run([cmake, f"-DOUT={out}", "-P", str(probe)], cwd=module_dir, check=True, capture_output=True)
+    subprocess.run([cmake, f"-DOUT={out}", f"-DBUILD={tmp_path / 'build'}", "-P", str(probe)], cwd=module_dir,
+                   check=True, capture_output=True)
     rows = [line.split("=", 1) for line in out.read_text().splitlines()]
     scripts = {v for k, v in rows if k == "SCRIPT"}
     resources = {v for k, v in rows if k == "RESOURCE"}
@@ -172,6 +179,67 @@ def test_module_cmake_lists_every_library_file_and_resource(tmp_path):
     shared = {Path(f).resolve().relative_to(REPO / "Resources").as_posix(): d for f, d in installs}
     assert "ModelCatalog.json" in shared and any(k.startswith("Sample/ProstateX-0000/t2.nrrd") for k in shared)
     assert all(d.startswith("lib/Slicer/qt-scripted-modules/Resources/Shared") for d in shared.values())
+
+
+BUILD_TREE_PROBE = """
+import json, os, sys
+import ProstateLesionCADLib
+from ProstateLesionCADLib import resources
+from ProstateLesionCADLib.models.package import installed_packages
+from ProstateLesionCADSlicer.sample_data import sample_source
+source = sample_source()
+print(json.dumps({"lib": ProstateLesionCADLib.__file__, "sample": str(resources.sample_case_dir()),
+                  "models": str(resources.bundled_models_dir()), "thumbnail": str(source.thumbnail),
+                  "volumes": [str(v.path) for v in source.volumes],
+                  "packages": sorted(p.name for p in installed_packages())}))
+"""
+
+
+def test_build_tree_holds_the_sample_and_models_where_the_library_looks(tmp_path):
+    """Under ctest the modules run from the build tree: configuring copies the shared Resources/ there.
+
+    The build tree is made as Slicer makes it: CMake evaluates ProstateLesionCAD/CMakeLists.txt
+    (configure_file runs for real), then the module's scripts and resources are copied to
+    ${CMAKE_BINARY_DIR}/${Slicer_QTSCRIPTEDMODULES_LIB_DIR}/<their relative path>, as
+    ctkMacroCompilePythonScript does for slicerMacroBuildScriptedModule (commontk/CTK
+    CMake/ctkMacroCompilePythonScript.cmake: tgt = DESTINATION_DIR/<script path>). A Python
+    with only that folder on its path then finds the sample, its thumbnail and every bundled model.
+    """
+    import json
+    import os
+    import shutil
+    import subprocess
+
+    cmake = shutil.which("cmake")
+    assert cmake is not None, "cmake is needed to evaluate the module's CMake lists"
+    probe = tmp_path / "probe.cmake"
+    probe.write_text(CMAKE_PROBE)
+    out, build = tmp_path / "out.txt", tmp_path / "build"
+    module_dir = MODULE.parent
+    subprocess.run([cmake, f"-DOUT={out}", f"-DBUILD={build}", "-P", str(probe)], cwd=module_dir,
+                   check=True, capture_output=True)
+    modules = build / QTSCRIPTEDMODULES_LIB_DIR
+    shared = modules / "Resources" / "Shared"
+    source_files = {p.relative_to(REPO / "Resources").as_posix() for folder in ("Sample", "Models")
+                    for p in (REPO / "Resources" / folder).rglob("*") if p.is_file()} | {"ModelCatalog.json"}
+    copied = {p.relative_to(shared).as_posix() for p in shared.rglob("*") if p.is_file()}
+    assert copied == source_files
+    assert (shared / "Sample/ProstateX-0000/thumbnail.png").read_bytes() == \
+        (REPO / "Resources/Sample/ProstateX-0000/thumbnail.png").read_bytes()
+    for key, value in (line.split("=", 1) for line in out.read_text().splitlines()):
+        if key in ("SCRIPT", "RESOURCE"):  # what ctkMacroCompilePythonScript copies at build time
+            (modules / value).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(module_dir / value, modules / value)
+    env = {k: v for k, v in os.environ.items() if k not in ("PROSTATE_CAD_RESOURCES", "PYTHONPATH")}
+    env.update(PYTHONPATH=str(modules), PROSTATE_CAD_MODELS=str(tmp_path / "no-user-models"))
+    found = json.loads(subprocess.run([sys.executable, "-c", BUILD_TREE_PROBE], env=env, cwd=tmp_path, check=True,
+                                      capture_output=True, text=True).stdout.splitlines()[-1])
+    assert Path(found["lib"]).is_relative_to(modules)
+    assert Path(found["sample"]) == shared / "Sample" / "ProstateX-0000"
+    assert Path(found["models"]) == shared / "Models"
+    assert all(Path(f).is_relative_to(shared) and Path(f).is_file() for f in [found["thumbnail"], *found["volumes"]])
+    bundled = sorted(p.parent.name for p in (REPO / "Resources" / "Models").glob("*/model.json"))
+    assert found["packages"] == bundled
 
 
 def test_extension_metadata_is_complete():
