@@ -34,7 +34,8 @@ EXPECTED_CLASS = {
     r".*TableWidget$": {"QTableWidget"},
     r".*PlaceWidget$": {"qSlicerMarkupsPlaceWidget"},
 }
-SLICER_PROVIDED = {"slicer", "vtk", "qt", "ctk", "numpy", "SimpleITK", "SampleData", "DICOMLib"}
+# PyTorchUtils is the module of the PyTorch extension this one depends on (EXTENSION_DEPENDS).
+SLICER_PROVIDED = {"slicer", "vtk", "qt", "ctk", "numpy", "SimpleITK", "SampleData", "DICOMLib", "PyTorchUtils"}
 PROJECT = {"ProstateLesionCADLib", "ProstateLesionCADSlicer", "ProstateLesionCADLib.zones", "ProstateLesionCADSlicer"}
 
 
