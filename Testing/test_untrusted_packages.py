@@ -386,6 +386,12 @@ def test_detector_and_focalnet_weights_not_plain_or_truncated(world, capsys, pha
     code, err = run(capsys, *detect_args(phantom_case, det2, world.root / "o2"))
     assert code == 2
     one_sentence(err, "holds Python objects besides tensors")
+    buffer = io.BytesIO()
+    torch.save({"weights": torch.zeros(3)}, buffer)  # plain tensors, but not this network's
+    _rewrite(det2, card2["ensemble"]["members"][0]["file"], buffer.getvalue())
+    code, err = run(capsys, *detect_args(phantom_case, det2, world.root / "o2"))
+    assert code == 2
+    one_sentence(err, "does not fit the network of its model.json")
     foc, _ = copy_bundled(FOCALNET, world.root / "foc")
     _rewrite(foc, "focalnet.pt", _pickled_object())
     code, err = run(capsys, *detect_args(phantom_case, foc, world.root / "o3"))

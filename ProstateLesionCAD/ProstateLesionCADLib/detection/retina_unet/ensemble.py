@@ -7,11 +7,15 @@ rank}], ensemble.wbc_fold_pooling ("mdt" = the toolkit's behaviour, "per_member"
 
 from __future__ import annotations
 
+import functools
+import json
 from typing import Any
+
+import torch
 
 from ...errors import ModelError
 from ...models.package import ModelPackage
-from .network import make_config
+from .network import RetinaUNet, make_config
 
 WBC_POOLING = ("mdt", "per_member")
 
@@ -36,9 +40,23 @@ def read_member(pkg: ModelPackage, member: dict[str, Any]) -> dict:
     if not isinstance(member, dict) or "file" not in member:
         raise ModelError(f"Model '{pkg.name}': an ensemble member has no 'file'.")
     state = pkg.load_weights(member["file"])
-    if not isinstance(state, dict):
-        raise ModelError(f"Model '{pkg.name}': weight file {member['file']} holds no state_dict.")
+    expected = _parameter_shapes(json.dumps(network_config(pkg), sort_keys=True))
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelError(f"Model '{pkg.name}': weight file {member['file']} holds no state_dict of tensors.")
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    if shapes != expected:
+        wrong = sorted(set(expected) ^ set(shapes)) or sorted(k for k in expected if shapes[k] != expected[k])
+        raise ModelError(f"Model '{pkg.name}': weight file {member['file']} does not fit the network of its "
+                         f"model.json ({len(wrong)} parameters missing, extra or of another shape, e.g. {wrong[0]}).")
     return state
+
+
+@functools.lru_cache(maxsize=4)
+def _parameter_shapes(config_json: str) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every entry of the network's state_dict (built without memory on the meta device)."""
+    with torch.device("meta"):
+        net = RetinaUNet(json.loads(config_json))
+    return {k: tuple(v.shape) for k, v in net.state_dict().items()}
 
 
 def load_member_states(pkg: ModelPackage) -> tuple[dict[str, Any], list[tuple[dict[str, Any], dict]]]:
