@@ -9,7 +9,6 @@ folder (and the models folder's earlier contents) untouched."""
 from __future__ import annotations
 
 import argparse
-import functools
 import gzip
 import hashlib
 import http.server

@@ -234,8 +234,11 @@ def install_package(source: str, sha256: Optional[str] = None, progress: Optiona
         path = Path(source)
         if not path.exists():
             raise ModelError(f"{source}: no such file or folder (give a model package folder, a .zip/.tar.gz or a URL).")
-        if sha256 and path.is_file() and sha256_of(path) != sha256.lower():
-            raise ModelError(f"{source}: fails its sha256 check (expected {sha256}).")
+        try:
+            if sha256 and path.is_file() and sha256_of(path) != sha256.lower():
+                raise ModelError(f"{source}: fails its sha256 check (expected {sha256}).")
+        except OSError as exc:
+            raise ModelError(f"{source}: cannot be read ({exc.strerror or exc}).") from None
     target_base = Path(models_dir) if models_dir else user_models_dir()
     try:
         target_base.mkdir(parents=True, exist_ok=True)
