@@ -11,7 +11,7 @@ Layers, lowest first (a module may import its own layer and the ones below it):
   models run   zones/, detection/
   pipeline     pipeline.py
   tools        demo/ (demo run, demo-model recipes, accuracy, benchmarks)
-  interface    cli.py, __main__.py, capabilities.py, commands/
+  interface    cli.py, __main__.py, capabilities.py, requirements.py, commands/
   Slicer glue  ProstateLesionCADSlicer/ (may import the whole library)
   modules      ProstateLesionCAD.py, ZonalSegmentation.py
 """
@@ -37,7 +37,7 @@ LAYERS = [
     {"zones", "detection"},
     {"pipeline"},
     {"demo"},
-    {"cli", "__main__", "capabilities", "commands"},
+    {"cli", "__main__", "capabilities", "requirements", "commands"},
 ]
 GLUE_LAYER = len(LAYERS)
 MODULE_LAYER = len(LAYERS) + 1
