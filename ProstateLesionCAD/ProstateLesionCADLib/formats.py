@@ -1,4 +1,4 @@
-"""Readers/writers of the exchange formats of DESIGN.md.
+"""Readers/writers of the exchange formats of ARCHITECTURE.md.
 
 `prostate-cad-detections/1` and `prostate-cad-ground-truth/1`: JSON, one file for one or
 many cases, LPS millimetres, optional paths relative to the JSON file. Readers reject an

@@ -1,6 +1,6 @@
 """The single GGG colour palette and terminology of the project (Slicer panels, PNGs, README).
 
-Gleason grade groups as the detector predicts them (DESIGN.md): 0 = benign, 1, 2 and
+Gleason grade groups as the detector predicts them (ARCHITECTURE.md): 0 = benign, 1, 2 and
 3 = GGG3 or higher. Colours run from green (benign) through yellow and orange to red
 (GGG3+), so severity reads at a glance (ColorBrewer "Set1"/"Set2" hues that stay
 apart on a grey T2 background). Names always carry the grade too, so colour is never

@@ -3,7 +3,7 @@
 Every detector kind returns a `DetectorOutput`: the detections (LPS mm) and the lesion
 probability map on the detector's own grid. `write_detection_outputs` writes
 
-- DIR/detections.json: prostate-cad-detections/1 (DESIGN.md), one case, with the model's
+- DIR/detections.json: prostate-cad-detections/1 (ARCHITECTURE.md), one case, with the model's
   name, version and intended use;
 - DIR/lesion-probability.nrrd: the probability map on the T2 grid (float32, 0 outside the
   detector's field of view), referenced from detections.json;

@@ -1,6 +1,6 @@
 """Per-detection lesion masks, volumes and zones, for display (Slicer segments) and reports.
 
-A detection (DESIGN.md detections format) has a centre, usually a box, and the run may
+A detection (ARCHITECTURE.md detections format) has a centre, usually a box, and the run may
 have written a lesion-probability map on the T2 grid (Retina U-Net segmentation head,
 main paper "Architecture: Retina U-Net"). Its mask on a reference grid is, in order:
 

@@ -1,4 +1,4 @@
-"""Read lesion seed points: a ground-truth JSON (DESIGN.md) or a CSV `x,y,z,ggg[,id]` in LPS mm."""
+"""Read lesion seed points: a ground-truth JSON (ARCHITECTURE.md) or a CSV `x,y,z,ggg[,id]` in LPS mm."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Model packages (DESIGN.md): a folder with `model.json` and weight files with sha256.
+"""Model packages (ARCHITECTURE.md): a folder with `model.json` and weight files with sha256.
 
 model.json keys: format ("prostate-cad-model/1"), name, version, task ("detector",
 "zones", "focalnet", ...), architecture {name, hyper-parameters}, channels, spacing,

@@ -1,6 +1,6 @@
 """Write a phantom as DICOM MR series that look like a Siemens 3 T prostate study.
 
-The headers mimic the ProstateX studies in ../shared/data (Skyra / TrioTim exports): one
+The headers mimic the PROSTATEx studies (Siemens Skyra / TrioTim exports): one
 file per slice, series descriptions `t2_tse_tra`, `ep2d_diff_tra_DYNDIST` (+ `_ADC`,
 `CALC_BVAL`), `Twist_dynamic_Wip576_TT=...`, ImageType values (`ADC`, `CALC_BVALUE`,
 `TRACEW`), b-values in the standard DiffusionBValue (0018,9087) and/or Siemens' private

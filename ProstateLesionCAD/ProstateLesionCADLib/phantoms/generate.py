@@ -389,7 +389,7 @@ def _b_name(b: float) -> str:
 
 
 def truth_entry(phantom: Phantom, json_path: Path, lesion_mask: Optional[Path]) -> dict:
-    """The phantom's ground-truth JSON entry (DESIGN.md format) plus phantom-only extras
+    """The phantom's ground-truth JSON entry (ARCHITECTURE.md format) plus phantom-only extras
     (zone, visibility and diameter per lesion; seed, deformation) that readers ignore."""
     gt = GroundTruthCase(phantom.ground_truth.case_id, phantom.ground_truth.lesions,
                          phantom.ground_truth.patient_ggg, lesion_mask)

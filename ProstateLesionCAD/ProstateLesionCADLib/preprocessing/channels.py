@@ -1,7 +1,7 @@
 """The detector's input channels and how each is chosen from a case (Pellicer-Valero 2022,
 Methods, "Pre-processing", and Fig. 3).
 
-Channel order (DESIGN.md, paper Fig. 3):
+Channel order (ARCHITECTURE.md, paper Fig. 3):
     T2, DWI_LOW, DWI_HIGH, ADC, KTRANS, DCE_T10, DCE_T20, DCE_T30, PROSTATE, CG, PZ
 
 Rules decided here (the paper gives the examples, we state the general rule):

@@ -13,7 +13,7 @@ Pellicer-Valero et al. 2022, Methods, "Pre-processing" (objective 1) and Equatio
    0/1 channels (not normalised).
 
 Over which voxels are p1/p99 taken? The paper applies Eq. 1 "to every channel of an
-image" after cropping; the authors' released code (see ../shared/reference FACTS.md §8)
+image" after cropping; the authors' released code (OscarPellicer/prostate_lesion_detection, preprocessing_lib.py)
 takes them over the whole sequence resampled onto the T2 grid, *before* cropping. We
 follow the released code by default (`normalise_over="t2"`, so inputs match the
 published weights); `normalise_over="crop"` gives the paper's literal reading.

@@ -1,6 +1,6 @@
 """The in-memory study: images by role, as SimpleITK images in LPS world coordinates.
 
-Roles (DESIGN.md): T2 (axial, required), ADC, DWI (one 3D image per b-value), computed
+Roles (ARCHITECTURE.md): T2 (axial, required), ADC, DWI (one 3D image per b-value), computed
 high-b DWI, KTRANS, DCE (time-ordered list). Every role but T2 may be absent. Loading
 from DICOM lives in `dicom_roles.py`, from per-role image files in `case_files.py`;
 `load_case(path)` picks the right one.

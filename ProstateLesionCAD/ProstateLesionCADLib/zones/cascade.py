@@ -5,7 +5,7 @@ dense-residual U-Nets in cascade. CNN-1 can be replaced by the pretrained TAPS g
 network (taps_backend.py); CNN-2 then still gives the CG inside that gland.
 
 Working grid: in-plane spacing `spacing_xy` (1 mm), the T2's own slices (2.5D, see
-unet_dense_residual.py), intensities scaled by (I − p1) / (p99 − p1) (DESIGN.md).
+unet_dense_residual.py), intensities scaled by (I − p1) / (p99 − p1) (ARCHITECTURE.md).
 Probabilities are mapped back to the T2 grid by linear interpolation and thresholded
 at 0.5 there, so masks follow the T2's own voxels.
 """
@@ -53,7 +53,7 @@ def resample(image: sitk.Image, reference: sitk.Image, interpolator=sitk.sitkLin
 
 
 def normalise(arr: np.ndarray) -> np.ndarray:
-    """(I − p1) / (p99 − p1), DESIGN.md and main paper Eq. (1)."""
+    """(I − p1) / (p99 − p1), ARCHITECTURE.md and main paper Eq. (1)."""
     p1, p99 = np.percentile(arr, [1, 99])
     return ((arr - p1) / max(float(p99 - p1), 1e-6)).astype(np.float32)
 

@@ -11,7 +11,7 @@ both are trained in one loop on 2.5D slices of the given volumes:
 - loss: binary cross-entropy + soft Dice per network;
 - validation: the whole cascade on held-out volumes, Dice per structure (prostate,
   CG, PZ) on the T2 grid; the best validation state is kept and written as a model
-  package (model.json + cnn1.pt + cnn2.pt, DESIGN.md).
+  package (model.json + cnn1.pt + cnn2.pt, ARCHITECTURE.md).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Classes: 0 non-lesion, 1 GS 3+3, 2 GS 3+4, 3 GS 4+3, 4 GS = 8, 5 GS >= 9. Class 
 5-bit vector whose first k bits are 1 ("bit i: the label is a class >= i"). The predicted
 class of a bit vector is the highest k with all of the first k bits on (0 when bit 1 is off).
 
-Mapping to the project's GGG classes (DESIGN.md: 0 benign, 1, 2, 3 = GGG3 or higher):
+Mapping to the project's GGG classes (ARCHITECTURE.md: 0 benign, 1, 2, 3 = GGG3 or higher):
 GS 3+3 -> GGG1, GS 3+4 -> GGG2, GS 4+3, 8 and >= 9 -> GGG3. For training on our ground
 truth the reverse mapping is GGG1 -> class 1, GGG2 -> class 2, GGG3+ -> class 3 (our labels
 do not separate GS 4+3 / 8 / >= 9, so bits 4 and 5 stay 0 and the network learns them as

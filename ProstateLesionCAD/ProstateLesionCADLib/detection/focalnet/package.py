@@ -1,4 +1,4 @@
-"""Write a trained FocalNet as a model package (DESIGN.md: model.json + weights with sha256)."""
+"""Write a trained FocalNet as a model package (ARCHITECTURE.md: model.json + weights with sha256)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Anchor boxes of the Retina U-Net (main paper "Hyperparameters": one aspect ratio, scales
-from 4x4x1 to 28x28x9 voxels; exact layout in FACTS.md section 3).
+from 4x4x1 to 28x28x9 voxels; exact layout of the toolkit's
+generate_pyramid_anchors, MDT_ProstateX/utils/model_utils.py).
 
 Coordinates are [y1, x1, y2, x2, z1, z2] in input-voxel units. Anchor centres sit at
 index * stride (no half-stride offset) and anchors are not clipped. Order: level P2..P5,

@@ -1,4 +1,5 @@
-"""Box deltas and overlaps for [y1, x1, y2, x2, z1, z2] boxes (FACTS.md section 4).
+"""Box deltas and overlaps for [y1, x1, y2, x2, z1, z2] boxes (the toolkit's
+utils/model_utils.py in OscarPellicer/prostate_lesion_detection/MDT_ProstateX).
 
 Deltas are (dy, dx, dz, log dh, log dw, log dd) relative to the anchor, divided by the
 std-devs [0.1, 0.1, 0.1, 0.2, 0.2, 0.2]; decoding multiplies them back.

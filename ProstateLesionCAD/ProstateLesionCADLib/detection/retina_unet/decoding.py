@@ -1,4 +1,5 @@
-"""Per-model test-time decoding of the Retina U-Net outputs (FACTS.md section 5).
+"""Per-model test-time decoding of the Retina U-Net outputs (as in OscarPellicer/prostate_lesion_detection,
+MDT_ProstateX/models/retina_unet.py: refine_detections and get_results).
 
 softmax over classes -> top `pre_nms_limit` (anchor, class) pairs -> decode and clip to
 the patch -> round -> per-class NMS (IoU 1e-5) -> 30 best boxes over all classes ->

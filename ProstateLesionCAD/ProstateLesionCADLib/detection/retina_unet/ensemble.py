@@ -1,5 +1,6 @@
 """Fold x epoch ensembles stored in a detector model package (main paper "Epoch and CV
-ensembling during testing"; FACTS.md section 6).
+ensembling during testing"; MDT_ProstateX/predictor.py of
+OscarPellicer/prostate_lesion_detection).
 
 model.json: architecture.config (network config), ensemble.members [{file, fold, epoch,
 rank}], ensemble.wbc_fold_pooling ("mdt" = the toolkit's behaviour, "per_member").
@@ -75,7 +76,7 @@ def member_id(member: dict[str, Any], aug_index: int, pooling: str) -> str:
     """Prediction id used by WBC to count missing predictions.
 
     "mdt": "<rank>_<aug>" like the toolkit, which repeats across folds, so the fold-pooled
-    WBC sees at most 5 distinct ids out of 25 models (FACTS.md section 7 quirk).
+    WBC sees at most 5 distinct ids out of 25 models (a quirk of MDT_ProstateX/predictor.py).
     "per_member": unique per fold x epoch (x augmentation).
     """
     if pooling == "mdt":

@@ -2,7 +2,8 @@
 
 Main paper, "Epoch and CV ensembling during testing": every member predicts the whole
 crop; segmentation maps are averaged and boxes of all members are merged per class by
-weighted box clustering (IoU 1e-5). FACTS.md sections 5-7 give the toolkit's details.
+weighted box clustering (IoU 1e-5). The toolkit's details: OscarPellicer/prostate_lesion_detection,
+MDT_ProstateX/models/retina_unet.py and MDT_ProstateX/predictor.py.
 
 The detector takes a pre-processed channel stack plus its crop geometry
 (`preprocessing.Preprocessed`), so case loading, registration and zonal segmentation

@@ -1,4 +1,4 @@
-"""Retina U-Net losses (FACTS.md section 1 "Heads", main paper "Model training and validation").
+"""Retina U-Net losses (MDT_ProstateX/models/retina_unet.py heads, main paper "Model training and validation").
 
 Classification: softmax cross-entropy over positives and as many negatives (at least 1),
 the negatives drawn at random from the `shem_poolsize` x that many hardest ones

@@ -1,6 +1,6 @@
 """Import the authors' Medical Detection Toolkit (MDT) checkpoints into our model package.
 
-The published exp0 network (FACTS.md sections 1, 8, 9) is stored as 25
+The published exp0 network (OscarPellicer/prostate_lesion_detection, MDT_ProstateX/experiments/exp0) is stored as 25
 `params.pth` state_dicts under MDT's module names. `mdt_key(our_key)` maps every key of
 our `RetinaUNet` to the MDT name; `convert_state_dict` checks that the two key sets and
 all shapes agree exactly, so a checkpoint of another topology fails with a clear error.
@@ -24,7 +24,7 @@ _STAGE_BLOCK = re.compile(r"^encoder\.stages\.(\d+)\.(\d+)\.(conv1|conv2|conv3|d
 
 
 def mdt_key(key: str) -> str:
-    """The MDT state_dict name of one of our keys (FACTS.md section 1, conv unit convention)."""
+    """The MDT state_dict name of one of our keys (the toolkit's conv unit naming, MDT_ProstateX/models/backbone.py)."""
     m = re.match(r"^encoder\.c0\.(\d+)\.(conv|norm)\.(.+)$", key)
     if m:
         return f"Fpn.C0.{m[1]}.0.{0 if m[2] == 'conv' else 1}.{m[3]}"
@@ -88,7 +88,8 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-# Published model facts for the model card (FACTS.md sections 2, 6, 7, 8, 9).
+# Published model facts for the model card (OscarPellicer/prostate_lesion_detection: MDT_ProstateX/experiments/exp0/configs.py,
+# MDT_ProstateX/predictor.py, preprocessing_lib.py and the exp0 checkpoints).
 PUBLISHED_PACKAGE_NAME = "pellicer-valero-2022-prostatex"
 PUBLISHED_CHANNELS = ["T2", "DWI_LOW", "DWI_HIGH", "ADC", "KTRANS", "PROSTATE", "CG", "PZ"]
 PUBLISHED_CLASS_NAMES = ["background", "GGG0", "GGG1", "GGG2", "GGG3+"]
@@ -115,7 +116,7 @@ def published_card(members: list[dict[str, Any]]) -> dict[str, Any]:
         },
         "channel_drop": {"trained_with": True, "probability": 0.05,
                          "channels": ["DWI_LOW", "DWI_HIGH", "ADC", "KTRANS"],
-                         "note": "exp0 zeroes one of channels 1-4 with p=0.05 each (FACTS.md section 8)"},
+                         "note": "exp0 zeroes one of channels 1-4 with p=0.05 each (exp0/configs.py)"},
         "ensemble": {"members": members, "test_time_augmentation": False,
                      "segmentation": "mean of per-model argmax label maps",
                      "wbc_iou": 1e-5,
@@ -142,7 +143,7 @@ def find_checkpoints(folder: Path, ranking: Optional[dict[int, list[int]]] = Non
                      ) -> list[tuple[int, int, int, Path]]:
     """(fold, rank, epoch, path) for every fold_<f>/<epoch>_best_checkpoint/params.pth.
 
-    The rank within a fold comes from an `epoch_ranking.npy` when present (FACTS.md section 6),
+    The rank within a fold comes from an `epoch_ranking.npy` when present (as MDT_ProstateX/predictor.py ranks them),
     otherwise from `ranking` (fold -> epochs, best first) when the epoch is listed there,
     else ascending epoch.
     """

@@ -3,7 +3,8 @@
 ResNet-like encoder (C0, C1 single convolution levels; C2..C5 bottleneck stages with
 `n_blocks` blocks), an FPN decoder extended to the two stride-1/stride-2 levels for the
 segmentation output, and classifier / box-regressor heads shared over P2..P5. The
-topology follows ../shared/reference/mdt_retina_unet/FACTS.md section 1 so that the
+topology follows OscarPellicer/prostate_lesion_detection (MDT_ProstateX/experiments/exp0/backbone.py,
+models/retina_unet.py) so that the
 authors' published checkpoints load through `mdt_import.mdt_key`; every size comes from
 the config dict stored in model.json (`architecture.config`).
 
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-# Published exp0 configuration (FACTS.md section 1); other models override entries.
+# Published exp0 configuration (exp0/configs.py); other models override entries.
 EXP0_CONFIG: dict[str, Any] = {
     "n_channels": 8,
     "start_filts": 15,
@@ -199,7 +200,7 @@ def count_parameters(net: nn.Module) -> int:
 
 
 def anchor_scales(cfg: dict[str, Any]) -> tuple[list[list[float]], list[list[float]]]:
-    """Per level k and scale i: base * sc**k * sc**(i/3), xy and z (FACTS.md section 3)."""
+    """Per level k and scale i: base * sc**k * sc**(i/3), xy and z (the toolkit's generate_pyramid_anchors)."""
     if "anchor_scales_xy" in cfg:
         return cfg["anchor_scales_xy"], cfg["anchor_scales_z"]
     sc = cfg["anchor_sc"]

@@ -1,4 +1,5 @@
-"""Greedy 3D non-maximum suppression without torchvision (torch in and out, numpy inside), FACTS.md section 5."""
+"""Greedy 3D non-maximum suppression without torchvision (torch in and out, numpy inside),
+as MDT_ProstateX/models/retina_unet.py applies it per class."""
 
 from __future__ import annotations
 

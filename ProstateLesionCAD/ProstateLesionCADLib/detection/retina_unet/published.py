@@ -1,7 +1,7 @@
 """The authors' published ProstateX Retina U-Net: download, verify, import.
 
 `fetch_published()` downloads the 25 `params.pth` checkpoints (5 folds x top-5 epochs,
-FACTS.md section 9) from the authors' GitHub repository as raw files, verifies each one
+MDT_ProstateX/experiments/exp0/fold_*/*_best_checkpoint/params.pth) from the authors' GitHub repository as raw files, verifies each one
 against its git blob id (SHA-1 of b"blob <size>\\0" + content), keeps verified files in a
 per-user cache (a cached file that still verifies is not downloaded again) and converts
 them with `mdt_import.import_mdt`, ranked by PUBLISHED_RANKING. If the repository serves a
@@ -35,7 +35,7 @@ EXPERIMENT = "MDT_ProstateX/experiments/exp0"
 DEFAULT_BASE_URL = f"https://raw.githubusercontent.com/{REPOSITORY}/{COMMIT}/"
 DEFAULT_LFS_BASE_URL = f"https://media.githubusercontent.com/media/{REPOSITORY}/{COMMIT}/"
 
-# (fold, rank in fold, epoch, git blob id of params.pth), FACTS.md section 9.
+# (fold, rank in fold, epoch, git blob id of params.pth), read from the repository at COMMIT.
 PUBLISHED_CHECKPOINTS: list[tuple[int, int, int, str]] = [
     (0, 0, 36, "f78bc4abfeb13a6f6f25d35efe8ec51d2c53b62d"),
     (0, 1, 59, "a86b8ecb12b10adaec85a28b032b11bcedf30d07"),

@@ -1,4 +1,5 @@
-"""Training targets of the Retina U-Net (FACTS.md sections 2 and 4).
+"""Training targets of the Retina U-Net (MDT_ProstateX/models/retina_unet.py and
+utils/model_utils.py of OscarPellicer/prostate_lesion_detection).
 
 GT boxes are the voxel-index extent of each lesion widened by one voxel on each side.
 Anchors with IoU >= 0.5 to a GT box are positive, anchors whose best IoU is < 0.01 are

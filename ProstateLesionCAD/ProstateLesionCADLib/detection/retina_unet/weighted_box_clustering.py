@@ -1,5 +1,6 @@
 """Weighted box clustering (WBC) of ensemble predictions (main paper "Epoch and CV
-ensembling during testing"; exact rules in FACTS.md section 7).
+ensembling during testing"; exact rules from
+MDT_ProstateX/predictor.py of OscarPellicer/prostate_lesion_detection).
 
 Run per case and per foreground class. Each cluster's score is the weighted mean of its
 members' scores, diluted by the number of ensemble members that predicted nothing there;
