@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Optional, Sequence
+from typing import Callable, ClassVar, Optional, Sequence
 
+from ProstateLesionCADLib import requirements
 from ProstateLesionCADLib.capabilities import Step, panel_steps
 from ProstateLesionCADLib.errors import ParameterError
 from ProstateLesionCADLib.zones import BACKENDS, DEMO_MODEL
@@ -20,13 +21,20 @@ from ProstateLesionCADLib.zones import BACKENDS, DEMO_MODEL
 from .background_process import cli_command
 
 
-def step_availability(capabilities: dict[str, Step], names: Sequence[str]) -> dict[str, tuple[bool, str]]:
-    """Step name -> (offered?, tooltip) for a panel's buttons; a step the capabilities lack is not offered."""
+def step_availability(capabilities: dict[str, Step], names: Sequence[str],
+                      missing: Optional[Callable[[str], Sequence[requirements.Package]]] = None
+                      ) -> dict[str, tuple[bool, str]]:
+    """Step name -> (offered?, tooltip) for a panel's buttons. A step the capabilities lack is not
+    offered, nor one whose Python packages are missing (`missing(step)`, by default
+    requirements.missing_packages, which imports nothing): its tooltip names them."""
+    lacking = missing or (lambda name: requirements.missing_packages([name]))
     out = {}
     for name in names:
         step = capabilities.get(name)
-        out[name] = ((True, f"{step.summary} ({step.command})") if step is not None else
-                     (False, f"Not available: this version of the library offers no {name} step."))
+        packages = lacking(name) if step is not None else []
+        out[name] = ((False, f"Not available: this version of the library offers no {name} step.") if step is None
+                     else (False, requirements.missing_tooltip(packages)) if packages
+                     else (True, f"{step.summary} ({step.command})"))
     return out
 
 
