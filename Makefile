@@ -5,10 +5,21 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The oldest supported Slicer (5.12): its MRML classes (slicer-core 5.12.4.0) in a second venv,
+# where `make test` runs again the tests that drive MRML classes; .venv has the 5.13 preview.
+VENV512 := .venv-slicer512
+PY512 := $(VENV512)/bin/python
+STAMP512 := $(VENV512)/.installed
+SLICER512 := slicer-core==5.12.4.0
+MRML_TESTS := Testing/test_cad_logic.py Testing/test_zonal_slicer_logic.py Testing/test_annotate_logic.py \
+	Testing/test_capabilities.py Testing/test_panel_runner.py Testing/test_sample_data.py \
+	Testing/test_self_test_steps.py Testing/test_slicer_api.py
 
-.PHONY: demo test bench accuracy venv clean
+.PHONY: demo test bench accuracy venv venv-slicer512 slicer-api-list clean
 
 venv: $(STAMP)
+
+venv-slicer512: $(STAMP512)
 
 $(STAMP): pyproject.toml requirements-lock.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,11 +31,26 @@ $(STAMP): pyproject.toml requirements-lock.txt
 	$(PY) -m pip install --quiet --no-deps -c requirements-lock.txt lavlab-taps
 	touch $(STAMP)
 
+$(STAMP512): pyproject.toml requirements-lock.txt
+	test -x $(PY512) || $(PYTHON) -m venv $(VENV512)
+	$(PY512) -m pip install --quiet --upgrade pip
+	$(PY512) -m pip install --quiet torch==2.13.0
+	grep -v '^slicer-core==' requirements-lock.txt > $(VENV512)/constraints.txt
+	echo '$(SLICER512)' >> $(VENV512)/constraints.txt
+	$(PY512) -m pip install --quiet -c $(VENV512)/constraints.txt -e '.[dev]'
+	$(PY512) -m pip install --quiet --no-deps -c $(VENV512)/constraints.txt lavlab-taps
+	touch $(STAMP512)
+
 demo: $(STAMP)
 	$(VENV)/bin/prostate-cad demo --out demo-output
 
-test: $(STAMP)
+test: $(STAMP) $(STAMP512)
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
+	QT_QPA_PLATFORM=offscreen $(PY512) -m pytest -q -p no:cacheprovider $(MRML_TESTS)
+
+# After the glue calls a Slicer/VTK method it did not call before: the list of names Slicer 5.12 has.
+slicer-api-list: $(STAMP512)
+	$(PY512) Testing/slicer_api.py --write
 
 bench: $(STAMP)
 	$(VENV)/bin/prostate-cad bench --out bench-output
@@ -35,4 +61,4 @@ accuracy: $(STAMP)
 	$(PY) -m ProstateLesionCADLib.commands.accuracy --out accuracy-output $(ACCURACY_ARGS)
 
 clean:
-	rm -rf $(VENV) demo-output bench-output accuracy-output
+	rm -rf $(VENV) $(VENV512) demo-output bench-output accuracy-output

@@ -47,6 +47,8 @@ HAND_CHECKED = {
     "slicer.app.connect": "PythonQt's QObject.connect on qSlicerApplication; the startupCompleted() signal: "
                           "Base/QTCore/qSlicerCoreApplication.h; Utilities/Templates/Modules/Scripted/TemplateKey.py "
                           "connects it",
+    "slicer.app.processEvents": f"{QT} (QCoreApplication::processEvents); {SAMPLE_DATA} calls "
+                                "slicer.app.processEvents(...)",
     "slicer.app.majorVersion": "Base/QTCore/qSlicerCoreApplication.h Q_PROPERTY(int majorVersion ...)",
     "slicer.app.minorVersion": "Base/QTCore/qSlicerCoreApplication.h Q_PROPERTY(int minorVersion ...)",
     "slicer.modules.markups.logic": "the Markups module's logic (vtkSlicerMarkupsLogic); "
@@ -65,6 +67,8 @@ HAND_CHECKED = {
     "slicer.util.arrayFromVTKMatrix": f"{UTIL} def arrayFromVTKMatrix",
     "slicer.util.vtkMatrixFromArray": f"{UTIL} def vtkMatrixFromArray",
     "slicer.util.childWidgetVariables": f"{UTIL} def childWidgetVariables",
+    "slicer.util.confirmOkCancelDisplay": f"{UTIL} def confirmOkCancelDisplay (returns True without a dialog "
+                                          "with --testing)",
     "slicer.util.errorDisplay": f"{UTIL} def errorDisplay (only logged without a main window or with --testing)",
     "slicer.util.getModuleWidget": f"{UTIL} def getModuleWidget",
     "slicer.util.loadUI": f"{UTIL} def loadUI",
