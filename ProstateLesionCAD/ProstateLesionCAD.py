@@ -15,9 +15,9 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-from ProstateLesionCADLib import device, ggg_palette
+from ProstateLesionCADLib import ggg_palette, requirements
 from ProstateLesionCADLib.models import catalog as model_catalog
-from ProstateLesionCADSlicer import background_process, sample_data, self_test_steps, slicer_version
+from ProstateLesionCADSlicer import background_process, dependencies, sample_data, self_test_steps, slicer_version
 from ProstateLesionCADSlicer.annotate_logic import TABLE_COLUMNS as SEED_COLUMNS, AnnotateLogic
 from ProstateLesionCADSlicer.cad_logic import PANEL_STEPS, CadLogic
 from ProstateLesionCADSlicer.parameters import CRITERIA, get_parameter_node
@@ -81,6 +81,9 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._packages = []
         self.annotateLogic = None
         self._seedsNode = None
+        self._availability = {}  # step -> (offered?, tooltip), refreshed when packages get installed
+        self._installing = False
+        self._deviceProbe = None
 
     # ------------------------------------------------------------ set-up
 
@@ -104,8 +107,6 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         deviceOption = detection.option("--device") if detection is not None else None
         for value in (deviceOption.choices if deviceOption is not None else ()):
             self.ui.deviceComboBox.addItem(DEVICE_LABELS.get(value, value), value)
-        self.ui.deviceInfoLabel.text = "Looking for devices…"
-        qt.QTimer.singleShot(0, self.updateDeviceInfo)  # imports torch: after the panel is shown
         self.ui.legendLabel.text = "  ".join(
             f'<span style="color:{c.hex}">&#9632;</span> {c.name} ({c.description})' for c in ggg_palette.PALETTE.values())
         self.ui.progressBar.setRange(0, 100)
@@ -127,6 +128,7 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.detectButton.connect("clicked()", lambda: self.startStep("detection"))
         self.ui.loadDetectionsButton.connect("clicked()", self.onLoadDetections)
         self.ui.cancelButton.connect("clicked()", self.onCancel)
+        self.ui.installDependenciesButton.connect("clicked()", self.onInstallDependencies)
         self.ui.lesionTableView.connect("clicked(QModelIndex)", self.onTableClicked)
 
         self.annotateLogic = AnnotateLogic(slicer.mrmlScene)
@@ -145,15 +147,20 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._timer = qt.QTimer()
         self._timer.setInterval(background_process.POLL_MS)
         self._timer.connect("timeout()", self.onPoll)
+        self._deviceTimer = qt.QTimer()
+        self._deviceTimer.setInterval(background_process.POLL_MS)
+        self._deviceTimer.connect("timeout()", self.onDeviceProbe)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.refreshModels()
+        self.refreshAvailability()
         self.initializeParameterNode()
 
     def cleanup(self):
         self._timer.stop()
         self.logic.runner.stop()
+        self.stopDeviceProbe()
         self._regrowTimer.stop()
         self.removeObservers()
 
@@ -221,8 +228,8 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def updateButtons(self):
         """Offer only what the library can do now, and say why when it cannot."""
-        running = self.logic.runner.running
-        availability = self.cad.step_availability()
+        running = self.logic.runner.running or self._installing
+        availability = self._availability or self.cad.step_availability()
         hasT2 = self.cad.params.t2 is not None
         for step, button in (("registration", self.ui.registrationButton), ("zones", self.ui.zonesButton),
                              ("detection", self.ui.detectButton)):
@@ -231,7 +238,8 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             button.enabled = ready
             button.toolTip = tip if not offered else (tip if hasT2 else "Select a T2 volume first.")
         self.ui.resetRegistrationButton.enabled = self.cad.params.registration_transform is not None and not running
-        self.ui.cancelButton.enabled = running
+        self.ui.cancelButton.enabled = self.logic.runner.running
+        self.ui.installDependenciesButton.enabled = not running
         self.updatePresetButtons()
         self.updateAnnotateButtons()
 
@@ -256,8 +264,70 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.updateParameterNodeFromGUI()
         self.updatePresetButtons()
 
-    def updateDeviceInfo(self):
-        self.ui.deviceInfoLabel.text = "Found: " + device.describe_devices()
+    # ------------------------------------------------------------ Python packages and devices
+
+    def refreshAvailability(self):
+        """Which steps can run with the packages installed now (found without importing them);
+        what is missing is shown above the steps with the button that installs it."""
+        self._availability = self.cad.step_availability()
+        summary = dependencies.missing_summary(PANEL_STEPS)
+        self.ui.dependenciesLabel.text = summary
+        self.ui.dependenciesLabel.visible = bool(summary)
+        self.ui.installDependenciesButton.visible = bool(summary)
+        self.startDeviceProbe()
+        self.updateButtons()
+
+    def onInstallDependencies(self):
+        def confirm(text, details):
+            return slicer.util.confirmOkCancelDisplay(text, "Install Python packages", detailedText=details)
+
+        def progress(fraction, message):
+            self.ui.progressBar.value = int(100 * fraction)
+            self.ui.dependenciesLabel.text = message
+            slicer.app.processEvents()
+
+        self._installing = True  # the steps wait: pip processes events while it installs
+        self.updateButtons()
+        failure = ""
+        try:
+            dependencies.install_in_slicer(PANEL_STEPS, confirm, progress)
+        except requirements.InstallFailed as error:
+            failure = str(error)
+        finally:
+            self._installing = False
+            self.refreshAvailability()
+        if failure:
+            self.ui.progressBar.value = 0
+            self.ui.dependenciesLabel.text = failure
+            slicer.util.errorDisplay(failure, windowTitle="Installing Python packages failed")
+
+    def startDeviceProbe(self):
+        """List the compute devices in a background process (it imports torch, Slicer never does)."""
+        if self._deviceProbe is not None:
+            return
+        if any(p.via_pytorch for p in requirements.missing_packages(["detection"])):
+            self.ui.deviceInfoLabel.text = "The devices are listed once PyTorch is installed."
+            return
+        self.ui.deviceInfoLabel.text = "Looking for devices…"
+        self._deviceProbe = background_process.start_device_probe()
+        self._deviceTimer.start()
+
+    def onDeviceProbe(self):
+        probe = self._deviceProbe
+        result = probe.poll() if probe is not None else None
+        if result is None or result.state == background_process.RUNNING:
+            return
+        lines = [line for line in probe.log if line.strip()]
+        self.ui.deviceInfoLabel.text = ("Found: " + lines[-1] if result.state == background_process.SUCCEEDED
+                                        else f"The devices could not be listed: {result.error}")
+        self.stopDeviceProbe()
+
+    def stopDeviceProbe(self):
+        self._deviceTimer.stop()
+        probe, self._deviceProbe = self._deviceProbe, None
+        if probe is not None:
+            probe.cancel()
+            probe.cleanup()
 
     def updatePresetButtons(self):
         presets = self.cad.model_presets(self.currentPackage(), self.cad.params.min_ggg)

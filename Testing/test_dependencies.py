@@ -4,6 +4,7 @@ installers around slicer.util.pip_install and PyTorchUtils (with stand-in module
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import types
@@ -211,8 +212,6 @@ def test_slicer_pip_passes_a_list_and_turns_a_failure_into_pip_failed_with_its_o
 
 
 def test_slicer_torch_uses_pytorchutils_with_slicers_pins(monkeypatch, tmp_path):
-    import os
-
     seen = []
 
     class Logic:
@@ -229,3 +228,26 @@ def test_slicer_torch_uses_pytorchutils_with_slicers_pins(monkeypatch, tmp_path)
     monkeypatch.setitem(sys.modules, "PyTorchUtils", None)  # the PyTorch extension is not installed
     with pytest.raises(InstallFailed, match="install 'PyTorch' in the Extensions Manager"):
         dependencies.slicer_torch("torch>=2.2", pins)
+
+
+def test_the_glue_answers_what_is_missing_without_loading_torch_or_onnxruntime():
+    """What the panels do when they open (step availability, the missing-packages line) in a fresh
+    interpreter: neither torch nor onnxruntime ends up imported."""
+    pytest.importorskip("slicer", reason="the slicer-core wheel is a dev dependency")
+    script = """
+import sys
+import slicer
+from ProstateLesionCADSlicer import background_process, dependencies
+from ProstateLesionCADSlicer.cad_logic import CadLogic, PANEL_STEPS
+from ProstateLesionCADSlicer.zonal_logic import ZonalLogic
+scene = slicer.vtkMRMLScene()
+assert all(offered for offered, _ in CadLogic(scene).step_availability().values())
+assert ZonalLogic(scene).step_availability()["zones"][0]
+assert dependencies.missing_summary(PANEL_STEPS) == ""
+loaded = sorted(m for m in ("torch", "onnxruntime", "skimage", "matplotlib", "taps") if m in sys.modules)
+print("loaded:", loaded)
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "ProstateLesionCAD")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "loaded: []"

@@ -224,3 +224,14 @@ def test_cancel_stops_a_real_registration_with_its_workers_within_2_s(tmp_path):
     assert scene.GetNumberOfNodes() == nodes_before and cad.params.registration_transform is None
     update.cleanup()
     assert not out.parent.exists()
+
+
+def test_the_device_probe_lists_devices_in_a_child_process():
+    probe = background_process.start_device_probe(sys.executable)
+    try:
+        result = probe.wait(120)
+        assert result.state == background_process.SUCCEEDED, probe.log
+        assert [line for line in probe.log if line.strip()][-1].startswith("CPU (")
+    finally:
+        probe.cleanup()
+    assert not probe.work_dir.exists()

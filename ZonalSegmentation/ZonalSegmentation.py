@@ -15,8 +15,9 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
+from ProstateLesionCADLib import requirements
 from ProstateLesionCADLib.zones import BACKENDS, DEMO_MODEL
-from ProstateLesionCADSlicer import background_process
+from ProstateLesionCADSlicer import background_process, dependencies
 from ProstateLesionCADSlicer.self_test_checks import require_models, require_steps
 from ProstateLesionCADSlicer.zonal_logic import ZonalLogic
 
@@ -53,6 +54,7 @@ class ZonalSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.zonal = None
         self._t2Node = None
         self._packages = []
+        self._zonesOffered = False
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
@@ -69,9 +71,7 @@ class ZonalSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.ui.backendComboBox.addItem(BACKEND_LABELS.get(value, value), value)
         self.ui.progressBar.setRange(0, 100)
         self.ui.cancelButton.enabled = False
-        self._zonesOffered, tip = self.zonal.step_availability()["zones"]
-        self.ui.applyButton.enabled = self._zonesOffered
-        self.ui.applyButton.toolTip = tip
+        self.ui.installDependenciesButton.connect("clicked()", self.onInstallDependencies)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
         self.ui.applyButton.connect("clicked()", self.onApply)
         self.ui.cancelButton.connect("clicked()", self.onCancel)
@@ -83,12 +83,51 @@ class ZonalSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._timer = qt.QTimer()
         self._timer.setInterval(background_process.POLL_MS)
         self._timer.connect("timeout()", self.onPoll)
+        self.refreshAvailability()
         self.refreshModels()
 
     def cleanup(self):
         self._timer.stop()
         self.logic.runner.stop()
         self.removeObservers()
+
+    # ------------------------------------------------------------ Python packages
+
+    def refreshAvailability(self):
+        """Apply is offered once the packages the zones step needs are installed (found without
+        importing them); until then the panel says what is missing above the install button."""
+        self._zonesOffered, tip = self.zonal.step_availability()["zones"]
+        running = self.logic.runner.running
+        self.ui.applyButton.enabled = self._zonesOffered and not running
+        self.ui.applyButton.toolTip = tip
+        summary = dependencies.missing_summary(["zones"])
+        self.ui.dependenciesLabel.text = summary
+        self.ui.dependenciesLabel.visible = bool(summary)
+        self.ui.installDependenciesButton.visible = bool(summary)
+        self.ui.installDependenciesButton.enabled = not running
+
+    def onInstallDependencies(self):
+        def confirm(text, details):
+            return slicer.util.confirmOkCancelDisplay(text, "Install Python packages", detailedText=details)
+
+        def progress(fraction, message):
+            self.ui.progressBar.value = int(100 * fraction)
+            self.ui.dependenciesLabel.text = message
+            slicer.app.processEvents()
+
+        self.ui.installDependenciesButton.enabled = False
+        self.ui.applyButton.enabled = False
+        failure = ""
+        try:
+            dependencies.install_in_slicer(["zones"], confirm, progress)
+        except requirements.InstallFailed as error:
+            failure = str(error)
+        finally:
+            self.refreshAvailability()
+        if failure:
+            self.ui.progressBar.value = 0
+            self.ui.dependenciesLabel.text = failure
+            slicer.util.errorDisplay(failure, windowTitle="Installing Python packages failed")
 
     # ------------------------------------------------------------ models and their cards
 
@@ -127,6 +166,7 @@ class ZonalSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.logic.start(t2, backend, model)
             self._t2Node = t2
             self.ui.applyButton.enabled = False
+            self.ui.installDependenciesButton.enabled = False
             self.ui.cancelButton.enabled = True
             self.ui.progressBar.value = 0
             self.ui.statusLabel.text = "Starting…"
@@ -144,6 +184,7 @@ class ZonalSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             return
         self._timer.stop()
         self.ui.applyButton.enabled = self._zonesOffered
+        self.ui.installDependenciesButton.enabled = True
         self.ui.cancelButton.enabled = False
         try:
             if update.state == background_process.SUCCEEDED:

@@ -72,6 +72,18 @@ def cli_command(verb: str, arguments: Sequence[str], python: Optional[str] = Non
     return [python or python_executable(), "-m", "ProstateLesionCADLib", verb, *map(str, arguments)]
 
 
+DEVICE_PROBE = "from ProstateLesionCADLib.device import describe_devices; print(describe_devices())"
+
+
+def start_device_probe(python: Optional[str] = None) -> "BackgroundProcess":
+    """A started child printing the compute devices found: it imports torch, so that Slicer's own
+    process never does. Its last output line is the answer once it has SUCCEEDED."""
+    process = BackgroundProcess([python or python_executable(), "-c", DEVICE_PROBE],
+                                extra_python_path=library_search_path())
+    process.start()
+    return process
+
+
 @dataclass
 class PollResult:
     state: str

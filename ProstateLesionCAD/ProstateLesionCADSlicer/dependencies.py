@@ -54,12 +54,21 @@ def site_packages() -> str:
     return sysconfig.get_paths()["purelib"]
 
 
+def missing_summary(steps: Sequence[str]) -> str:
+    """'Zones and Detect need Python packages that 3D Slicer does not include: PyTorch and …'
+    ('' when nothing is missing): what the panel shows above its install button."""
+    packages = requirements.missing_packages(steps)
+    if not packages:
+        return ""
+    names = [STEP_NAMES.get(s, s) for s in steps if requirements.missing_packages([s])]
+    who = (", ".join(names[:-1]) + " and " + names[-1]) if len(names) > 1 else "".join(names)
+    return (f"{who} need{'s' if len(names) == 1 else ''} Python packages that 3D Slicer does not include: "
+            f"{requirements.describe(packages)}.")
+
+
 def question(steps: Sequence[str], packages: Sequence[Package]) -> tuple[str, str]:
     """The one question asked before installing, and its details (the pip requirements)."""
-    names = [STEP_NAMES.get(s, s) for s in steps if requirements.missing_packages([s])]
-    who = (", ".join(names[:-1]) + " and " + names[-1]) if len(names) > 1 else "".join(names) or "This step"
-    text = (f"{who} need{'s' if len(names) == 1 else ''} Python packages that 3D Slicer does not include: "
-            f"{requirements.describe(packages)}. Install them now? This downloads up to a few GB and may take "
+    text = (f"{missing_summary(steps)} Install them now? This downloads up to a few GB and may take "
             "several minutes; Slicer's own packages (numpy, SimpleITK, pydicom, SciPy, …) are not changed.")
     details = "\n".join(f"{p.requirement}" + (" (without its dependencies)" if p.no_deps else "")
                         + (" (through the PyTorch extension: GPU build if an NVIDIA GPU is found)" if p.via_pytorch
