@@ -235,3 +235,41 @@ def test_the_device_probe_lists_devices_in_a_child_process():
     finally:
         probe.cleanup()
     assert not probe.work_dir.exists()
+
+
+STUBBORN = """
+import signal, subprocess, sys, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+if sys.argv[1] == "parent":
+    child = subprocess.Popen([sys.executable, "-c", sys.argv[2], "child"])  # this script again
+    print(f"CHILD {child.pid}", flush=True)
+print("PROGRESS 10.0 ignoring SIGTERM", flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(os.name == "nt", reason="SIGTERM is a POSIX signal; Windows ends the tree at once")
+def test_a_tree_that_ignores_the_request_to_end_is_killed_within_2_s():
+    psutil = pytest.importorskip("psutil", reason="psutil is a dev dependency")
+    runner = ProcessRunner(python_path=[])
+    process = runner.start("zones", lambda work: [sys.executable, "-c", STUBBORN, "parent", STUBBORN])
+    deadline, child = time.monotonic() + 30, None
+    while child is None and time.monotonic() < deadline:
+        update = runner.poll()
+        child = next((int(line.split()[1]) for line in update.log if line.startswith("CHILD ")), None)
+        time.sleep(0.02)
+    while (runner.poll().percent or 0) < 10 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    tree = [psutil.Process(process._process.pid), psutil.Process(child)]
+    started = time.monotonic()
+    runner.cancel()
+    assert time.monotonic() - started < 0.1
+    update = runner.poll()
+    while not update.finished:
+        assert time.monotonic() - started < 2.0, "SIGTERM was ignored and nothing killed the tree"
+        time.sleep(0.02)
+        update = runner.poll()
+    assert update.state == background_process.CANCELLED
+    assert time.monotonic() - started >= background_process.KILL_AFTER_S  # it really needed the kill
+    assert not [p for p in tree if _running(p)]
+    update.cleanup()
