@@ -58,6 +58,7 @@ def python(monkeypatch):
     monkeypatch.setattr(requirements, "installed_version", fake.version_of)
     monkeypatch.setattr(requirements, "importable", fake.importable)
     monkeypatch.setattr(dependencies, "_free_bytes", lambda folder: 100 * 2**30)
+    monkeypatch.setattr(dependencies, "nvidia_driver", lambda: False)
     return fake
 
 
@@ -126,6 +127,7 @@ def test_installing_asks_once_reports_progress_and_keeps_slicers_packages(python
     assert [p.name for p in done] == ["torch", "lavlab-taps", "onnxruntime", "scikit-image", "matplotlib"]
     assert len(questions) == 1 and questions[0][0].startswith("Zones and Detect need Python packages")
     assert "PyTorch" in questions[0][0] and "lavlab-taps>=1.1 (without its dependencies)" in questions[0][1]
+    assert "take up to 2 GB" in questions[0][0] and "CPU build: no NVIDIA driver" in questions[0][1]
     assert python.torch_calls == ["torch>=2.2"]
     assert [c[2:] for c in python.pip_calls] == [["--no-deps", "lavlab-taps>=1.1"],
                                                 ["onnxruntime>=1.17", "scikit-image>=0.22", "matplotlib>=3.8"]]
@@ -158,7 +160,11 @@ def test_failures_become_one_sentence_and_leave_no_files(python, tmp_path, monke
     assert not work.exists()
 
     monkeypatch.setattr(dependencies, "_free_bytes", lambda folder: 2**29)
-    with pytest.raises(InstallFailed, match=r"Only 0.5 GB are free .* free at least 6 GB"):
+    with pytest.raises(InstallFailed, match=r"Only 0.5 GB are free .* free at least 2 GB"):
+        dependencies.install_missing(["zones"], python.pip, python.torch, lambda *a: True)
+    monkeypatch.setattr(dependencies, "nvidia_driver", lambda: True)  # PyTorch's CUDA build: more room
+    monkeypatch.setattr(dependencies, "_free_bytes", lambda folder: 3 * 2**30)
+    with pytest.raises(InstallFailed, match=r"Only 3.0 GB are free .* free at least 6 GB"):
         dependencies.install_missing(["zones"], python.pip, python.torch, lambda *a: True)
     assert python.pip_calls == [] and python.torch_calls == []
 

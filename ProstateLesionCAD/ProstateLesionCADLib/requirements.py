@@ -77,8 +77,16 @@ SLICER_BUNDLED: dict[str, str] = {
     "pip": "26.1.1",
 }
 
-# free space wanted where packages go before installing (PyTorch's GPU build is the largest)
-NEEDED_BYTES = {"torch": 6 * 2**30, "other": 1 * 2**30}
+# free space wanted where packages go before installing: PyTorch's CUDA build (chosen where an
+# NVIDIA driver is found) with its CUDA libraries is several GB, its CPU build about one
+NEEDED_BYTES = {"torch-gpu": 6 * 2**30, "torch-cpu": 2 * 2**30, "other": 1 * 2**30}
+
+
+def needed_bytes(packages: Iterable[Package], nvidia_driver: bool) -> int:
+    """Free space to ask for before installing `packages`."""
+    if any(p.via_pytorch for p in packages):
+        return NEEDED_BYTES["torch-gpu" if nvidia_driver else "torch-cpu"]
+    return NEEDED_BYTES["other"]
 
 
 def canonical(name: str) -> str:

@@ -66,13 +66,21 @@ def missing_summary(steps: Sequence[str]) -> str:
             f"{requirements.describe(packages)}.")
 
 
-def question(steps: Sequence[str], packages: Sequence[Package]) -> tuple[str, str]:
+def nvidia_driver() -> bool:
+    """Whether an NVIDIA driver is installed (its nvidia-smi tool is on the PATH), which makes
+    PyTorch's installer choose the CUDA build."""
+    return shutil.which("nvidia-smi") is not None
+
+
+def question(steps: Sequence[str], packages: Sequence[Package], gpu: bool = False) -> tuple[str, str]:
     """The one question asked before installing, and its details (the pip requirements)."""
-    text = (f"{missing_summary(steps)} Install them now? This downloads up to a few GB and may take "
-            "several minutes; Slicer's own packages (numpy, SimpleITK, pydicom, SciPy, …) are not changed.")
+    size = requirements.needed_bytes(packages, gpu) / 2**30
+    text = (f"{missing_summary(steps)} Install them now? They take up to {size:.0f} GB and the download may "
+            "take several minutes; Slicer's own packages (numpy, SimpleITK, pydicom, SciPy, …) are not changed.")
+    build = "CUDA build: an NVIDIA driver was found" if gpu else "CPU build: no NVIDIA driver was found"
     details = "\n".join(f"{p.requirement}" + (" (without its dependencies)" if p.no_deps else "")
-                        + (" (through the PyTorch extension: GPU build if an NVIDIA GPU is found)" if p.via_pytorch
-                           else "") for p in packages)
+                        + (f" (through Slicer's PyTorch extension; {build})" if p.via_pytorch else "")
+                        for p in packages)
     return text, details
 
 
@@ -84,12 +92,13 @@ def install_missing(steps: Sequence[str], pip: PipRunner, torch: TorchRunner, co
     missing = requirements.missing_packages(steps)
     if not missing:
         return []
-    text, details = question(steps, missing)
+    gpu = nvidia_driver()
+    text, details = question(steps, missing, gpu)
     if not confirm(text, details):
         return None
     target = site_packages()
     plan = requirements.install_plan(missing)
-    need = requirements.NEEDED_BYTES["torch" if any(s.via_pytorch for s in plan) else "other"]
+    need = requirements.needed_bytes(missing, gpu)
     free = _free_bytes(target)
     if free is not None and free < need:
         raise InstallFailed(f"Only {free / 2**30:.1f} GB are free where Slicer keeps its Python packages ({target}): "
