@@ -62,6 +62,28 @@ def test_growing_is_deterministic(phantom_results):
     assert np.array_equal(sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b))
 
 
+def test_registration_moves_dwi_only_never_ktrans():
+    """The paper registers DW and ADC to T2 and nothing else: with a registration transform,
+    the high-b DWI is resampled through it, Ktrans (aligned with T2 in the phantom, as DCE is in
+    ProstateX) is not."""
+    ph = make_phantom(905, deformation_mm=8.0, with_dce=False)
+    seqs = lg.growing_sequences(ph.case, ph.deformation)
+
+    def on_t2(image, transform=None):
+        return sitk.GetArrayFromImage(sitk.Resample(image, ph.case.t2, transform or sitk.Transform(),
+                                                    sitk.sitkLinear, 0.0, sitk.sitkFloat32))
+
+    ktrans = ph.case.ktrans
+    as_acquired, warped = on_t2(ktrans), on_t2(ktrans, ph.deformation)
+    assert np.abs(warped - as_acquired).max() > 0.05  # the deformation would visibly move Ktrans
+    np.testing.assert_allclose(on_t2(seqs["KTRANS"]), as_acquired, atol=1e-6)
+    dwi = ph.case.dwi[max(ph.case.dwi)]
+    np.testing.assert_allclose(on_t2(seqs["DWI_HIGH"]), on_t2(dwi, ph.deformation), atol=1e-3)
+    for lesion in ph.ground_truth.lesions:  # Ktrans read at the seed is the lesion's own value
+        assert seqs["KTRANS"].EvaluateAtPhysicalPoint(lesion.center_lps) == pytest.approx(
+            ktrans.EvaluateAtPhysicalPoint(lesion.center_lps))
+
+
 @pytest.mark.parametrize("n, need", [(3, 2), (2, 2), (1, 1)])
 def test_vote_rule(n, need):
     assert lg.required_votes(n) == need

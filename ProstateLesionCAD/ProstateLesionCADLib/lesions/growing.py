@@ -344,17 +344,20 @@ def growing_sequences(case, transform: Optional[sitk.Transform] = None) -> dict[
     """The three images the paper grows on, from a Case: T2, the high-b DWI, Ktrans.
 
     High b: the measured image with the highest b ≥ 800 (the paper used b800), else the
-    scanner-computed one. `transform` (fixed T2 -> moving DWI/Ktrans, as registration
-    writes it) resamples them onto T2 first.
+    scanner-computed one. `transform` (fixed T2 -> moving DWI/ADC, as registration writes
+    it) resamples the DWI onto T2 first. Ktrans never goes through it: the paper found "DW
+    sequences and the ADC map" misaligned "to T2 and the other sequences" and applies the
+    chosen transform "to both DW and ADC sequences" only (Pre-processing, "Automated sequence
+    registration"), as the authors' released pre-processing does (OscarPellicer/
+    prostate_lesion_detection, `ProstateX preprocessing.ipynb`: the transform resamples the
+    DWI and ADC channels, not Ktrans). Ktrans keeps its own grid, like T2: `grow_lesion`
+    resamples every image in physical space.
     """
     def high_b(images: dict) -> Optional[sitk.Image]:
         high = sorted(b for b in images if b >= 800)
         return images[high[-1]] if high else None
 
     dwi = high_b(case.dwi) or high_b(case.dwi_computed)
-    out = {"T2": case.t2, "DWI_HIGH": dwi, "KTRANS": case.ktrans}
-    if transform is not None:
-        out = {k: (v if k == "T2" or v is None else
-                   sitk.Resample(v, case.t2, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32))
-               for k, v in out.items()}
-    return out
+    if transform is not None and dwi is not None:
+        dwi = sitk.Resample(dwi, case.t2, transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    return {"T2": case.t2, "DWI_HIGH": dwi, "KTRANS": case.ktrans}
