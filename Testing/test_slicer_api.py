@@ -39,7 +39,6 @@ HAND_CHECKED = {
     "qt.QTableWidgetItem": f"{QT}; Modules/Scripted/DICOMLib/DICOMBrowser.py calls qt.QTableWidgetItem(...)",
     "qt.QTimer": f"{QT}; Modules/Loadable/Segmentations/EditorEffects/Python/SegmentEditorEffects/"
                  "SegmentEditorThresholdEffect.py calls qt.QTimer()",
-    "qt.QTimer.singleShot": f"{QT}; {UTIL} (delayDisplay) calls qt.QTimer.singleShot",
     "qt.Qt.Checked": f"{QT}; SegmentEditorEffects/SegmentEditorHollowEffect.py reads qt.Qt.Checked",
     "qt.Qt.Unchecked": f"{QT}; SegmentEditorEffects/SegmentEditorHollowEffect.py reads qt.Qt.Unchecked",
     "qt.Qt.UserRole": f"{QT} (Qt::UserRole)",
