@@ -88,11 +88,64 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-# Published model facts for the model card (OscarPellicer/prostate_lesion_detection: MDT_ProstateX/experiments/exp0/configs.py,
-# MDT_ProstateX/predictor.py, preprocessing_lib.py and the exp0 checkpoints).
+# The published model card. Every number on it says where it comes from: a file of the authors' repository
+# (OscarPellicer/prostate_lesion_detection, commit 51bd300), its README, the saved outputs of its result notebook, or
+# the paper (Pellicer-Valero et al., Sci. Rep. 12, 2975 (2022)); what neither publishes is listed as not published.
 PUBLISHED_PACKAGE_NAME = "pellicer-valero-2022-prostatex"
 PUBLISHED_CHANNELS = ["T2", "DWI_LOW", "DWI_HIGH", "ADC", "KTRANS", "PROSTATE", "CG", "PZ"]
 PUBLISHED_CLASS_NAMES = ["background", "GGG0", "GGG1", "GGG2", "GGG3+"]
+PAPER = "Pellicer-Valero et al., Sci. Rep. 12, 2975 (2022)"
+REPOSITORY = "OscarPellicer/prostate_lesion_detection"
+EXP0 = "MDT_ProstateX/experiments/exp0"
+RESULT_NOTEBOOK = "MDT_ProstateX/Result analysis.ipynb"
+
+# What the released exp0 was trained on: ProstateX only. The paper's own model (its Table 1) also used 191 IVO
+# cases; the released one is "an identical model trained only on the ProstateX data" (paper, Discussion).
+PUBLISHED_TRAINING_DATA = (
+    "ProstateX only (no IVO data): 159 ProstateX training cases with GGG in 5-fold cross-validation, plus the 140 "
+    "ProstateX challenge cases (no GGG; they train segmentation and box regression, not the classifier); 45 "
+    "ProstateX cases held out for testing. Sources: " + EXP0 + "/data_loader.py (ss_v2 lists: train_val 159, "
+    "train_fix 140, test 45) and configs.py (use_prostatex_test); authors' README (\"adapted to only use ProstateX "
+    "data\"); " + PAPER + ", Discussion (\"an identical model trained only on the ProstateX data (which has been "
+    "made publicly available alongside this paper)\"). The paper's Table 1 describes its ProstateX + IVO model, "
+    "not this one.")
+
+# Working points of the released model, on the fold-pooled WBC scores of the toolkit (wbc_fold_pooling "mdt").
+PUBLISHED_THRESHOLDS = {
+    "GGG>=2": {
+        "max_sensitivity": 0.028,
+        "balanced": 0.09,
+        "level": "lesion",
+        "wbc_fold_pooling": "mdt",
+        "computed_on": "ProstateX test set (45 patients, 69 lesions), chosen a posteriori by the authors",
+        "sources": {
+            "max_sensitivity": "authors' README, caption of the model output figure: \"the lesion-wise maximum "
+                               "sensitivity setting (t=0.028)\"; the same value as " + PAPER + ", Table 1 "
+                               "(ProstateX GGG>=2 lesion level, which is the ProstateX + IVO model)",
+            "balanced": RESULT_NOTEBOOK + ", saved output of the lesion-level cell for exp0 (GGG >= 2, N=69): "
+                        "t=0.09, sensitivity 0.923, specificity 0.839, printed to two decimals",
+        },
+    },
+}
+
+PUBLISHED_RESULTS = {
+    "ProstateX test set, lesion level, GGG>=2": {
+        "n": 69, "auc": 0.890, "source": RESULT_NOTEBOOK + " (saved output, exp0 ensemble)"},
+    "ProstateX test set, patient level, GGG>=2": {
+        "n": 45, "auc": 0.814, "source": RESULT_NOTEBOOK + " (saved output, exp0 ensemble)"},
+    "ProstateX challenge (online), lesion level": {
+        "auc": 0.87, "source": "authors' README; " + PAPER + ", Abstract and Discussion"},
+}
+
+NOT_PUBLISHED = [
+    "working points of this model for GGG>=1 and GGG>=3, and at patient level for GGG>=2 beyond the notebook's "
+    "printed values",
+    "the exact balanced threshold (the notebook prints two decimals)",
+    "working points computed a priori on training data for this model (the paper's Supplementary Table 2 is for "
+    "the ProstateX + IVO model)",
+    "the balanced GGG>=2 threshold 0.108 and every other Table 1 figure belong to the paper's ProstateX + IVO "
+    "model, not to this one (evaluation/published.py transcribes them)",
+]
 
 
 def published_card(members: list[dict[str, Any]]) -> dict[str, Any]:
@@ -113,6 +166,8 @@ def published_card(members: list[dict[str, Any]]) -> dict[str, Any]:
             "crop": "160x160x24 voxels at 0.5x0.5x3 mm centred on the prostate-mask centroid",
             "adc": "negative values set to 0; Gaussian blur (variance 2 mm^2) when its 40th percentile is 0",
             "dwi_low": "b400 or b500", "dwi_high": "b800",
+            "registration": "DWI and ADC registered to T2 (registration preset 'released' follows the authors' "
+                            "reg_lib.py); Ktrans not registered",
         },
         "channel_drop": {"trained_with": True, "probability": 0.05,
                          "channels": ["DWI_LOW", "DWI_HIGH", "ADC", "KTRANS"],
@@ -124,18 +179,37 @@ def published_card(members: list[dict[str, Any]]) -> dict[str, Any]:
                      "wbc_fold_pooling_note": (
                          "faithful to the toolkit: patch ids repeat across folds, so the fold-pooled weighted box "
                          "clustering counts at most 5 distinct predictions of 25 and shrinks every score by about "
-                         "25/45; the published operating threshold 0.028 refers to these shrunk scores. "
-                         "Set to 'per_member' to count each of the 25 models separately.")},
-        "thresholds": {"GGG>=2": {"max_sensitivity": 0.028, "balanced": 0.028,
-                                  "computed_on": "authors' README operating point (shrunk WBC scores); "
-                                                 "not recomputed here"}},
-        "training_data": "ProstateX (159 + 140 challenge cases without GGG) and IVO (191 cases), 5-fold CV; "
-                         "Pellicer-Valero et al., Sci. Rep. 12, 2975 (2022)",
-        "intended_use": "Research only. Published ProstateX/IVO model of Pellicer-Valero et al. 2022; "
+                         "25/45; the thresholds on this card refer to these shrunk scores. "
+                         "Set to 'per_member' to count each of the 25 models separately (the thresholds then "
+                         "no longer apply).")},
+        "thresholds": PUBLISHED_THRESHOLDS,
+        "published_results": PUBLISHED_RESULTS,
+        "not_published": NOT_PUBLISHED,
+        "training_data": PUBLISHED_TRAINING_DATA,
+        "intended_use": "Research only. The ProstateX-only model released with Pellicer-Valero et al. 2022; "
                         "not a medical device.",
-        "licence": "Apache-2.0 / MIT (authors' repository OscarPellicer/prostate_lesion_detection)",
-        "source": {"repository": "OscarPellicer/prostate_lesion_detection",
-                   "commit": "51bd300b45391d7bd1731b7f38a1d4ab3e21829c", "experiment": "MDT_ProstateX/experiments/exp0"},
+        "licence": "MIT (authors' repository, LICENSE) / Apache-2.0 (its Medical Detection Toolkit fork, "
+                   "MDT_ProstateX file headers)",
+        "provenance": {
+            "spacing": EXP0 + "/configs.py (target_spacing)",
+            "crop_size": EXP0 + "/configs.py (patch_size_3D)",
+            "channels": EXP0 + "/configs.py (channels 0-7; droppable_channels comment names them) and "
+                        "ProstateX preprocessing.ipynb",
+            "class_names": EXP0 + "/configs.py (class_dict, head_classes)",
+            "preprocessing": "preprocessing_lib.py and ProstateX preprocessing.ipynb",
+            "preprocessing.registration": "reg_lib.py (register_spline) and Registration example.ipynb; " + PAPER
+                                          + ", Pre-processing, \"Automated sequence registration\"",
+            "channel_drop": EXP0 + "/configs.py (droppable_channels, channel_drop_p)",
+            "ensemble.members": EXP0 + "/fold_<f>/<epoch>_best_checkpoint, ranked by epoch_ranking.npy; "
+                                "configs.py (test_n_epochs 5, n_cv_splits 5, test_aug False)",
+            "ensemble.wbc_iou": EXP0 + "/configs.py (wcs_iou)",
+            "ensemble.wbc_fold_pooling": "MDT_ProstateX/predictor.py (weighted box clustering over fold-pooled "
+                                         "predictions whose patch ids repeat across folds)",
+            "thresholds": "see thresholds.<criterion>.sources",
+            "training_data": "see training_data",
+        },
+        "source": {"repository": REPOSITORY,
+                   "commit": "51bd300b45391d7bd1731b7f38a1d4ab3e21829c", "experiment": EXP0},
     }
 
 
