@@ -37,7 +37,6 @@ TorchRunner = Callable[[str, Path], None]  # "torch>=2.2", a constraints file; r
 Confirm = Callable[[str, str], bool]  # (question, details) -> install?
 Progress = Callable[[float, str], None]  # (fraction 0..1, message)
 
-PANEL_STEPS = {"ProstateLesionCAD": ("registration", "zones", "detection"), "ZonalSegmentation": ("zones",)}
 STEP_NAMES = {"registration": "Registration", "zones": "Zones", "detection": "Detect", "training": "Training"}
 
 
