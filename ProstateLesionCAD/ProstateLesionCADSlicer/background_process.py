@@ -149,7 +149,8 @@ class BackgroundProcess:
                 code = self._process.wait()
                 self._state = CANCELLED if self._cancelled else (SUCCEEDED if code == 0 else FAILED)
             elif self._kill_at is not None and time.monotonic() >= self._kill_at:
-                process_tree.kill(self._process)
+                process_tree.kill(self._process)  # cannot be ignored: once is enough
+                self._kill_at = None
         return PollResult(self._state, self.percent, self.message, new, self.error() if self._state == FAILED else "")
 
     def wait(self, timeout: Optional[float] = None, interval: float = 0.05) -> PollResult:
