@@ -42,6 +42,9 @@ class Case:
     dce_times: list[float] = field(default_factory=list)  # seconds from the first time point
     used: list[SeriesInfo] = field(default_factory=list)
     unused: list[SeriesInfo] = field(default_factory=list)
+    # What loading did to the images beyond reading them (ADC unit converted, diffusion
+    # directions combined), one sentence each, for the user.
+    notes: list[str] = field(default_factory=list)
     # Optional masks on the T2 grid (UInt8), when known (zonal segmentation, phantoms).
     prostate: Optional[sitk.Image] = None
     zones: Optional[sitk.Image] = None  # 1 = CG, 2 = PZ

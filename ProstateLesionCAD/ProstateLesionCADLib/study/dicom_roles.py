@@ -53,7 +53,7 @@ import datetime as _dt
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable, Optional
 
@@ -62,7 +62,12 @@ import pydicom
 import SimpleITK as sitk
 from pydicom.errors import InvalidDicomError
 
+from .adc_units import adc_to_micro
 from .case import Case, SeriesInfo
+from .dicomdir import DICOMDIR, dicomdir_files, is_dicomdir
+from .diffusion_tags import ISOTROPIC, b_value_of, directionality_of, number, private, text
+from .multiframe import frame_datasets, has_functional_groups, is_multiframe
+from .pixels import FrameCache, Undecodable, syntax_name
 from ..errors import CaseError, ParameterError
 from ..progress import ProgressCallback, silent, sub_progress
 
@@ -112,6 +117,12 @@ class SliceHeader:
     raw_pixels: Optional[tuple[int, bool, str]] = None
     slope: Optional[float] = None
     intercept: Optional[float] = None
+    frame: Optional[int] = None  # index in a multi-frame object; None for a single-frame file
+    transfer_syntax: str = ""
+    directionality: Optional[str] = None  # diffusion_tags.ISOTROPIC/DIRECTIONAL when the headers say
+    # Images at this slice position whose geometric mean is this slice (diffusion directions
+    # without a trace image); empty for an ordinary image.
+    combine: tuple["SliceHeader", ...] = ()
 
 
 @dataclass
@@ -169,6 +180,7 @@ class Volume:
     time_s: Optional[float] = None
     geometry: Optional[Geometry] = None
     problem: Optional[str] = None  # why the volume is incomplete/irregular (one sentence part)
+    note: Optional[str] = None  # how its images were formed when not one file per slice, for the user
 
 
 @dataclass
@@ -204,63 +216,7 @@ class StudyPlan:
 
 # ---------------------------------------------------------------- header parsing
 
-def _text(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bytes):
-        return value.decode("latin-1", errors="replace").strip("\x00 ").strip()
-    return str(value).strip()
-
-
-def _number(value) -> Optional[float]:
-    """A number from a DICOM value that may be numeric, a string, bytes or a list."""
-    if value is None:
-        return None
-    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
-        value = value[0] if len(value) else None
-        if value is None:
-            return None
-    if isinstance(value, bytes):
-        value = _text(value).split("\\")[0]
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _private(ds, group: int, element_low: int, creator_prefix: str):
-    """Value of a private element, checking that its block belongs to `creator_prefix`."""
-    for block in range(0x10, 0x100):
-        creator = ds.get((group, block))
-        if creator is None:
-            continue
-        if _text(creator.value).upper().startswith(creator_prefix):
-            element = ds.get((group, (block << 8) | element_low))
-            return element.value if element is not None else None
-    return None
-
-
-_SEQUENCE_B = re.compile(r"ep_b(\d+)t?$", re.IGNORECASE)
-
-
-def b_value_of(ds) -> Optional[float]:
-    """The diffusion b-value (s/mm²) from the standard tag, a vendor tag or the sequence name."""
-    element = ds.get((0x0018, 0x9087))
-    b = _number(element.value) if element is not None else None
-    if b is not None:
-        return b
-    b = _number(_private(ds, 0x0019, 0x0C, "SIEMENS MR HEADER"))
-    if b is not None:
-        return b
-    ge = _number(_private(ds, 0x0043, 0x39, "GEMS_PARM_01"))
-    if ge is not None:
-        return float(ge % 1e9) if ge >= 1e9 else ge  # GE adds 1e9 in some software versions
-    b = _number(_private(ds, 0x2001, 0x03, "PHILIPS IMAGING DD 001"))
-    if b is not None:
-        return b
-    match = _SEQUENCE_B.search(_text(ds.get("SequenceName", "")))
-    return float(match.group(1)) if match else None
+_text, _number, _private = text, number, private
 
 
 def _seconds(date: Optional[str], time: Optional[str]) -> Optional[float]:
@@ -292,17 +248,27 @@ def _floats(value, count: int) -> Optional[tuple[float, ...]]:
     return numbers if len(numbers) == count and all(math.isfinite(v) for v in numbers) else None
 
 
-def read_header(path: str) -> Optional[SliceHeader]:
-    """Header of one file, or None when it is not DICOM (README, thumbnails, DICOMDIR...)."""
+def read_headers(path: str) -> list[SliceHeader]:
+    """Headers of one file: one per frame for a multi-frame object, none when it is not DICOM
+    (README, thumbnails, DICOMDIR...)."""
     try:
         with open(path, "rb") as handle:
             ds = pydicom.dcmread(handle, stop_before_pixels=True)
             pixel_offset = handle.tell()  # pydicom stops at the start of the Pixel Data element
     except (InvalidDicomError, OSError, ValueError, TypeError, AttributeError, EOFError):
-        return None
+        return []
+    if not _text(ds.get("SeriesInstanceUID")):
+        return []
+    syntax = _text(getattr(getattr(ds, "file_meta", None), "get", lambda *_: None)("TransferSyntaxUID"))
+    if is_multiframe(ds) and has_functional_groups(ds):
+        frames = frame_datasets(ds) or []
+        return [_header(flat, path, syntax, None, frame=k, frames=len(frames)) for k, flat in enumerate(frames)]
+    return [_header(ds, path, syntax, _raw_pixel_layout(ds, pixel_offset), frame=None,
+                    frames=int(_number(ds.get("NumberOfFrames")) or 1))]
+
+
+def _header(ds, path: str, syntax: str, raw_pixels, frame: Optional[int], frames: int) -> SliceHeader:
     uid = _text(ds.get("SeriesInstanceUID"))
-    if not uid:
-        return None
     number = _number(ds.get("SeriesNumber"))
     trigger = _number(ds.get("TriggerTime"))
     instance = _number(ds.get("InstanceNumber"))
@@ -316,7 +282,7 @@ def read_header(path: str) -> Optional[SliceHeader]:
         iop=_floats(ds.get("ImageOrientationPatient"), 6), ipp=_floats(ds.get("ImagePositionPatient"), 3),  # type: ignore[arg-type]
         rows=int(ds.get("Rows") or 0), cols=int(ds.get("Columns") or 0),
         pixel_spacing=_floats(ds.get("PixelSpacing"), 2),  # type: ignore[arg-type]
-        frames=int(_number(ds.get("NumberOfFrames")) or 1),
+        frames=frames,
         has_pixels=bool(ds.get("Rows")) and bool(ds.get("Columns")),
         b_value=b_value_of(ds), sequence_name=_text(ds.get("SequenceName")),
         scanning_sequence="\\".join(_text(v) for v in (ds.get("ScanningSequence") or []))
@@ -329,8 +295,9 @@ def read_header(path: str) -> Optional[SliceHeader]:
         acquisition_s=_seconds(ds.get("AcquisitionDate") or ds.get("SeriesDate"), ds.get("AcquisitionTime")),
         content_s=_seconds(ds.get("ContentDate"), ds.get("ContentTime")),
         acquisition_time=_text(ds.get("AcquisitionTime")) or None,
-        raw_pixels=_raw_pixel_layout(ds, pixel_offset),
+        raw_pixels=raw_pixels,
         slope=_number(ds.get("RescaleSlope")), intercept=_number(ds.get("RescaleIntercept")),
+        frame=frame, transfer_syntax=syntax, directionality=directionality_of(ds),
     )
 
 
@@ -350,20 +317,36 @@ def _raw_pixel_layout(ds, offset: int) -> Optional[tuple[int, bool, str]]:
     return offset, _NATIVE_LE[syntax], f"<{'i' if signed else 'u'}{bits // 8}"
 
 
-def scan_dicom_tree(root: str | os.PathLike, progress: Optional[ProgressCallback] = None) -> list[DicomSeries]:
-    """Read every file's header under `root` (any depth) and group them by series."""
-    progress = progress or silent
+def study_files(root: str | os.PathLike) -> list[str]:
+    """The files of a study: every file under `root` (any depth), except below a folder holding
+    a DICOMDIR, where the files its records reference are taken instead; `root` may also be
+    the DICOMDIR itself."""
     root = Path(root)
-    paths = sorted(str(Path(dirpath) / name) for dirpath, _dirs, names in os.walk(root) for name in names)
+    if is_dicomdir(root):
+        return dicomdir_files(root)
+    paths: list[str] = []
+    for dirpath, dirs, names in os.walk(root):
+        index = next((n for n in names if n.upper() == DICOMDIR), None)
+        if index is not None:
+            paths.extend(dicomdir_files(Path(dirpath) / index))
+            dirs.clear()  # the medium's folders hold what its records say, nothing more
+            continue
+        paths.extend(str(Path(dirpath) / name) for name in names)
+    return sorted(paths)
+
+
+def scan_dicom_tree(root: str | os.PathLike, progress: Optional[ProgressCallback] = None) -> list[DicomSeries]:
+    """Read every file's header under `root` (any depth, or a DICOMDIR's files) and group them by series."""
+    progress = progress or silent
+    paths = study_files(root)
     groups: dict[str, list[SliceHeader]] = {}
     for i, path in enumerate(paths):
-        header = read_header(path)
-        if header is not None:
+        for header in read_headers(path):
             groups.setdefault(header.series_uid, []).append(header)
         if i % 50 == 0:
             progress(i / max(1, len(paths)), f"reading DICOM headers ({i}/{len(paths)})")
     progress(1.0, f"read {len(paths)} file headers")
-    series = [DicomSeries(uid, sorted(slices, key=lambda s: (s.instance_number or 0, s.path)))
+    series = [DicomSeries(uid, sorted(slices, key=lambda s: (s.instance_number or 0, s.path, s.frame or 0)))
               for uid, slices in groups.items()]
     series.sort(key=lambda s: (s.number if s.number is not None else 1 << 30, s.uid))
     return series
@@ -466,6 +449,30 @@ class _Classified:
     unused: list[SeriesInfo] = field(default_factory=list)
 
 
+def _one_per_position(at: dict[float, list[SliceHeader]], b: float) -> tuple[list[SliceHeader], str, Optional[str]]:
+    """One image per slice position from several (trace + directions, or directions alone).
+
+    The trace-weighted images are used when the headers mark exactly one per position;
+    otherwise each position gets the geometric mean of its images, which is the trace of
+    the diffusion directions (and stays the trace when the trace image is among them).
+    Returns (slices, note, problem).
+    """
+    groups = [sorted(images, key=lambda s: (s.instance_number or 0, s.path, s.frame or 0))
+              for _depth, images in sorted(at.items())]
+    per_position = sorted({len(g) for g in groups})
+    traces = [[s for s in g if s.directionality == ISOTROPIC] for g in groups]
+    if all(len(t) == 1 for t in traces):
+        return ([t[0] for t in traces],
+                f"b={format_b(b)}: the trace-weighted images of {per_position[-1]} per slice position", None)
+    slices = [g[0] if len(g) == 1 else replace(g[0], combine=tuple(g)) for g in groups]
+    note = f"b={format_b(b)}: geometric mean of the {per_position[-1]} images per slice position (diffusion directions)"
+    problem = None
+    if len(per_position) > 1:
+        problem = (f"has {per_position[0]} images at some slice positions and {per_position[-1]} at others "
+                   f"at b={format_b(b)} (missing images)")
+    return slices, note, problem
+
+
 def _split_by_b(series: DicomSeries, role: str) -> tuple[list[Volume], Optional[str]]:
     """One volume per b-value; returns (volumes, unused reason)."""
     by_b: dict[float, list[SliceHeader]] = {}
@@ -476,12 +483,16 @@ def _split_by_b(series: DicomSeries, role: str) -> tuple[list[Volume], Optional[
     volumes = []
     for b, slices in sorted(by_b.items()):
         normal = _normal(slices[0].iop) if slices[0].iop else None
+        note = problem = None
         if normal is not None and all(s.ipp for s in slices):
-            depths = [round(float(np.dot(normal, s.ipp)), 2) for s in slices]
-            if len(set(depths)) < len(depths):
-                return [], (f"several images per slice position at b={format_b(b)} "
-                            f"(separate diffusion directions or averages); only trace-weighted images are used")
-        volumes.append(_make_volume(role, series, slices, b_value=b))
+            at: dict[float, list[SliceHeader]] = {}
+            for s in slices:
+                at.setdefault(round(float(np.dot(normal, s.ipp)), 2), []).append(s)  # type: ignore[arg-type]
+            if any(len(images) > 1 for images in at.values()):
+                slices, note, problem = _one_per_position(at, b)
+        volume = _make_volume(role, series, slices, b_value=b, note=note)
+        volume.problem = problem or volume.problem
+        volumes.append(volume)
     counts = {v.b_value: len(v.slices) for v in volumes}
     if len(set(counts.values())) > 1:
         most = max(counts.values())
@@ -505,8 +516,8 @@ def _classify_series(series: DicomSeries, out: _Classified) -> None:
     if not first.has_pixels or first.modality not in ("MR", ""):
         unused(f"not an MR image series (modality {first.modality or 'unknown'})")
         return
-    if first.frames > 1:
-        unused("multi-frame (enhanced) DICOM is not supported; export the series as single-frame images")
+    if first.frames > 1 and first.frame is None:
+        unused("multi-frame object without per-frame functional groups (frame positions unknown)")
         return
     if "LOCALIZER" in itype or _LOCALISER.search(description):
         unused("localiser")
@@ -855,18 +866,15 @@ def _read_raw(header: SliceHeader) -> Optional[np.ndarray]:
     return np.frombuffer(data, dtype=dtype).reshape(header.rows, header.cols).astype(np.float32)
 
 
-def _read_slice(header: SliceHeader) -> np.ndarray:
+def _read_slice(header: SliceHeader, cache: FrameCache) -> np.ndarray:
+    if header.combine:  # diffusion directions without a trace image: their geometric mean
+        stack = np.stack([_read_slice(replace(h, combine=()), cache) for h in header.combine]).astype(np.float64)
+        return np.exp(np.log(np.maximum(stack, 1e-12)).mean(axis=0)).astype(np.float32) * (stack > 0).all(axis=0)
     array = _read_raw(header) if header.raw_pixels is not None else None
     if array is None:
-        try:
-            array = pydicom.dcmread(header.path).pixel_array.astype(np.float32)
-        except Exception:  # encodings pydicom cannot decode without plugins: let GDCM do it
-            try:
-                image = sitk.ReadImage(header.path, sitk.sitkFloat32)
-            except RuntimeError as exc:
-                raise CaseError(f"{header.path}: the pixel data cannot be decoded "
-                                f"({str(exc).strip().splitlines()[-1][:120]}).") from None
-            return sitk.GetArrayFromImage(image)[0]  # GDCM already applied the rescale
+        array, rescaled = cache.frame(header.path, header.frame or 0)
+        if rescaled:  # GDCM already applied the rescale
+            return array
     if header.slope is not None and header.slope != 1.0:
         array *= np.float32(header.slope)
     if header.intercept:
@@ -874,11 +882,17 @@ def _read_slice(header: SliceHeader) -> np.ndarray:
     return array
 
 
-def read_volume(volume: Volume) -> sitk.Image:
+def read_volume(volume: Volume, cache: Optional[FrameCache] = None) -> sitk.Image:
     """Pixel data of one planned volume as a float32 SimpleITK image in LPS."""
     g = volume.geometry
     assert g is not None, "read_volume needs a validated volume"
-    array = np.stack([_read_slice(s) for s in volume.slices])
+    cache = cache or FrameCache()
+    try:
+        array = np.stack([_read_slice(s, cache) for s in volume.slices])
+    except Undecodable as exc:
+        syntax = exc.syntax or volume.slices[0].transfer_syntax
+        raise CaseError(f"{volume.series.label()} cannot be decoded: its transfer syntax is {syntax_name(syntax)} "
+                        f"and no installed decoder reads it ({exc.detail}).") from None
     if array.shape != (g.size[2], g.size[1], g.size[0]):
         raise CaseError(f"{volume.series.label()} has pixel data of shape {array.shape[::-1]} "
                         f"that disagrees with its headers ({g.size}).")
@@ -904,9 +918,10 @@ def load_dicom_case(root: str | os.PathLike, choose: Optional[dict] = None,
     total = sum(len(v.slices) for v in volumes) or 1
     done = 0
     images: dict[int, sitk.Image] = {}
+    cache = FrameCache()
     for v in volumes:
         read(done / total, f"reading {_slot(v)} from series {v.series.number}")
-        images[id(v)] = read_volume(v)
+        images[id(v)] = read_volume(v, cache)
         done += len(v.slices)
     read(1.0, "study loaded")
 
@@ -929,7 +944,14 @@ def load_dicom_case(root: str | os.PathLike, choose: Optional[dict] = None,
                 case.dce_times = []
             continue
         image = images[id(pick)]
-        case.used.append(pick.series.info(slot, plan.reasons[slot]))
+        reason = plan.reasons[slot]
+        notes = [pick.note] if pick.note else []
+        if slot == "ADC":
+            image, unit_note = adc_to_micro(image)
+            notes += [unit_note] if unit_note else []
+        for note in notes:
+            case.notes.append(f"{slot} from {pick.series.label()}: {note}")
+        case.used.append(pick.series.info(slot, "; ".join([reason] + notes)))
         if slot == "ADC":
             case.adc = image
         elif slot == "KTRANS":
