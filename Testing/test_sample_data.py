@@ -111,3 +111,25 @@ def test_load_sample_gives_the_described_nodes_with_roles_and_b_values():
             bare = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", volume.node_name)
             assert cad.b_value_of(bare, volume.role) == volume.b_value
     assert cad.params.case_id == source.name
+
+
+def _method_source(tree, class_name: str, method: str) -> str:
+    import ast
+
+    cls = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == class_name)
+    return ast.unparse(next(n for n in cls.body if isinstance(n, ast.FunctionDef) and n.name == method))
+
+
+def test_the_sample_data_button_and_the_panels_load_sample_share_one_function():
+    import ast
+
+    module = REPO / "ProstateLesionCAD" / "ProstateLesionCAD.py"
+    tree = ast.parse(module.read_text(encoding="utf-8"))
+    registration = _method_source(tree, "ProstateLesionCAD", "onStartupCompleted")
+    assert ("sample_data.register(SampleData.SampleDataLogic.registerCustomSampleDataSource, "
+            "ProstateLesionCAD.loadSample)") in registration
+    assert "sample_data.load_sample(CadLogic(slicer.mrmlScene))" in _method_source(tree, "ProstateLesionCAD",
+                                                                                    "loadSample")
+    setup = _method_source(tree, "ProstateLesionCADWidget", "setup")
+    assert "self.ui.loadSampleButton.connect('clicked()', lambda: self.loadStudy(None))" in setup
+    assert "sample_data.load_sample(self.cad)" in _method_source(tree, "ProstateLesionCADWidget", "loadStudy")
