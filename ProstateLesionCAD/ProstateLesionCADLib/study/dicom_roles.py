@@ -950,7 +950,7 @@ def load_dicom_case(root: str | os.PathLike, choose: Optional[dict] = None,
             image, unit_note = adc_to_micro(image)
             notes += [unit_note] if unit_note else []
         for note in notes:
-            case.notes.append(f"{slot} from {pick.series.label()}: {note}")
+            case.notes.append(f"{slot} from series {pick.series.number} '{pick.series.description}': {note}")
         case.used.append(pick.series.info(slot, "; ".join([reason] + notes)))
         if slot == "ADC":
             case.adc = image

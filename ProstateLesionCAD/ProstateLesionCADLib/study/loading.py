@@ -2,7 +2,8 @@
 
 - a folder holding ``case.json`` -> image files per role (`case_files`);
 - a ``.json`` file -> the same, paths relative to that file;
-- any other folder -> a DICOM tree of any depth (`dicom_roles`).
+- any other folder -> a DICOM tree of any depth (`dicom_roles`);
+- a DICOMDIR file -> the DICOM files its records reference (media).
 
 A Ktrans map (never in the scanner's DICOM for ProstateX) can be added from a file.
 """
@@ -17,6 +18,7 @@ from .case import Case, SeriesInfo
 from ..image_files import read_image_file
 from .case_json import read_case_json
 from .dicom_roles import load_dicom_case
+from .dicomdir import is_dicomdir
 from ..errors import CaseError
 from ..progress import ProgressCallback, silent, sub_progress
 
@@ -24,7 +26,7 @@ from ..progress import ProgressCallback, silent, sub_progress
 def load_case(path: str | os.PathLike, choose: Optional[dict] = None,
               progress: Optional[ProgressCallback] = None,
               ktrans: Optional[str | os.PathLike] = None) -> Case:
-    """Load a study from a DICOM folder, a folder with case.json, or a case JSON file.
+    """Load a study from a DICOM folder or DICOMDIR, a folder with case.json, or a case JSON file.
 
     `choose` maps roles to series numbers/UIDs overriding the pick rule (DICOM only, see
     `dicom_roles`); `ktrans` is an image file (NRRD/NIfTI/MHA) used as the KTRANS role.
@@ -38,10 +40,10 @@ def load_case(path: str | os.PathLike, choose: Optional[dict] = None,
         case = read_case_json(path / "case.json", choose, main)
     elif path.is_file() and path.suffix.lower() == ".json":
         case = read_case_json(path, choose, main)
-    elif path.is_dir():
+    elif path.is_dir() or is_dicomdir(path):
         case = load_dicom_case(path, choose, main)
     else:
-        raise CaseError(f"{path}: expected a DICOM folder, a folder with case.json, or a case .json file.")
+        raise CaseError(f"{path}: expected a DICOM folder, a folder with case.json, or a case .json file (or a DICOMDIR).")
     if ktrans is not None:
         case.ktrans = read_image_file(ktrans, "KTRANS image")
         case.used = [u for u in case.used if u.role != "KTRANS"]
