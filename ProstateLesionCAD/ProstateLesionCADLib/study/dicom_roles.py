@@ -2,7 +2,12 @@
 
 The folder may have any depth, any folder and file names and any file order: every file
 is read header-only first (`stop_before_pixels`), files are grouped by
-SeriesInstanceUID, and each series is classified from its headers alone:
+SeriesInstanceUID, and each series is classified from its headers alone. Below a folder
+holding a DICOMDIR (media), the files its records reference are read instead
+(`dicomdir`). An Enhanced MR or Legacy Converted Enhanced MR object counts as one image
+per frame, with the frame's position, orientation, pixel spacing, rescale, b-value and
+time from its functional groups (`multiframe`); several b-values or time points in one
+object are split as for a classic series.
 
 - **T2**: T2-weighted (description mentions T2, or a spin-echo with TE >= 60 ms and
   TR >= 1500 ms), axial slices. Sagittal/coronal T2 series are listed as unused.
@@ -13,7 +18,10 @@ SeriesInstanceUID, and each series is classified from its headers alone:
   name such as ``*ep_b800t``). A series interleaving several b-values is split into one
   volume per b-value. The b-value is read from the standard DiffusionBValue (0018,9087),
   then the vendors' private tags (Siemens (0019,100C), GE (0043,1039), Philips
-  (2001,1003)), then the sequence name.
+  (2001,1003)), then the sequence name (`diffusion_tags`). A series holding several
+  images per slice position at one b-value (a trace image beside the gradient-direction
+  images, or the directions alone) gives the images marked isotropic, else the
+  geometric mean of the images at each position (the trace of the directions).
 - **DCE**: T1-weighted gradient-echo series (TR < 15 ms, or a description naming a
   dynamic/DCE/TWIST/perfusion series) with the same geometry, forming >= 2 time points;
   either one series per time point or one series holding all time points. Time points
@@ -42,9 +50,13 @@ naming the series. A study without an axial T2 is refused.
 Images are built with SimpleITK in LPS: direction columns = DICOM row direction, column
 direction and their cross product (slice normal); origin = ImagePositionPatient of the
 first slice along the normal; spacing = (PixelSpacing[1], PixelSpacing[0], slice
-distance). Pixel values are float32 after RescaleSlope/Intercept (ADC keeps the
-scanner's units, for ProstateX 1e-6 mm²/s). Pixel data are read only for the picked
-series (pydicom, falling back to SimpleITK/GDCM for encodings pydicom cannot decode).
+distance). Pixel values are float32 after RescaleSlope/Intercept; an ADC map stored in
+10⁻³ mm²/s or mm²/s (found from its value range, `adc_units`) is converted to 10⁻⁶ mm²/s
+as ProstateX stores it, and `Case.notes` says so. Pixel data are read only for the picked
+series, each file decoded once (`pixels`: pydicom with the pylibjpeg decoders for JPEG
+2000, JPEG-LS and JPEG lossless, itself for RLE and deflated, falling back to
+SimpleITK/GDCM); a series no decoder reads is refused in one sentence naming its
+transfer syntax.
 """
 
 from __future__ import annotations
