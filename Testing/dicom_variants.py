@@ -285,3 +285,53 @@ def scaled_adc(study: Path, dest: Path, number: int, others: Iterable[int], slop
         ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = f"{slope:g}", "0", "US"
         ds.save_as(out / path.name, enforce_file_format=True)
     return dest
+
+
+# ---------------------------------------------------------------- the small copy kept in the repository
+
+SMALL_CROP = {4: 64, 6: 32, 7: 32, 8: 32}  # series -> width and height of the central crop (pixels)
+
+
+def crop_box(rows: int, cols: int, size: int) -> tuple[int, int]:
+    """(first row, first column) of the central `size` x `size` window."""
+    return (rows - size) // 2, (cols - size) // 2
+
+
+def _crop(ds: Dataset, size: int) -> Dataset:
+    r0, c0 = crop_box(int(ds.Rows), int(ds.Columns), size)
+    pixels = ds.pixel_array[r0:r0 + size, c0:c0 + size].copy()
+    row, col = np.array(ds.ImageOrientationPatient[:3], float), np.array(ds.ImageOrientationPatient[3:], float)
+    dy, dx = (float(v) for v in ds.PixelSpacing)
+    ds.ImagePositionPatient = [f"{v:.6f}" for v in np.array(ds.ImagePositionPatient, float) + c0 * dx * row + r0 * dy * col]
+    ds.Rows, ds.Columns = size, size
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    for keyword in ("SmallestImagePixelValue", "LargestImagePixelValue"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    for tag in [e.tag for e in ds if e.tag.group == 0x0029 and e.tag.is_private]:  # Siemens CSA headers: bulk
+        del ds[tag]
+    return ds
+
+
+def small_medium(study: Path, dest: Path) -> Path:
+    """ProstateX-0000 cropped around the image centre, one Legacy Converted Enhanced MR object
+    per series in JPEG 2000 (lossless), on a medium with a DICOMDIR: a few hundred KB."""
+    from pydicom.fileset import FileSet
+
+    folders = series_folders(study)
+    fs = FileSet()
+    for number, size in SMALL_CROP.items():
+        datasets = [_crop(ds, size) for ds in read_series(folders[number])]
+        image = _legacy(datasets, JPEG2000Lossless)
+        image.StudyID = "1"
+        fs.add(image)
+    fs.write(str(dest))
+    return dest
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 3:
+        sys.exit("usage: python Testing/dicom_variants.py PROSTATEX-0000-FOLDER OUT-FOLDER  (writes the small medium)")
+    print(small_medium(Path(sys.argv[1]), Path(sys.argv[2])))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -239,3 +240,34 @@ def test_detect_on_the_enhanced_copy_gives_the_same_detections(study_0000, built
     capsys.readouterr()
     assert results["enhanced"][0] == results["classic"][0] and len(results["classic"][0]) > 0
     assert np.array_equal(results["enhanced"][1], results["classic"][1])
+
+
+# ---------------------------------------------------------------- the small copy in the repository
+
+SMALL = Path(__file__).parent / "data" / "dicom-variants" / "ProstateX-0000-small"
+
+
+def test_small_enhanced_compressed_medium_in_the_repository_loads_without_shared_data():
+    files = [p for p in SMALL.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) < 400_000
+    case = load_case(SMALL / "DICOMDIR")
+    assert case.case_id == "ProstateX-0000"
+    assert case.roles_present() == ["T2", "ADC", "DWI", "DWI_COMPUTED"]
+    assert sorted(case.dwi) == [50.0, 400.0, 800.0] and sorted(case.dwi_computed) == [1000.0]
+    assert case.t2.GetSize() == (64, 64, 19) and case.adc.GetSize() == (32, 32, 19)
+    assert [(u.role, u.series_number) for u in case.used] == [
+        ("T2", 4), ("ADC", 7), ("DWI:50", 6), ("DWI:400", 6), ("DWI:800", 6), ("DWI_COMPUTED:1000", 8)]
+    syntaxes = {str(pydicom.dcmread(p, stop_before_pixels=True).file_meta.TransferSyntaxUID)
+                for p in files if p.name != "DICOMDIR"}
+    assert syntaxes == {dv.JPEG2000Lossless}
+
+
+def test_small_medium_is_the_crop_of_the_classic_study(case_0000):
+    case = load_case(SMALL)
+    for name, small, full in _pairs(case, case_0000):
+        size = small.GetSize()[0]
+        r0, c0 = dv.crop_box(full.GetSize()[1], full.GetSize()[0], size)
+        crop = full[c0:c0 + size, r0:r0 + size, :]
+        assert np.allclose(small.GetOrigin(), crop.GetOrigin(), atol=1e-4), name
+        assert np.allclose(small.GetDirection(), crop.GetDirection(), atol=1e-6), name
+        assert np.array_equal(sitk.GetArrayFromImage(small), sitk.GetArrayFromImage(crop)), name
