@@ -7,7 +7,7 @@ Layers, lowest first (a module may import its own layer and the ones below it):
   foundation   errors, progress, output_files, resources, device, coordinates, ggg_palette,
                formats, image_files
   data         study/, models/
-  stages       phantoms/, registration/, preprocessing/, lesions/, evaluation/
+  stages       phantoms/, registration/, preprocessing/, lesions/, evaluation/, export/
   models run   zones/, detection/
   pipeline     pipeline.py
   tools        demo/ (demo run, demo-model recipes, accuracy, benchmarks)
@@ -33,7 +33,7 @@ LAYERS = [
     {"errors", "progress", "output_files", "resources", "device", "coordinates", "ggg_palette", "formats",
      "image_files", "__init__"},
     {"study", "models"},
-    {"phantoms", "registration", "preprocessing", "lesions", "evaluation"},
+    {"phantoms", "registration", "preprocessing", "lesions", "evaluation", "export"},
     {"zones", "detection"},
     {"pipeline"},
     {"demo"},

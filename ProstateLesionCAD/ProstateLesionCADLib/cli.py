@@ -19,8 +19,8 @@ from types import ModuleType
 from typing import Callable, Optional, Sequence
 
 from . import __version__
-from .commands import (bench, demo, detect, evaluate, grow, load, models, phantoms, preprocess, register, train,
-                       zones)
+from .commands import (bench, demo, detect, evaluate, export, grow, load, models, phantoms, preprocess, register,
+                       train, zones)
 from .errors import CadError
 
 VERBS: dict[str, ModuleType] = {
@@ -28,6 +28,7 @@ VERBS: dict[str, ModuleType] = {
     "demo": demo,
     "detect": detect,
     "evaluate": evaluate,
+    "export": export,
     "grow": grow,
     "load": load,
     "models": models,

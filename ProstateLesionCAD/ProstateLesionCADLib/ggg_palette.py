@@ -9,7 +9,14 @@ the only cue.
 Terminology: lesions carry SNOMED CT codes a DICOM SEG / Slicer terminology can
 store: category "Morphologically altered structure" (SCT 49755003); type "Lesion"
 (SCT 52988006) for a benign finding and "Neoplasm" (SCT 108369006) for GGG >= 1;
-anatomic region "Prostate" (SCT 41216001).
+anatomic region "Prostate" (SCT 41216001). Zones: category "Anatomical Structure"
+(SCT 123037004, as in Slicer's General Anatomy list), types "Transition zone of the
+prostate" (SCT 399384005; the central gland CG has no code of its own, the transition zone
+is the closest standard term) and "Peripheral zone of the prostate" (SCT 279706003).
+
+Names: the panels use `lesion_name` ('Lesion 2 · GGG2 · 0.41'); files whose text is ASCII
+(DICOM's default character repertoire, NRRD headers) use `lesion_name(..., ascii_only=True)`
+('Lesion 2 - GGG2 - 0.41'). Zone segments keep the Zonal Segmentation panel's names.
 """
 
 from __future__ import annotations
@@ -45,6 +52,9 @@ CATEGORY = Code("SCT", "49755003", "Morphologically altered structure")
 LESION = Code("SCT", "52988006", "Lesion")
 NEOPLASM = Code("SCT", "108369006", "Neoplasm")
 PROSTATE = Code("SCT", "41216001", "Prostate")
+ANATOMICAL_STRUCTURE = Code("SCT", "123037004", "Anatomical Structure")
+TRANSITION_ZONE = Code("SCT", "399384005", "Transition zone of the prostate")
+PERIPHERAL_ZONE = Code("SCT", "279706003", "Peripheral zone of the prostate")
 
 PALETTE: dict[int, GGGClass] = {
     0: GGGClass(0, "GGG0", "benign (no clinically significant cancer)", (0.302, 0.686, 0.290), LESION),
@@ -62,6 +72,21 @@ def ggg_class(ggg: int) -> GGGClass:
     return PALETTE[min(g, 3)]
 
 
+@dataclass(frozen=True)
+class ZoneClass:
+    label: int  # value in zones.nrrd
+    name: str  # segment name, as the Zonal Segmentation panel shows it
+    abbreviation: str
+    rgb: tuple[float, float, float]  # 0..1
+    type_code: Code
+
+
+ZONES: dict[int, ZoneClass] = {
+    1: ZoneClass(1, "Central gland", "CG", (0.50, 0.68, 0.85), TRANSITION_ZONE),
+    2: ZoneClass(2, "Peripheral zone", "PZ", (0.85, 0.70, 0.50), PERIPHERAL_ZONE),
+}
+
+
 CRITERIA = (1, 2, 3)  # the significance criteria GGG>=k the panels and evaluation offer
 
 
@@ -75,6 +100,7 @@ def meets_criterion(ggg: int, k: int) -> bool:
     return int(ggg) >= int(k)
 
 
-def lesion_name(rank: int, ggg: int, score: float) -> str:
-    """The name a radiologist reads, e.g. 'Lesion 2 · GGG2 · 0.41'."""
-    return f"Lesion {rank} · {ggg_class(ggg).name} · {score:.2f}"
+def lesion_name(rank: int, ggg: int, score: float, ascii_only: bool = False) -> str:
+    """The name a radiologist reads, e.g. 'Lesion 2 · GGG2 · 0.41' ('Lesion 2 - GGG2 - 0.41' in ASCII)."""
+    separator = " - " if ascii_only else " · "
+    return separator.join((f"Lesion {rank}", ggg_class(ggg).name, f"{score:.2f}"))
