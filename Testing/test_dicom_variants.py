@@ -173,6 +173,22 @@ def test_each_lossless_syntax_loads_voxel_identical(name, study_0000, case_0000,
     assert_same_case(load_dicom_case(folder), case_0000)
 
 
+@pytest.mark.parametrize("name", ["jpeg-ls", "jpeg-lossless", "legacy-jpeg2000"])
+def test_without_pydicom_decoders_gdcm_reads_the_same_voxels(name, study_0000, case_0000, built, monkeypatch):
+    """Slicer before the decoders are installed: SimpleITK's GDCM decodes instead."""
+    if name == "legacy-jpeg2000":
+        folder = built(name, lambda d: dv.legacy_enhanced(study_0000, d, syntax=dv.JPEG2000Lossless))
+    else:
+        folder = built(name, lambda d: dv.reencoded(study_0000, d, name))
+
+    def no_decoder(self):
+        raise NotImplementedError("no pixel data decoder for this transfer syntax")
+
+    monkeypatch.setattr(pydicom.dataset.Dataset, "pixel_array", property(no_decoder))
+    assert decode_file(str(_files(folder)[0]))[1] is True  # GDCM's answer, already rescaled
+    assert_same_case(load_dicom_case(folder), case_0000)
+
+
 def test_lossy_jpeg2000_loads_within_the_codec_loss(study_0000, case_0000, built):
     folder = built("jpeg2000-lossy", lambda d: dv.reencoded(study_0000, d, "jpeg2000-lossy"))
     copy = load_dicom_case(folder)
