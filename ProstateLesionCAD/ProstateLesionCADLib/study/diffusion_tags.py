@@ -53,12 +53,10 @@ def number(value) -> Optional[float]:
 
 def private(ds, group: int, element_low: int, creator_prefix: str):
     """Value of a private element, checking that its block belongs to `creator_prefix`."""
-    for block in range(0x10, 0x100):
-        creator = ds.get((group, block))
-        if creator is None:
-            continue
-        if text(creator.value).upper().startswith(creator_prefix.upper()):
-            element = ds.get((group, (block << 8) | element_low))
+    low, high = (group << 16) | 0x10, (group << 16) | 0xFF  # the private creator elements of `group`
+    for tag in [t for t in ds.keys() if low <= t <= high]:
+        if text(ds[tag].value).upper().startswith(creator_prefix.upper()):
+            element = ds.get((group, ((tag & 0xFF) << 8) | element_low))
             return element.value if element is not None else None
     return None
 
