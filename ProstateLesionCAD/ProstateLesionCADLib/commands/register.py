@@ -9,8 +9,9 @@ HELP = ("Register ADC and DWI to T2 (multi-start BSpline, never worse than none)
 def add_arguments(parser) -> None:
     parser.add_argument("path", help="DICOM folder, folder holding case.json, or a case .json file")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--preset", default="paper", choices=["paper", "fast"],
-                        help="paper: 50 starts on a 1 mm grid (default); fast: 8 starts on a 1.5 mm grid")
+    parser.add_argument("--preset", default="paper", choices=["paper", "fast", "released"],
+                        help="paper: 50 starts on a 1 mm grid (default); fast: 8 starts on a 1.5 mm grid; "
+                             "released: the authors' released code (50 runs differing in random sampling)")
     parser.add_argument("--starts", type=int, default=None, help="number of starts (overrides the preset)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the start initialisations")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: available cores)")

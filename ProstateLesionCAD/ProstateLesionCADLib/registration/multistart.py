@@ -2,6 +2,10 @@
 (main paper, Pre-processing, "Automated sequence registration": "the registration
 algorithm was run 50 times with different parameter initializations").
 
+Two methods. "multilevel" (presets paper and fast) is ours, described below. "released"
+(preset released) follows the authors' code: see `released`, whose runs differ only in their
+random metric sampling; `run_start` and `score_problem` hand such settings to it.
+
 How starts differ (all derived from `(seed, start_index)`, so a run is reproducible):
 - start 0 begins at the identity (all BSpline coefficients zero), as plain registration would;
 - every other start begins at a random translation t ~ N(0, sd_t) mm per axis plus
@@ -30,6 +34,7 @@ from typing import Callable, Optional
 import numpy as np
 import SimpleITK as sitk
 
+from . import released
 from .scoring import Score, ScoringRegions, score_transform
 
 
@@ -61,6 +66,17 @@ class RegistrationSettings:
     relaxation: float = 0.5
     init_translation_sd_mm: float = 2.0
     init_coefficient_sd_mm: float = 0.5
+    # "multilevel" (ours) or "released" (the authors' reg_lib.py). The released method reads only
+    # starts, histogram_bins, grid_spacing_mm, iterations (per level) and the fields below.
+    method: str = "multilevel"
+    sampling_fraction: float = 0.1  # share of voxels the released method's metric samples at random
+    learning_rate: float = 200.0  # plain gradient descent (released)
+    shrink_factors: tuple[int, ...] = (4, 2)  # pyramid (released)
+    smoothing_sigmas_mm: tuple[float, ...] = (2.0, 1.0)
+    mesh_scale_factors: tuple[int, ...] = (1, 2)  # BSpline mesh refinement per level (released)
+    mesh_divisor: int = 4  # first mesh: round(extent / grid_spacing_mm) cells / mesh_divisor (released)
+    score_weights: tuple[tuple[str, float], ...] = (("PZ", 1.5), ("CG", 0.75))  # released score
+    loss_weight: float = 0.5  # released score: + loss_weight * MI
 
     def as_dict(self) -> dict:
         out = dict(self.__dict__)
@@ -73,6 +89,10 @@ PRESETS: dict[str, RegistrationSettings] = {
     # Interactive use (Slicer panel): 8 starts on a 1.5 mm in-plane working grid; about
     # 10x less CPU than "paper" (6x fewer starts, 2.2x fewer voxels).
     "fast": RegistrationSettings(name="fast", starts=8, working_spacing_mm=(1.5, 1.5, 3.0)),
+    # The authors' released code (reg_lib.py `register_spline` and `Registration example.ipynb`,
+    # RUNS = 50): the registration the published model's inputs went through; see `released`.
+    "released": RegistrationSettings(name="released", starts=50, method="released", histogram_bins=100,
+                                     grid_spacing_mm=20.0, iterations=50),
 }
 
 
@@ -152,8 +172,11 @@ def _control_points_reaching(coefficients: sitk.Image, region: sitk.Image) -> np
     return inside.reshape(tuple(size)).transpose(2, 1, 0)
 
 
-def run_start(problem: RegistrationProblem, settings: RegistrationSettings, start_index: int, seed: int) -> StartResult:
+def run_start(problem: RegistrationProblem | released.ReleasedProblem, settings: RegistrationSettings,
+              start_index: int, seed: int) -> StartResult:
     """Register the gradient images from one initialisation and score the result."""
+    if settings.method == "released":
+        return _run_released_start(problem, settings, start_index, seed)
     began, cpu_began = time.perf_counter(), time.process_time()
     transform, translation = initial_bspline(problem, settings, start_index, seed)
     trace: list[float] = []
@@ -171,6 +194,19 @@ def run_start(problem: RegistrationProblem, settings: RegistrationSettings, star
     return StartResult(start_index, final, score, float(method.GetMetricValue()), len(trace),
                        method.GetOptimizerStopConditionDescription(), time.perf_counter() - began, translation,
                        loss_trace=trace, cpu_seconds=time.process_time() - cpu_began)
+
+
+def _run_released_start(problem: released.ReleasedProblem, settings: RegistrationSettings, start_index: int,
+                        seed: int) -> StartResult:
+    began, cpu_began = time.perf_counter(), time.process_time()
+    try:
+        transform, loss, iterations, stop, trace = released.register_once(problem, settings, start_index, seed)
+    except RuntimeError as exc:  # e.g. too few samples mapped inside the moving image
+        return StartResult(start_index, None, None, None, 0, "failed", time.perf_counter() - began, [0.0, 0.0, 0.0],
+                           error=str(exc).strip().splitlines()[-1][:300], cpu_seconds=time.process_time() - cpu_began)
+    return StartResult(start_index, transform, released.score(problem, settings, transform), loss, iterations, stop,
+                       time.perf_counter() - began, [0.0, 0.0, 0.0], loss_trace=trace,
+                       cpu_seconds=time.process_time() - cpu_began)
 
 
 def _level_method(settings: RegistrationSettings, step_mm: float, transform: sitk.BSplineTransform,
@@ -200,8 +236,11 @@ def _level_method(settings: RegistrationSettings, step_mm: float, transform: sit
     return method
 
 
-def score_problem(problem: RegistrationProblem, settings: RegistrationSettings, transform: sitk.Transform) -> Score:
-    """The selection score of `transform` on this problem (see `registration_scoring`)."""
+def score_problem(problem: RegistrationProblem | released.ReleasedProblem, settings: RegistrationSettings,
+                  transform: sitk.Transform) -> Score:
+    """The selection score of `transform` on this problem (`scoring`, or `released.score`)."""
+    if settings.method == "released":
+        return released.score(problem, settings, transform)
     return score_transform(transform, fixed_features=problem.fixed_features,
                            fixed_features_mi=problem.fixed_features_mi, moving_image=problem.moving_image,
                            moving_features_mi=problem.moving_features_mi, regions=problem.regions,

@@ -7,6 +7,9 @@ parameters (SimpleITK). It is run from many initialisations (`registration_multi
 every result scored by the mean of the T2/ADC gradient correlations in CG and PZ and the
 mutual information (`registration_scoring`); the identity is scored the same way and kept
 unless a start beats it. The chosen transform is applied to the ADC and to every DWI image.
+Presets "paper" (the default) and "fast" are this method; "released" follows the authors'
+released code instead (`released`: signed derivative images of the detector's crop, runs
+differing only in their random metric sampling, their weighted score), with the same guard.
 
 The transform (`RegistrationResult.transform`) is an ITK *resampling* transform: it maps a
 point of T2 space (fixed, LPS mm) to the corresponding point of the ADC/DWI acquisition
@@ -36,6 +39,7 @@ import SimpleITK as sitk
 from ..study.case import Case
 from ..errors import CaseError, ParameterError
 from ..progress import ProgressCallback, silent, sub_progress
+from . import released
 from .multistart import PRESETS, RegistrationProblem, RegistrationSettings, StartResult, default_workers, run_starts, score_problem
 from .scoring import Score, gradient_magnitude, normalise_for_mi, scoring_regions
 
@@ -166,10 +170,13 @@ def _moving_crop(adc: sitk.Image, fixed: sitk.Image, margin_mm: float, what: str
 
 def build_problem(t2: sitk.Image, adc: sitk.Image, zones: Optional[sitk.Image] = None,
                   prostate: Optional[sitk.Image] = None,
-                  settings: RegistrationSettings = PRESETS["paper"]) -> RegistrationProblem:
-    """Gradient-magnitude images on the working region, and where they are scored."""
+                  settings: RegistrationSettings = PRESETS["paper"]) -> RegistrationProblem | released.ReleasedProblem:
+    """Gradient-magnitude images on the working region, and where they are scored (the
+    released method: derivative images of the detector's crop, `released.build_problem`)."""
     _check_image(t2, "T2")
     _check_image(adc, "ADC")
+    if settings.method == "released":
+        return released.build_problem(t2, adc, zones, prostate, settings)
     fixed = _working_region(t2, zones, prostate, settings)
     moving = _moving_crop(adc, fixed, settings.moving_margin_mm, "ADC")
     # Overlap check in physical space: at least part of the working region must map into the ADC.
