@@ -238,17 +238,18 @@ def test_seg_refers_to_the_t2_and_reads_back_with_highdicom(exported, segments, 
         assert np.array_equal(pixels[..., n] > 0, segment.mask(shape)), segment.name
 
 
-def test_dcmqi_converts_the_seg_back_to_our_masks_on_the_t2_grid(exported, segments, grid, tmp_path):
-    out, _ = exported
-    proc = subprocess.run([_tool("segimage2itkimage"), "--inputDICOM", str(out / SEG_FILE), "--outputDirectory",
-                           str(tmp_path), "-t", "nrrd"], capture_output=True, text=True, timeout=120)
+def _dcmqi_masks(seg_file: Path, grid: sitk.Image, folder: Path) -> tuple[list[str], list[np.ndarray]]:
+    """dcmqi's segimage2itkimage: segment labels and masks, pasted onto the T2 grid (array order k, j, i)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run([_tool("segimage2itkimage"), "--inputDICOM", str(seg_file), "--outputDirectory",
+                           str(folder), "-t", "nrrd"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr + proc.stdout
-    meta = json.loads((tmp_path / "meta.json").read_text())
+    meta = json.loads((folder / "meta.json").read_text())
     labels = [attrs[0]["SegmentLabel"] for attrs in meta["segmentAttributes"]]
-    assert labels == [s.name for s in segments]
     shape = tuple(reversed(grid.GetSize()))
-    for number, segment in enumerate(segments, start=1):
-        image = sitk.ReadImage(str(tmp_path / f"{number}.nrrd"))
+    masks = []
+    for number in range(1, len(labels) + 1):
+        image = sitk.ReadImage(str(folder / f"{number}.nrrd"))
         assert np.allclose(image.GetDirection(), grid.GetDirection(), atol=1e-4)
         assert np.allclose(image.GetSpacing(), grid.GetSpacing(), atol=1e-4)
         offset = np.array(grid.TransformPhysicalPointToContinuousIndex(image.GetOrigin()))
@@ -257,7 +258,71 @@ def test_dcmqi_converts_the_seg_back_to_our_masks_on_the_t2_grid(exported, segme
         ni, nj, nk = image.GetSize()
         on_t2 = np.zeros(shape, bool)
         on_t2[k:k + nk, j:j + nj, i:i + ni] = sitk.GetArrayFromImage(image) > 0
-        assert np.array_equal(on_t2, segment.mask(shape)), segment.name
+        masks.append(on_t2)
+    return labels, masks
+
+
+def test_dcmqi_converts_the_seg_back_to_our_masks_on_the_t2_grid(exported, segments, grid, tmp_path):
+    out, _ = exported
+    labels, masks = _dcmqi_masks(out / SEG_FILE, grid, tmp_path)
+    assert labels == [s.name for s in segments]
+    shape = tuple(reversed(grid.GetSize()))
+    for segment, mask in zip(segments, masks):
+        assert np.array_equal(mask, segment.mask(shape)), segment.name
+
+
+@pytest.mark.parametrize("true_enhanced", [False, True], ids=["legacy-converted", "enhanced-mr"])
+def test_seg_over_a_multiframe_t2_refers_to_its_frames(study, run_dir, segments, grid, tmp_path, true_enhanced):
+    """A T2 stored as one multi-frame object (its frames in reverse slice order): the SEG's frames
+    refer to the T2 frames at their positions, and dcmqi gives the same masks as over single-frame images."""
+    from dicom_variants import legacy_enhanced
+
+    copy = legacy_enhanced(study, tmp_path / "study", numbers=[4], true_enhanced=true_enhanced)
+    source = dicom_source(copy)
+    assert same_grid(source.t2_grid, grid, tol=1e-6) and len(source.dicom.datasets) == 1
+    assert source.dicom.frame_of_slice != sorted(source.dicom.frame_of_slice)
+    code, _, stderr = _cli(["export", str(copy), "--detections", str(run_dir / "det" / "detections.json"),
+                            "--zones", str(run_dir / "zones" / "zones.nrrd"), "--out", str(tmp_path / "out"),
+                            "--dicom-seg"])
+    assert code == 0, stderr
+    t2 = source.dicom.datasets[0]
+    seg = hd.seg.segread(tmp_path / "out" / SEG_FILE)
+    assert [item.ReferencedSOPInstanceUID for series in seg.ReferencedSeriesSequence
+            for item in series.ReferencedInstanceSequence] == [t2.SOPInstanceUID]
+    shape = tuple(reversed(grid.GetSize()))
+    pixels = seg.get_pixels_by_source_frame(
+        t2.SOPInstanceUID, source_frame_numbers=[f + 1 for f in source.dicom.frame_of_slice],
+        segment_numbers=list(range(1, len(segments) + 1)), assert_missing_frames_are_empty=True)
+    labels, masks = _dcmqi_masks(tmp_path / "out" / SEG_FILE, grid, tmp_path / "dcmqi")
+    assert labels == [s.name for s in segments]
+    for n, segment in enumerate(segments):
+        assert np.array_equal(pixels[..., n] > 0, segment.mask(shape)), segment.name
+        assert np.array_equal(masks[n], segment.mask(shape)), segment.name
+
+
+def test_demo_detector_run_exports_into_its_own_folder(study, grid, tmp_path):
+    """The bundled demo detector on the DICOM study (demo cascade zones, no registration), then export
+    into the detect folder itself: the run's files stay, the SEG holds every detection of the run."""
+    code, _, stderr = _cli(["zones", str(study), "--backend", "cascade", "--out", str(tmp_path / "zones")])
+    assert code == 0, stderr
+    run = tmp_path / "detect"
+    code, _, stderr = _cli(["detect", str(study), "--model", "demo-retina-unet-phantoms", "--out", str(run),
+                            "--zones", str(tmp_path / "zones" / "zones.nrrd"), "--no-register", "--device", "cpu"])
+    assert code == 0, stderr
+    code, _, stderr = _cli(["export", str(study), "--detections", str(run / "detections.json"),
+                            "--zones", str(tmp_path / "zones" / "zones.nrrd"), "--out", str(run)])
+    assert code == 0, stderr
+    assert {"detections.json", "lesion-probability.nrrd", SEG_FILE, SR_FILE, SEG_NRRD_FILE} <= \
+        {p.name for p in run.iterdir()}
+    detections = read_detections(run / "detections.json").cases[0]
+    seg = hd.seg.segread(run / SEG_FILE)
+    lesions = [seg.get_segment_description(n) for n in range(1, seg.number_of_segments + 1)
+               if seg.get_segment_description(n).segmented_property_category.value == ggg_palette.CATEGORY.value]
+    assert len(lesions) == len(detections.detections) > 0
+    assert all(d.algorithm_identification[0].AlgorithmName == "demo-retina-unet-phantoms" for d in lesions)
+    zones = [seg.get_segment_description(n).algorithm_identification[0].AlgorithmName
+             for n in range(len(lesions) + 1, seg.number_of_segments + 1)]
+    assert zones and set(zones) == {"zones-demo-cascade"}
 
 
 # ---------------------------------------------------------------- DICOM SR
