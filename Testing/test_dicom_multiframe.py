@@ -41,6 +41,7 @@ def _enhanced(path, number, description, frames, *, echo="SPIN", te=100.0, tr=50
     ds.Modality, ds.PatientID, ds.StudyInstanceUID = "MR", "SYN-E", "1.2.3.9"
     ds.SeriesInstanceUID, ds.SeriesNumber, ds.SeriesDescription = generate_uid(), number, description
     ds.InstanceNumber = 1
+    ds.AcquisitionDate, ds.AcquisitionTime = "20240101", "115900"  # the object's; each frame has its own
     ds.ImageType = image_type or ["ORIGINAL", "PRIMARY", "T2", "NONE"]
     ds.EchoPulseSequence = echo
     ds.Rows, ds.Columns, ds.NumberOfFrames = rows, cols, len(frames)
@@ -62,6 +63,8 @@ def _enhanced(path, number, description, frames, *, echo="SPIN", te=100.0, tr=50
             index, offset = f["temporal"]
             item.FrameContentSequence[0].TemporalPositionIndex = index
             item.TemporalPositionSequence = Sequence([_item(TemporalPositionTimeOffset=offset)])
+        if "acquired" in f:
+            item.FrameContentSequence[0].FrameAcquisitionDateTime = f["acquired"]
         if "slope" in f:
             item.PixelValueTransformationSequence = Sequence([_item(RescaleSlope=f["slope"], RescaleIntercept=0,
                                                                     RescaleType="US")])
@@ -100,6 +103,17 @@ def test_dce_time_points_from_the_temporal_position_group(tmp_path):
     assert len(case.dce) == 3 and case.dce_times == [0.0, 12.5, 25.0]
     assert [float(sitk.GetArrayFromImage(img)[2, 3, 3]) for img in case.dce] == [10.0, 20.0, 30.0]
     assert [u.series_number for u in case.used if u.role == "DCE"] == [9]
+
+
+def test_dce_time_points_from_each_frames_acquisition_time(tmp_path):
+    _t2(tmp_path)
+    frames = [{"z": 4.0 * z, "value": 10 * (t + 1), "acquired": f"202401011200{t}{z}.000000"}
+              for z in (3, 1, 0, 2) for t in (2, 0, 1)]  # 2D: each slice of a time point a second later
+    _enhanced(tmp_path / "dce.dcm", 9, "dyn_t1", frames, echo="GRADIENT", te=1.5, tr=4.0,
+              image_type=["ORIGINAL", "PRIMARY", "T1", "NONE"])
+    case = load_dicom_case(tmp_path)
+    assert case.dce_times == [0.0, 10.0, 20.0]
+    assert [float(sitk.GetArrayFromImage(img)[2, 3, 3]) for img in case.dce] == [10.0, 20.0, 30.0]
 
 
 def test_trace_and_direction_frames_in_one_object(tmp_path):
@@ -144,3 +158,21 @@ def test_enhanced_object_missing_a_frame_is_refused(tmp_path, missing):
     _enhanced(tmp_path / "t2.dcm", 3, "t2_tse_tra", frames)
     with pytest.raises(CaseError, match=r"^series 3 't2_tse_tra' \(.*\) has 1 missing slice: a gap of 8\.00 mm"):
         load_dicom_case(tmp_path)
+
+
+def test_adc_frames_stored_with_the_diffusion_frames_are_an_adc_map(tmp_path):
+    _t2(tmp_path)
+    frames = [{"z": 4.0 * z, "value": v, "b": b, "direction": "ISOTROPIC" if b else "NONE"}
+              for z in range(4) for b, v in ((0.0, 500), (800.0, 200))]
+    ds = _enhanced(tmp_path / "dwi.dcm", 5, "ep2d_diff_tra", frames + [{"z": 4.0 * z, "value": 1100, "b": 800.0}
+                                                                       for z in range(4)],
+                   image_type=["ORIGINAL", "PRIMARY", "DIFFUSION", "NONE"])
+    for item in ds.PerFrameFunctionalGroupsSequence[8:]:
+        item.MRImageFrameTypeSequence = Sequence([_item(FrameType=["DERIVED", "PRIMARY", "DIFFUSION", "ADC"])])
+    ds.save_as(tmp_path / "dwi.dcm", enforce_file_format=True)
+    case = load_dicom_case(tmp_path)
+    assert sorted(case.dwi) == [0.0, 800.0] and case.notes == []
+    assert float(sitk.GetArrayFromImage(case.dwi[800.0])[1, 2, 2]) == 200.0
+    assert float(sitk.GetArrayFromImage(case.adc)[1, 2, 2]) == 1100.0
+    assert [(u.role, u.description) for u in case.used if u.role in ("ADC", "DWI:800")] == [
+        ("ADC", "ep2d_diff_tra (ADC frames)"), ("DWI:800", "ep2d_diff_tra")]

@@ -359,9 +359,26 @@ def scan_dicom_tree(root: str | os.PathLike, progress: Optional[ProgressCallback
             progress(i / max(1, len(paths)), f"reading DICOM headers ({i}/{len(paths)})")
     progress(1.0, f"read {len(paths)} file headers")
     series = [DicomSeries(uid, sorted(slices, key=lambda s: (s.instance_number or 0, s.path, s.frame or 0)))
-              for uid, slices in groups.items()]
+              for uid, group in groups.items() for slices in _by_frame_type(group)]
     series.sort(key=lambda s: (s.number if s.number is not None else 1 << 30, s.uid))
     return series
+
+
+_MAP_FRAMES = ("ADC", "EADC", "FA", "CALC_BVAL")  # FrameType values of computed maps
+
+
+def _by_frame_type(headers: list[SliceHeader]) -> list[list[SliceHeader]]:
+    """Computed-map frames stored in one multi-frame object with the diffusion images they
+    come from (an ADC map beside its b-value images), each map apart with its FrameType
+    value added to the description, so they are classified on their own."""
+    kinds: dict[str, list[SliceHeader]] = {}
+    for h in headers:
+        kind = next((k for k in _MAP_FRAMES if k in h.image_type), "") if h.frame is not None else ""
+        kinds.setdefault(kind, []).append(h)
+    if len(kinds) == 1:
+        return [headers]
+    return [[replace(h, description=f"{h.description} ({kind} frames)") for h in group] if kind else group
+            for kind, group in kinds.items()]
 
 
 # ---------------------------------------------------------------- geometry

@@ -59,32 +59,40 @@ def _value(ds: Dataset, tag: tuple[int, int]):
     return element.value if element is not None else None
 
 
+def _set(flat: Dataset, keyword: str, value) -> None:
+    """A new element: the frames share the elements laid over them, so none is changed in place."""
+    if keyword in flat:
+        del flat[keyword]
+    setattr(flat, keyword, value)
+
+
 def _classic_names(flat: Dataset, index: int, converted_instance: bool) -> None:
     frame_type = _value(flat, (0x0008, 0x9007))
     if frame_type:
-        flat.ImageType = list(frame_type)
+        _set(flat, "ImageType", list(frame_type))
     if "EchoTime" not in flat and _value(flat, (0x0018, 0x9082)) is not None:
-        flat.EchoTime = _value(flat, (0x0018, 0x9082))
+        _set(flat, "EchoTime", _value(flat, (0x0018, 0x9082)))
     if "SequenceName" not in flat and _value(flat, (0x0018, 0x9005)):
-        flat.SequenceName = text(_value(flat, (0x0018, 0x9005)))
+        _set(flat, "SequenceName", text(_value(flat, (0x0018, 0x9005))))
     if "ScanningSequence" not in flat:
         kinds = {"SPIN": ["SE"], "GRADIENT": ["GR"], "BOTH": ["SE", "GR"]}.get(
             text(_value(flat, (0x0018, 0x9008))).upper(), [])
         if text(_value(flat, (0x0018, 0x9018))).upper() == "YES":  # EchoPlanarPulseSequence
             kinds = kinds + ["EP"]
         if kinds:
-            flat.ScanningSequence = kinds if len(kinds) > 1 else kinds[0]
+            _set(flat, "ScanningSequence", kinds if len(kinds) > 1 else kinds[0])
     acquired = text(_value(flat, (0x0018, 0x9074)))
     if len(acquired) >= 14:
-        flat.AcquisitionDate, flat.AcquisitionTime = acquired[:8], acquired[8:].split("+")[0].split("-")[0]
+        _set(flat, "AcquisitionDate", acquired[:8])
+        _set(flat, "AcquisitionTime", acquired[8:].split("+")[0].split("-")[0])
     temporal = number(_value(flat, (0x0020, 0x9128)))
     if "TemporalPositionIdentifier" not in flat and temporal is not None:
-        flat.TemporalPositionIdentifier = int(temporal)
+        _set(flat, "TemporalPositionIdentifier", int(temporal))
     offset = number(_value(flat, (0x0020, 0x930D)))
     if "TriggerTime" not in flat and offset is not None:
-        flat.TriggerTime = f"{offset * 1000.0:.3f}"
+        _set(flat, "TriggerTime", f"{offset * 1000.0:.3f}")
     if not converted_instance:
-        flat.InstanceNumber = index + 1
+        _set(flat, "InstanceNumber", index + 1)
 
 
 def frame_datasets(ds) -> Optional[list[Dataset]]:
