@@ -458,3 +458,14 @@ def test_sr_alone_brings_its_seg(study, run_dir, tmp_path):
     assert "the SEG is written with it" in stdout
     seg = hd.seg.segread(tmp_path / SEG_FILE)
     assert [seg.get_segment_description(n).segment_label for n in (1, 2)] == ["Central gland", "Peripheral zone"]
+
+
+def test_case_json_over_a_dicom_folder_is_a_dicom_source(study, grid, tmp_path):
+    """A case JSON whose T2 comes from its `dicom` folder refers to those instances; one with a T2 file does not."""
+    (tmp_path / "case.json").write_text(json.dumps({"format": "prostate-cad-case/1", "dicom": str(study)}))
+    source = find_source(tmp_path)
+    assert source.case_id == CASE and source.dicom is not None and same_grid(source.t2_grid, grid, tol=1e-6)
+    sitk.WriteImage(sitk.Image(grid), str(tmp_path / "t2.nrrd"))
+    (tmp_path / "other.json").write_text(json.dumps({"format": "prostate-cad-case/1", "dicom": str(study),
+                                                     "T2": "t2.nrrd"}))
+    assert find_source(tmp_path / "other.json").dicom is None

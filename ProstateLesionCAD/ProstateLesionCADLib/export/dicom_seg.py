@@ -16,7 +16,6 @@ Content qualification is RESEARCH: the software is not a medical device.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 from typing import Sequence
 
 import highdicom as hd
@@ -26,19 +25,11 @@ from pydicom.sr.codedict import codes
 
 from .. import __version__
 from ..ggg_palette import Code
-from .segments import Segment
+from .segments import Algorithm, Segment
 from .source import DicomT2
 
 MANUFACTURER = "ProstateLesionCAD"
 CONTENT_LABEL = "PROSTATECAD"  # CS, 16 characters at most
-
-
-@dataclass(frozen=True)
-class Algorithm:
-    """What made a group of segments (the detector model, the zones model)."""
-
-    name: str
-    version: str
 
 
 def coded(code: Code) -> hd.sr.CodedConcept:

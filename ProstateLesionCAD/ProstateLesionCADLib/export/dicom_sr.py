@@ -31,8 +31,8 @@ from pydicom.sr.codedict import codes
 
 from .. import __version__
 from ..ggg_palette import PERIPHERAL_ZONE, PROSTATE, TRANSITION_ZONE
-from .dicom_seg import MANUFACTURER, Algorithm, coded
-from .segments import Segment
+from .dicom_seg import MANUFACTURER, coded
+from .segments import Algorithm, Segment
 from .source import DicomT2
 
 LOCAL_SCHEME = "99PLCAD"

@@ -22,8 +22,7 @@ from ..formats import DetectionCase, DetectionSet, load_json_object, read_detect
 from ..image_files import read_image_file
 from ..output_files import staged_output_dir
 from ..progress import ProgressCallback, silent
-from .dicom_seg import Algorithm
-from .segments import Segment, lesion_segments, zone_segments
+from .segments import Algorithm, Segment, lesion_segments, zone_segments
 from .source import ExportSource, find_source
 
 SEG_FILE = "segmentation.dcm"

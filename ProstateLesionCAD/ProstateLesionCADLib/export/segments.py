@@ -28,6 +28,14 @@ from ..lesions.masks import LesionMask, detection_mask, lesion_zone, mask_volume
 DESCRIPTION_CHARS = 64  # DICOM LO: SegmentDescription, CodeMeaning
 
 
+@dataclass(frozen=True)
+class Algorithm:
+    """What made a group of segments (the detector model, the zones model)."""
+
+    name: str
+    version: str
+
+
 @dataclass
 class LesionFacts:
     """What the panel's lesion table says about one lesion."""

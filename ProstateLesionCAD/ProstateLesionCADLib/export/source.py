@@ -111,8 +111,8 @@ def find_source(path: str | os.PathLike) -> ExportSource:
         raise CaseError(f"{path}: expected a DICOM folder, a folder with case.json, a case .json file "
                         f"or a T2 image file.")
     data = load_json_object(json_path, CaseError, "case file")
-    if data.get("dicom") and not data.get("T2"):
-        folder = Path(data["dicom"]) if Path(str(data["dicom"])).is_absolute() else json_path.parent / data["dicom"]
+    if isinstance(data.get("dicom"), str) and data["dicom"] and not data.get("T2"):
+        folder = json_path.parent / data["dicom"]  # an absolute path stays absolute
         choose = data.get("choose") if isinstance(data.get("choose"), dict) else None
         source = dicom_source(folder, choose)
         if isinstance(data.get("case_id"), str) and data["case_id"]:
