@@ -18,7 +18,7 @@ from ProstateLesionCADLib import cli, commands
 from ProstateLesionCADLib.commands import _subverbs, models, train
 
 LIB = Path(cli.__file__).resolve().parent
-EXPECTED_VERBS = ["bench", "demo", "detect", "evaluate", "grow", "load", "models", "phantoms", "preprocess",
+EXPECTED_VERBS = ["bench", "demo", "detect", "evaluate", "export", "grow", "load", "models", "phantoms", "preprocess",
                   "register", "train", "zones"]
 PARSER_CALLS = {"add_argument", "add_argument_group", "add_mutually_exclusive_group", "add_subparsers", "add_parser",
                 "parse_args", "parse_known_args"}

@@ -1,9 +1,9 @@
 """Decoding the pixel data of a DICOM file, in any transfer syntax the installed decoders read.
 
-pydicom decodes native and deflated data and RLE itself; the pylibjpeg plugins (declared
-dependencies: pylibjpeg-openjpeg for JPEG 2000, pylibjpeg-libjpeg for JPEG lossless,
-JPEG-LS and JPEG baseline/extended) give it the compressed syntaxes. When pydicom has no
-working decoder, SimpleITK's GDCM (bundled with SimpleITK and Slicer) is tried. A file
+pydicom decodes native and deflated data and RLE itself, and JPEG 2000 with the declared
+pylibjpeg-openjpeg plugin. When pydicom has no working decoder (JPEG lossless and JPEG-LS:
+the pylibjpeg plugin for them is GPL-3.0, so it is not a dependency), SimpleITK's GDCM
+(bundled with SimpleITK and Slicer) is tried. A file
 neither can decode raises `Undecodable`, naming its transfer syntax, so the caller can say
 which series cannot be read and why in one sentence.
 """
