@@ -101,6 +101,8 @@ def run(args) -> int:
     print(f"case {case.case_id}")
     for line in role_lines(case):
         print(line)
+    for note in case.notes:  # e.g. an ADC map converted from other units
+        print(f"note: {note}")
     extra = unused_lines(case)
     if extra:
         print("unused:")
