@@ -278,28 +278,13 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.updateButtons()
 
     def onInstallDependencies(self):
-        def confirm(text, details):
-            return slicer.util.confirmOkCancelDisplay(text, "Install Python packages", detailedText=details)
-
-        def progress(fraction, message):
-            self.ui.progressBar.value = int(100 * fraction)
-            self.ui.dependenciesLabel.text = message
-            slicer.app.processEvents()
-
         self._installing = True  # the steps wait: pip processes events while it installs
         self.updateButtons()
-        failure = ""
         try:
-            dependencies.install_in_slicer(PANEL_STEPS, confirm, progress)
-        except requirements.InstallFailed as error:
-            failure = str(error)
+            dependencies.install_from_panel(PANEL_STEPS, self.ui.progressBar, self.ui.dependenciesLabel)
         finally:
             self._installing = False
             self.refreshAvailability()
-        if failure:
-            self.ui.progressBar.value = 0
-            self.ui.dependenciesLabel.text = failure
-            slicer.util.errorDisplay(failure, windowTitle="Installing Python packages failed")
 
     def startDeviceProbe(self):
         """List the compute devices in a background process (it imports torch, Slicer never does)."""

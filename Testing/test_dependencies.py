@@ -257,3 +257,33 @@ print("loaded:", loaded)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "loaded: []"
+
+
+def test_the_panels_install_button_shows_progress_and_the_failure_sentence(monkeypatch):
+    """install_from_panel (both panels' button): progress in the bar and status line, the one
+    sentence in the line and an error box on failure, the bar reset."""
+    shown, asked = [], []
+    module = types.ModuleType("slicer")
+    module.util = types.SimpleNamespace(
+        confirmOkCancelDisplay=lambda text, title, detailedText="": asked.append(text) or True,
+        errorDisplay=lambda text, windowTitle="": shown.append((windowTitle, text)))
+    module.app = types.SimpleNamespace(processEvents=lambda: None)
+    monkeypatch.setitem(sys.modules, "slicer", module)
+    bar, label = types.SimpleNamespace(value=0), types.SimpleNamespace(text="")
+    seen = []
+
+    def failing(steps, confirm, progress):
+        assert confirm("Install?", "details")
+        progress(0.4, "installing matplotlib")
+        seen.append((bar.value, label.text))
+        raise InstallFailed("matplotlib could not be installed: free some disk space and try again.")
+
+    monkeypatch.setattr(dependencies, "install_in_slicer", failing)
+    sentence = dependencies.install_from_panel(["registration"], bar, label)
+    assert sentence == "matplotlib could not be installed: free some disk space and try again."
+    assert asked == ["Install?"] and seen == [(40, "installing matplotlib")]
+    assert bar.value == 0 and label.text == sentence
+    assert shown == [("Installing Python packages failed", sentence)]
+
+    monkeypatch.setattr(dependencies, "install_in_slicer", lambda steps, confirm, progress: progress(1.0, "done"))
+    assert dependencies.install_from_panel(["registration"], bar, label) == "" and bar.value == 100

@@ -15,7 +15,6 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-from ProstateLesionCADLib import requirements
 from ProstateLesionCADLib.zones import BACKENDS, DEMO_MODEL
 from ProstateLesionCADSlicer import background_process, dependencies
 from ProstateLesionCADSlicer.self_test_checks import require_models, require_steps
@@ -107,27 +106,12 @@ class ZonalSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.installDependenciesButton.enabled = not running
 
     def onInstallDependencies(self):
-        def confirm(text, details):
-            return slicer.util.confirmOkCancelDisplay(text, "Install Python packages", detailedText=details)
-
-        def progress(fraction, message):
-            self.ui.progressBar.value = int(100 * fraction)
-            self.ui.dependenciesLabel.text = message
-            slicer.app.processEvents()
-
         self.ui.installDependenciesButton.enabled = False
         self.ui.applyButton.enabled = False
-        failure = ""
         try:
-            dependencies.install_in_slicer(["zones"], confirm, progress)
-        except requirements.InstallFailed as error:
-            failure = str(error)
+            dependencies.install_from_panel(["zones"], self.ui.progressBar, self.ui.dependenciesLabel)
         finally:
             self.refreshAvailability()
-        if failure:
-            self.ui.progressBar.value = 0
-            self.ui.dependenciesLabel.text = failure
-            slicer.util.errorDisplay(failure, windowTitle="Installing Python packages failed")
 
     # ------------------------------------------------------------ models and their cards
 

@@ -235,3 +235,28 @@ def slicer_torch(requirement: str, constraints: Path) -> None:
 def install_in_slicer(steps: Sequence[str], confirm: Confirm, progress: Optional[Progress] = None):
     """install_missing with Slicer's installers (the panels, and the self-tests with confirm=lambda *a: True)."""
     return install_missing(steps, slicer_pip, slicer_torch, confirm, progress)
+
+
+def install_from_panel(steps: Sequence[str], progress_bar, status_label) -> str:
+    """What a panel's *Install required packages…* button does: ask, install with progress in
+    the panel's bar and status line, and on failure show the one sentence in the line and in
+    an error box. Returns that sentence ("" on success)."""
+    import slicer
+
+    def confirm(text, details):
+        return slicer.util.confirmOkCancelDisplay(text, "Install Python packages", detailedText=details)
+
+    def progress(fraction, message):
+        progress_bar.value = int(100 * fraction)
+        status_label.text = message
+        slicer.app.processEvents()
+
+    try:
+        install_in_slicer(steps, confirm, progress)
+    except InstallFailed as error:
+        failure = str(error)
+        progress_bar.value = 0
+        status_label.text = failure
+        slicer.util.errorDisplay(failure, windowTitle="Installing Python packages failed")
+        return failure
+    return ""
