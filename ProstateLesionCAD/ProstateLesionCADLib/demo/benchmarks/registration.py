@@ -13,10 +13,12 @@ T2 sequence and the spatial gradient of the registered ADC map"), the same for e
 and independent of every preset's own selection score: Pearson correlation of the T2 and
 registered-ADC gradient magnitudes (Gaussian, 1 mm) over the prostate dilated by 3 mm, on the
 T2 grid. Prostate and zones come from the bundled zones pipeline (TAPS gland, demo cascade
-split) and every preset is given them, as `prostate-cad detect` does.
+split) and every preset is given them, as `prostate-cad detect` does
+(PROSTATE_CAD_BENCH_REGISTRATION_ZONES=0: the presets get no mask, as `prostate-cad register`
+on a bare study; the criterion still uses the prostate).
 
 Cost (2 cores): zones about 25 s (ProstateX-0000) and 2 min (ProstateX-0218, with its 70 DCE
-series to load); fast about 1 min and released about 2 min per study; paper about 17 min per
+series to load); fast about 1 min and released about 2 min per study; paper 10–15 min per
 study. Environment: PROSTATE_CAD_BENCH_REGISTRATION_PRESETS (default "fast,released,paper"),
 PROSTATE_CAD_BENCH_REGISTRATION_PAPER_STARTS (default: the preset's 50),
 PROSTATE_CAD_BENCH_REGISTRATION_PHANTOMS (default 6) and ..._PHANTOM_STARTS (default 8 for every
@@ -99,7 +101,7 @@ def authors_transform(path: Path, geometry):
     return sitk.CompositeTransform([frame, theirs, frame.GetInverse()])  # the last one added acts first
 
 
-def _study(path: str, reference: str, presets: list[str], starts: dict, png: str) -> dict:
+def _study(path: str, reference: str, presets: list[str], starts: dict, png: str, give_zones: bool = True) -> dict:
     """Runs in a child process (measured): zones, then every candidate on the criterion."""
     import matplotlib
 
@@ -117,7 +119,7 @@ def _study(path: str, reference: str, presets: list[str], starts: dict, png: str
     zones = segment_zones(case.t2, case_id=case.case_id).zones
     zones_s = time.perf_counter() - began
     prostate = sitk.Cast(zones > 0, sitk.sitkUInt8)
-    case.zones = zones
+    case.zones = zones if give_zones else None
     rows = [{"candidate": "identity", "criterion": gradient_criterion(case.t2, case.adc, identity_transform(),
                                                                       prostate), "transform": identity_transform()}]
     if Path(reference).is_file():
@@ -185,13 +187,14 @@ def run(out_dir, progress) -> str:
     starts = {p: _starts(p) for p in presets}
     n_phantoms = int(os.environ.get("PROSTATE_CAD_BENCH_REGISTRATION_PHANTOMS", "6"))
     phantom_starts = int(os.environ.get("PROSTATE_CAD_BENCH_REGISTRATION_PHANTOM_STARTS", "8"))
+    give_zones = os.environ.get("PROSTATE_CAD_BENCH_REGISTRATION_ZONES", "1") != "0"
     out_dir = Path(out_dir)
     studies, notes = [], []
     for i, name in enumerate(STUDIES):
         progress(i / (len(STUDIES) + 1), f"registration bench: {name} ({', '.join(presets)})")
         png = out_dir / f"checkerboards-{name}.png"
         reference = _shared() / "reference" / "prostatex_transforms" / f"{name}.tfm"
-        m = measure(_study, str(_study_dir(name)), str(reference), presets, starts, str(png))
+        m = measure(_study, str(_study_dir(name)), str(reference), presets, starts, str(png), give_zones)
         if m["error"]:
             notes.append(f"{name}: {m['error']}")
             continue
@@ -217,7 +220,8 @@ def run(out_dir, progress) -> str:
         rows.append(row)
     text = ("Criterion: correlation of the T2 and registered-ADC gradient magnitudes (Gaussian "
             f"{CRITERION_SIGMA_MM:g} mm) over the prostate + {CRITERION_MARGIN_MM:g} mm, higher is better; each "
-            "preset's own selection score (identity → chosen) in brackets. Zones from the bundled pipeline: "
+            "preset's own selection score (identity → chosen) in brackets. The presets were "
+            + ("given the zones" if give_zones else "given no mask") + ". Zones from the bundled pipeline: "
             + ", ".join(f"{r['case']} {r['zones_s']:.0f} s (peak {mb:.0f} MB, checkerboards in {png})"
                         for r, mb, png in studies) + ".\n\n"
             + table(rows, ["candidate"] + [r["case"] for r, _, _ in studies]))
