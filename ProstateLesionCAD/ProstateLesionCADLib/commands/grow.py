@@ -13,7 +13,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--prostate", default=None, help="prostate mask (or zones label map) on any grid: "
                                                          "clips leaks out of the gland")
     parser.add_argument("--transform", default=None, help="registration transform (ITK .h5/.tfm) applied to "
-                                                          "DWI and Ktrans before growing")
+                                                          "the high-b DWI before growing (Ktrans stays as acquired, as in the paper)")
     parser.add_argument("--max-volume-cc", type=float, default=10.0, help="clip a lesion larger than this (cm3)")
 
 
