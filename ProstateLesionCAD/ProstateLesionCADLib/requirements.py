@@ -55,14 +55,20 @@ PACKAGES: dict[str, Package] = {p.name: p for p in (
     Package("scikit-image", "skimage", "0.22", "scikit-image"),
     Package("matplotlib", "matplotlib", "3.8", "Matplotlib"),
     Package("monai", "monai", "1.3", "MONAI"),
+    # DICOM pixel decoders for pydicom (JPEG 2000); Slicer's GDCM reads the other compressed syntaxes
+    Package("pylibjpeg", "pylibjpeg", "2.0", "pylibjpeg"),
+    Package("pylibjpeg-openjpeg", "openjpeg", "2.0", "OpenJPEG decoder (pylibjpeg-openjpeg)"),
 )}
 
 # step -> packages its `prostate-cad` command imports beyond Slicer's own (panel steps, plus training)
 STEP_PACKAGES: dict[str, tuple[str, ...]] = {
-    "registration": ("matplotlib",),  # the checkerboard figure
-    "zones": ("torch", "onnxruntime", "lavlab-taps"),  # TAPS gland network + the cascade's CNN-2
+    "registration": ("matplotlib", "pylibjpeg", "pylibjpeg-openjpeg"),  # the checkerboard figure
+    # TAPS gland network + the cascade's CNN-2; the decoders come with the first install because
+    # any step may be the first to read a compressed DICOM study
+    "zones": ("torch", "onnxruntime", "lavlab-taps", "pylibjpeg", "pylibjpeg-openjpeg"),
     # zones and registration when not given, Retina U-Net (torch) or FocalNet (scikit-image peaks)
-    "detection": ("torch", "onnxruntime", "lavlab-taps", "scikit-image", "matplotlib"),
+    "detection": ("torch", "onnxruntime", "lavlab-taps", "scikit-image", "matplotlib", "pylibjpeg",
+                  "pylibjpeg-openjpeg"),
     "install": (),
     "training": ("torch", "monai", "matplotlib", "scikit-image"),
 }
