@@ -200,3 +200,50 @@ def test_overlap_hits_and_distance_matching_differ_as_the_readme_says():
     assert scored.detection_id == 1 and scored.score == pytest.approx(0.8)  # paper: matched by distance
     assert result["ap"] == 0.0 and result["froc"]["3"] == 0.0  # picai_eval: no overlap, no hit
     assert result["auroc"] == 1.0 and result["case_likelihood"] == {"A": pytest.approx(0.8), "B": pytest.approx(0.3)}
+
+
+def test_overlapping_detections_become_separate_candidates():
+    """Candidates never touch (picai_eval would merge them): a lower-scoring detection gives up the
+    voxels next to a higher one, one inside a higher one disappears, and GGG<2 detections are none."""
+    from picai_eval.analysis_utils import parse_detection_map
+
+    grid = sitk.Image([30, 30, 10], sitk.sitkUInt8)
+    grid.SetSpacing((1.0, 1.0, 3.0))
+    high = Detection(1, 3, 0.9, (10.0, 10.0, 12.0), ((5.0, 5.0, 6.0), (15.0, 15.0, 18.0)))
+    beside = Detection(2, 2, 0.5, (16.0, 10.0, 12.0), ((11.0, 5.0, 6.0), (21.0, 15.0, 18.0)))
+    inside = Detection(3, 2, 0.3, (10.0, 10.0, 12.0), ((8.0, 8.0, 9.0), (12.0, 12.0, 15.0)))
+    benign = Detection(4, 1, 0.95, (24.0, 24.0, 12.0), ((22.0, 22.0, 9.0), (26.0, 26.0, 15.0)))
+    dmap = detection_map(DetectionCase("A", [inside, beside, high, benign]), grid)
+    values = sitk.GetArrayFromImage(dmap.image)
+    confidences, blobs = parse_detection_map(values)
+    assert sorted(confidences.values(), reverse=True) == [pytest.approx(0.9), pytest.approx(0.5)]
+    assert [c.detection_id for c in dmap.candidates] == [1, 2] and dmap.dropped == [3] and not dmap.outside
+    first = ndimage.binary_dilation(values == np.float32(0.9), structure=np.ones((3, 3, 3)))
+    assert not (first & (values == np.float32(0.5))).any()  # a gap of one voxel at least
+    full = detection_mask(high, grid).mask
+    assert (values == np.float32(0.9)).sum() == full.sum()  # the highest keeps its whole mask
+    assert dmap.likelihood == pytest.approx(0.9)
+
+
+def test_ground_truth_covers_the_studies_present(run, tmp_path):
+    """The public marksheet lists every study; an archive with some folds is judged on those only,
+    a labels-only folder on every marksheet row."""
+    import shutil
+
+    archive = run["archive"]
+    partial = tmp_path / "partial"
+    shutil.copytree(archive / "picai_labels", partial / "picai_labels")
+    labels_only = [c.case_id for c in read_ground_truth(partial).ground_truth.cases]
+    assert labels_only == [ref.name for ref in run["refs"]]
+    for ref in run["refs"][:2]:
+        (partial / "images" / ref.parent.name).mkdir(parents=True)
+        shutil.copy(f"{ref}_t2w.mha", partial / "images" / ref.parent.name)
+    assert [c.case_id for c in read_ground_truth(partial).ground_truth.cases] == [r.name for r in run["refs"][:2]]
+    # export --picai on the case named by its _t2w.mha file, written as MHA: the same map
+    code, text = _cli(["export", f"{run['refs'][0]}_t2w.mha", "--detections",
+                       str(run["detections"] / run["refs"][0].name / "detections.json"), "--picai",
+                       "--picai-suffix", ".mha", "--out", str(tmp_path / "maps")])
+    assert code == 0, text
+    mha = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "maps" / f"{run['refs'][0].name}_detection_map.mha")))
+    nii = sitk.GetArrayFromImage(sitk.ReadImage(str(run["maps"] / f"{run['refs'][0].name}_detection_map.nii.gz")))
+    assert np.array_equal(mha, nii)

@@ -284,11 +284,20 @@ def delineation_lesions(label: sitk.Image) -> list[Lesion]:
 
 
 def read_ground_truth(archive: str | os.PathLike, progress: Optional[ProgressCallback] = None) -> PicaiTruth:
-    """Ground truth of every study of the marksheet: `patient_ggg` = case_ISUP (4, 5 count as 3),
-    lesions from its csPCa delineation, `lesion_mask` = that delineation file."""
+    """Ground truth of the archive's studies: `patient_ggg` = case_ISUP (4, 5 count as 3), lesions
+    from its csPCa delineation, `lesion_mask` = that delineation file.
+
+    The studies are those with images in the archive (the marksheet covers all 1500 public
+    studies, an archive often holds a few folds), or every marksheet row when it holds no images.
+    """
     progress = progress or silent
     archive = Path(archive)
     rows = read_marksheet(archive)
+    try:
+        present = {ref.name for ref in list_cases(archive)}
+    except CaseError:
+        present = set(rows)
+    rows = {case_id: row for case_id, row in rows.items() if case_id in present}
     truth = PicaiTruth(GroundTruthSet([]))
     for n, (case_id, row) in enumerate(sorted(rows.items())):
         progress(n / max(len(rows), 1), f"ground truth of {case_id}")
