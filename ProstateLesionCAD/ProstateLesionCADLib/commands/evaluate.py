@@ -1,4 +1,5 @@
-"""prostate-cad evaluate: lesion/patient ROC, working points, CIs, DSC and FROC of a detector."""
+"""prostate-cad evaluate: lesion/patient ROC, working points, CIs, DSC and FROC of a detector
+(and, with --picai, picai_eval's PI-CAI metrics beside them)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""prostate-cad export: a run's detections and zones as DICOM SEG, DICOM SR and Slicer .seg.nrrd."""
+"""prostate-cad export: a run's detections and zones as DICOM SEG, DICOM SR and Slicer .seg.nrrd,
+or (--picai) as a PI-CAI detection map with its case-level likelihood."""
 
 from __future__ import annotations
 
