@@ -85,6 +85,8 @@ def test_archive_has_picai_layout_and_loads_as_cases(run):
         n = ndimage.label(delineation > 0, structure=np.ones((3, 3, 3)))[1]
         assert len(gt.lesions) == n == sum(int(g) >= 2 for g in row["lesion_ISUP"].split(","))
         assert set(np.unique(delineation[delineation > 0])) <= {2, 3}
+    code, text = _cli(["load", str(refs[1])])  # every verb takes a case reference through load_case
+    assert code == 0 and f"case {refs[1].name}" in text and "axial T2 (t2w)" in text and "DWI_COMPUTED" in text
     case = load_case(refs[1])
     same = load_case(f"{refs[1]}_t2w.mha")
     assert case.case_id == same.case_id == refs[1].name
@@ -105,6 +107,8 @@ def test_bad_references_and_marksheets_are_one_sentence(run, tmp_path):
     (bad / "picai_labels" / "clinical_information" / "marksheet.csv").write_text("patient_id,study_id\n1,2\n")
     with pytest.raises(FormatError, match="case_ISUP"):
         read_ground_truth(bad)
+    code, _ = _cli(["phantoms", "--format", "picai", "--n", "0", "--out", str(tmp_path / "none")])
+    assert code == 2 and not (tmp_path / "none").exists()
     code, _ = _cli(["evaluate", "--detections", str(run["detections"]), "--ground-truth", str(archive), "--picai",
                     "--picai-maps", str(tmp_path), "--bootstrap", "0", "--out", str(tmp_path / "e")])
     assert code == 2 and not (tmp_path / "e").exists()
