@@ -1,4 +1,5 @@
-"""prostate-cad evaluate: lesion/patient ROC, working points, CIs, DSC and FROC of a detector."""
+"""prostate-cad evaluate: lesion/patient ROC, working points, CIs, DSC and FROC of a detector
+(and, with --picai, picai_eval's PI-CAI metrics beside them)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ def _criteria(text: str) -> list[int]:
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--detections", required=True, help="detections JSON (prostate-cad-detections/1)")
-    parser.add_argument("--ground-truth", required=True, help="ground-truth JSON (prostate-cad-ground-truth/1)")
+    parser.add_argument("--detections", required=True,
+                        help="detections JSON (prostate-cad-detections/1), or a folder of detect runs (*/detections.json)")
+    parser.add_argument("--ground-truth", required=True,
+                        help="ground-truth JSON (prostate-cad-ground-truth/1) or a PI-CAI archive folder (marksheet + delineations)")
     parser.add_argument("--out", required=True, help="output folder (metrics.json, scores.json, ROC PNGs, report.md)")
     parser.add_argument("--criteria", default="1,2,3", help="significance criteria GGG>=k to evaluate (default 1,2,3)")
     parser.add_argument("--distance-mm", type=float, default=15.0, help="lesion matching radius in mm (default 15)")
@@ -46,6 +49,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--missing-cases", choices=("error", "empty", "skip"), default="error",
                         help="ground-truth cases without detections entry (and the reverse): stop with an error "
                              "(default), score them as without detections (empty), or leave them out (skip)")
+    parser.add_argument("--picai", action="store_true",
+                        help="also picai_eval's metrics for csPCa (GGG>=2): AUROC, AP, PI-CAI score, FROC")
+    parser.add_argument("--picai-maps", default=None, metavar="DIR",
+                        help="PI-CAI: folder of <case>_detection_map.nii.gz|.mha (prostate-cad export --picai); "
+                             "default: built from the detections")
+    parser.add_argument("--picai-min-overlap", type=float, default=0.1,
+                        help="PI-CAI: overlap a candidate needs with a lesion to hit it (default 0.1)")
+    parser.add_argument("--picai-overlap", choices=("IoU", "DSC"), default="IoU", help="PI-CAI: overlap measure (default IoU)")
 
 
 def run(args) -> int:
@@ -53,13 +64,14 @@ def run(args) -> int:
     from ..evaluation.froc import HitRule
     from ..evaluation.report import markdown_report, write_report
     from ..evaluation.thresholds import load_given_thresholds
-    from ..formats import read_detections, read_ground_truth
+    from ..evaluation.detection_files import load_detections
+    from ..evaluation.picai import load_ground_truth
     from ..output_files import staged_output_dir
     from ..progress import ConsoleProgress
 
     criteria = _criteria(args.criteria)
-    detections = read_detections(args.detections)
-    ground_truth = read_ground_truth(args.ground_truth)
+    detections = load_detections(args.detections)
+    ground_truth, delineations = load_ground_truth(args.ground_truth)
     given, source = (None, None)
     if args.thresholds:
         given, source = load_given_thresholds(args.thresholds)
@@ -79,10 +91,23 @@ def run(args) -> int:
     if args.compare_published:
         from ..evaluation.published import published
         result["published_reference"] = published(args.compare_published)
+    picai_text = ""
+    if args.picai:
+        from ..evaluation import picai
+        from ..evaluation.evaluate import pair_cases
+
+        result["picai"] = picai.picai_metrics(pair_cases(detections, ground_truth, args.missing_cases)[0],
+                                              delineations=delineations, maps_dir=args.picai_maps,
+                                              min_overlap=args.picai_min_overlap, overlap=args.picai_overlap,
+                                              progress=progress)
+        result["picai"]["agreement"] = picai.agreement(result, result["picai"])
+        picai_text = picai.markdown(result["picai"])
     with staged_output_dir(args.out) as stage:
         write_report(result, stage)
         if voxel:
             voxel_roc.write_outputs(voxel, stage)
-    print(markdown_report(result) + (voxel_roc.markdown(voxel) if voxel else ""), end="")
+        if args.picai:
+            picai.append_to_report(result["picai"], stage)
+    print(markdown_report(result) + (voxel_roc.markdown(voxel) if voxel else "") + picai_text, end="")
     print(f"Wrote {args.out}/metrics.json, report.md and ROC plots.")
     return 0

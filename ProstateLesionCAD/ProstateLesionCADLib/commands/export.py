@@ -1,4 +1,5 @@
-"""prostate-cad export: a run's detections and zones as DICOM SEG, DICOM SR and Slicer .seg.nrrd."""
+"""prostate-cad export: a run's detections and zones as DICOM SEG, DICOM SR and Slicer .seg.nrrd,
+or (--picai) as a PI-CAI detection map with its case-level likelihood."""
 
 from __future__ import annotations
 
@@ -20,12 +21,21 @@ def add_arguments(parser) -> None:
     parser.add_argument("--case-id", default=None, help="which case of the detections file (default: the study's)")
     parser.add_argument("--min-score", type=float, default=0.0,
                         help="leave out detections scoring below this (default 0: every detection)")
+    parser.add_argument("--picai", action="store_true",
+                        help="instead, write the PI-CAI detection map <case>_detection_map.nii.gz and "
+                             "<case>_likelihood.json (case-level likelihood = the map's maximum)")
+    parser.add_argument("--picai-suffix", choices=(".nii.gz", ".mha"), default=".nii.gz",
+                        help="PI-CAI detection map file type (default .nii.gz)")
+    parser.add_argument("--picai-criterion", type=int, choices=(1, 2, 3), default=2,
+                        help="PI-CAI: detections with predicted GGG >= this are candidates (default 2, csPCa)")
 
 
 def run(args) -> int:
     from ..export import export_results
     from ..progress import ConsoleProgress
 
+    if args.picai:
+        return _run_picai(args)
     formats = [name for name, on in (("dicom-seg", args.dicom_seg), ("dicom-sr", args.dicom_sr),
                                      ("seg-nrrd", args.seg_nrrd)) if on]
     result = export_results(args.path, args.out, detections=args.detections, zones=args.zones, formats=formats,
@@ -36,4 +46,22 @@ def run(args) -> int:
     zones = len(result.segments) - lesions
     for name, path in result.files.items():
         print(f"{name}: {path} ({lesions} lesions, {zones} zones) of {result.case_id}")
+    return 0
+
+
+def _run_picai(args) -> int:
+    from ..errors import ParameterError
+    from ..export.picai_maps import write_picai_maps
+    from ..progress import ConsoleProgress
+
+    if args.detections is None:
+        raise ParameterError("--picai needs --detections (the detections.json of a detect run).")
+    if args.zones or args.dicom_seg or args.dicom_sr or args.seg_nrrd or args.min_score:
+        raise ParameterError("--picai writes the detection map only; leave out --zones, --dicom-seg, --dicom-sr, "
+                             "--seg-nrrd and --min-score.")
+    result = write_picai_maps(args.path, args.detections, args.out, case_id=args.case_id,
+                              criterion=args.picai_criterion, suffix=args.picai_suffix, progress=ConsoleProgress())
+    dmap = result.detection_map
+    print(f"detection map: {result.files['detection map']} ({len(dmap.candidates)} candidates) of {result.case_id}")
+    print(f"case likelihood: {dmap.likelihood:.6f} ({result.files['likelihood']})")
     return 0

@@ -9,14 +9,17 @@ def add_arguments(parser) -> None:
     parser.add_argument("--n", type=int, default=10, help="number of cases (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the set; same seed, same cases")
     parser.add_argument("--out", required=True, help="output folder (one sub-folder per case + ground-truth.json)")
-    parser.add_argument("--format", choices=("nrrd", "dicom"), default="nrrd",
-                        help="nrrd: one file per role + case.json; dicom: Siemens-like DICOM series")
+    parser.add_argument("--format", choices=("nrrd", "dicom", "picai"), default="nrrd",
+                        help="nrrd: one file per role + case.json; dicom: Siemens-like DICOM series; picai: a PI-CAI "
+                             "archive (images/<patient>/*.mha, marksheet, csPCa delineations; no DCE/Ktrans)")
     parser.add_argument("--deformation-mm", type=float, default=0.0,
                         help="largest displacement of a known smooth DWI/ADC deformation (default 0 = none)")
     parser.add_argument("--single-modality-fraction", type=float, default=0.0,
                         help="share of lesions visible only on T2 or only on ADC/DWI (default 0)")
     parser.add_argument("--size", type=int, default=128, help="T2 matrix size in-plane (default 128)")
     parser.add_argument("--slices", type=int, default=24, help="number of slices (default 24)")
+    parser.add_argument("--spacing-xy", type=float, default=None, metavar="MM",
+                        help="T2 in-plane voxel size in mm (default 0.625; 1.25 with --size 64 keeps the field of view)")
     parser.add_argument("--oblique-deg", type=float, default=0.0,
                         help="tilt of the axial slices about the left-right axis (default 0)")
     parser.add_argument("--no-dce", action="store_true", help="leave out the DCE time series")
@@ -29,15 +32,36 @@ def add_arguments(parser) -> None:
                         help="DICOM: write b-values in (0018,9087), Siemens (0019,100C) or both (default)")
 
 
+def _spacing(args) -> dict:
+    from ..errors import ParameterError
+
+    if args.spacing_xy is None:
+        return {}
+    if not 0.1 <= args.spacing_xy <= 5.0:
+        raise ParameterError(f"--spacing-xy must lie between 0.1 and 5 mm, got {args.spacing_xy}.")
+    return {"spacing": (args.spacing_xy, args.spacing_xy, 3.0)}
+
+
 def run(args) -> int:
     from ..phantoms.generate import make_phantom_set
     from ..progress import ConsoleProgress
 
+    if args.format == "picai":
+        from ..phantoms.picai_writer import make_picai_phantom_set
+
+        out = make_picai_phantom_set(args.n, args.seed, args.out, progress=ConsoleProgress(),
+                                     deformation_mm=args.deformation_mm,
+                                     single_modality_fraction=args.single_modality_fraction,
+                                     size_xy=args.size, n_slices=args.slices, oblique_deg=args.oblique_deg,
+                                     **_spacing(args))
+        print(f"{args.n} phantoms written to {out} as a PI-CAI archive (ground truth: its marksheet and delineations)")
+        return 0
     out = make_phantom_set(args.n, args.seed, args.out, fmt=args.format, progress=ConsoleProgress(),
                            deformation_mm=args.deformation_mm,
                            single_modality_fraction=args.single_modality_fraction,
                            size_xy=args.size, n_slices=args.slices,
                            oblique_deg=args.oblique_deg, with_dce=not args.no_dce, with_ktrans=not args.no_ktrans,
+                           **_spacing(args),
                            **({"dwi_layout": args.dwi_layout, "dce_layout": args.dce_layout,
                                "b_value_tag": args.b_value_tag} if args.format == "dicom" else {}))
     print(f"{args.n} phantoms written to {out} (ground truth: {out / 'ground-truth.json'})")

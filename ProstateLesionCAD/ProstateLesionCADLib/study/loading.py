@@ -3,7 +3,8 @@
 - a folder holding ``case.json`` -> image files per role (`case_files`);
 - a ``.json`` file -> the same, paths relative to that file;
 - any other folder -> a DICOM tree of any depth (`dicom_roles`);
-- a DICOMDIR file -> the DICOM files its records reference (media).
+- a DICOMDIR file -> the DICOM files its records reference (media);
+- a PI-CAI case reference ``<folder>/<patient>_<study>`` (or its ``_t2w.mha``) -> `picai_archive`.
 
 A Ktrans map (never in the scanner's DICOM for ProstateX) can be added from a file.
 """
@@ -19,6 +20,7 @@ from ..image_files import read_image_file
 from .case_json import read_case_json
 from .dicom_roles import load_dicom_case
 from .dicomdir import is_dicomdir
+from .picai_archive import is_picai_case, load_picai_case
 from ..errors import CaseError
 from ..progress import ProgressCallback, silent, sub_progress
 
@@ -33,10 +35,12 @@ def load_case(path: str | os.PathLike, choose: Optional[dict] = None,
     """
     progress = progress or silent
     path = Path(path)
-    if not path.exists():
+    if not path.exists() and not is_picai_case(path):
         raise CaseError(f"{path}: no such file or folder.")
     main = sub_progress(progress, 0.0, 0.95 if ktrans else 1.0)
-    if path.is_dir() and (path / "case.json").is_file():
+    if is_picai_case(path):
+        case = load_picai_case(path, main)
+    elif path.is_dir() and (path / "case.json").is_file():
         case = read_case_json(path / "case.json", choose, main)
     elif path.is_file() and path.suffix.lower() == ".json":
         case = read_case_json(path, choose, main)
