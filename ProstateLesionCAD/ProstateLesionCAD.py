@@ -17,6 +17,7 @@ from slicer.util import VTKObservationMixin
 
 from ProstateLesionCADLib import ggg_palette, requirements
 from ProstateLesionCADLib.models import catalog as model_catalog
+from ProstateLesionCADLib.study.case_json import read_case_json
 from ProstateLesionCADSlicer import (background_process, dependencies, dicom_database, sample_data, self_test_steps,
                                      slicer_version)
 from ProstateLesionCADSlicer.annotate_logic import TABLE_COLUMNS as SEED_COLUMNS, AnnotateLogic
@@ -86,6 +87,8 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._installing = False
         self._deviceProbe = None
         self._studyLoad = None  # a study being loaded from the DICOM database, one series per timer tick
+        self._dicomSource = None  # what the classification ran on: a folder or the database's file list
+        self._dicomPlan = None
         self._studySteps = []
 
     # ------------------------------------------------------------ set-up
@@ -364,7 +367,7 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
             if not DICOMUtils.importDicom(folder, database):
                 raise RuntimeError(f"Slicer's DICOM database could not import {folder}.")
-            self.launch("dicom", lambda work: dicom_database.classify_folder_command(folder))
+            self.startDicomLoad(folder)
 
     @staticmethod
     def dicomDatabase():
@@ -379,8 +382,7 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 raise RuntimeError("Slicer's DICOM database is not open: open the DICOM module to create or choose one.")
             studyUid = self.chooseDatabaseStudy(database)
             if studyUid:
-                files = dicom_database.study_files(database, studyUid)
-                self.launch("dicom", lambda work: dicom_database.classify_files_command(files, work))
+                self.startDicomLoad(dicom_database.study_files(database, studyUid))
 
     def chooseDatabaseStudy(self, database):
         """The user's pick among the database's studies; the study of the selected T2 comes first."""
@@ -401,9 +403,22 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             return None
         return next((entry.uid for entry in studies if entry.label == dialog.textValue()), None)
 
-    def startStudyLoad(self, plan):
+    def startDicomLoad(self, source):
+        """Classify a study (a folder, or the files the DICOM database lists) in the background."""
+        self._dicomSource, self._dicomPlan = source, None
+        self.launch("dicom", lambda work: dicom_database.classify_command(source, work))
+
+    def onDicomClassified(self, plan):
+        """Series the plugin cannot read from their files are first read by the project's loader, in the background."""
+        if dicom_database.needs_export(plan):
+            self._dicomPlan = plan
+            self.launch("dicom-export", lambda work: dicom_database.export_command(self._dicomSource, work))
+        else:
+            self.startStudyLoad(plan)
+
+    def startStudyLoad(self, plan, exported=None):
         """Load the classified study's series through Slicer's DICOM plugin, one per timer tick."""
-        self._studyLoad = dicom_database.StudyLoad(self.cad, plan, dicom_database.dicom_plugin_loader())
+        self._studyLoad = dicom_database.StudyLoad(self.cad, plan, dicom_database.dicom_plugin_loader(), exported)
         self._studySteps = list(self._studyLoad.steps)
         self._studyLoadTimer.start()
         self.updateButtons()
@@ -576,7 +591,8 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def statusLabel(self, step):
         return {"registration": self.ui.registrationStatusLabel, "zones": self.ui.zonesStatusLabel,
-                "install": self.ui.modelCardLabel, "dicom": self.ui.inputStatusLabel}.get(step, self.ui.detectStatusLabel)
+                "install": self.ui.modelCardLabel, "dicom": self.ui.inputStatusLabel,
+                "dicom-export": self.ui.inputStatusLabel}.get(step, self.ui.detectStatusLabel)
 
     def startStep(self, step):
         with slicer.util.tryWithErrorDisplay(f"Could not start the {step} step.", waitCursor=True):
@@ -628,7 +644,9 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def loadResult(self, step, out, log=()):
         if step == "dicom":
-            self.startStudyLoad(dicom_database.read_plan(log))
+            self.onDicomClassified(dicom_database.read_plan(log))
+        elif step == "dicom-export":
+            self.startStudyLoad(self._dicomPlan, read_case_json(out / "case.json"))
         elif step == "registration":
             self.cad.load_registration_result(out)
             p = self.cad.params

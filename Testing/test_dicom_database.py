@@ -34,6 +34,7 @@ slicer = pytest.importorskip("slicer", reason="the slicer-core wheel is a dev de
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ProstateLesionCAD"))
 
 from ProstateLesionCADLib.cli import main as cli_main  # noqa: E402
+from ProstateLesionCADLib.errors import CaseError  # noqa: E402
 from ProstateLesionCADLib.phantoms.dicom_writer import write_dicom_study  # noqa: E402
 from ProstateLesionCADLib.phantoms.generate import make_phantom  # noqa: E402
 from ProstateLesionCADLib.resources import sample_case_dir  # noqa: E402
@@ -214,6 +215,30 @@ def test_a_failed_load_leaves_the_scene_as_it_was(phantom_dicom, capsys):
     assert scene.GetNumberOfNodes() == before, f"left in the scene: {left}"
 
 
+def test_multiframe_series_come_from_the_project_loaders_export(tmp_path, capsys):
+    """Enhanced MR objects (all slices, b-values in one file) cannot go to the plugin as a file list."""
+    study = Path(__file__).resolve().parent / "data" / "dicom-variants" / "ProstateX-0000-small"
+    plan = load_json([str(study)], capsys)
+    assert dicom_database.needs_export(plan)
+    scene = slicer.vtkMRMLScene()
+    cad = CadLogic(scene)
+    with pytest.raises(CaseError, match="not one file per slice"):
+        dicom_database.StudyLoad(cad, plan, archetype_loader(scene))
+
+    argv = dicom_database.export_command(str(study), tmp_path)
+    assert argv[-4:] == ["load", str(study), "--export", str(tmp_path / "out")]
+    assert cli_main(argv[-4:]) == 0
+    exported = read_case_json(tmp_path / "out" / "case.json")
+    result = dicom_database.StudyLoad(cad, plan, archetype_loader(scene), exported).run()
+    assert not result.skipped and sorted(result.created) == ["ADC", "DWI_HIGH", "DWI_LOW", "T2"]
+    p = cad.params
+    slots = {r["slot"]: r for r in plan["roles"]}
+    assert p.t2.GetAttribute(dicom_database.SERIES_UID_ATTRIBUTE) == slots["T2"]["series_uid"]
+    assert p.dwi_high.GetAttribute(B_VALUE_ATTRIBUTE) == "800"
+    assert np.array_equal(sitk.GetArrayFromImage(volume_node_to_image(p.dwi_high)),
+                          sitk.GetArrayFromImage(exported.dwi[800.0]))
+
+
 def _best(run) -> tuple[float, float]:
     """(CPU seconds, wall seconds) of the best of REPEATS runs."""
     times = []
@@ -228,7 +253,7 @@ def test_gui_thread_part_of_database_load_and_step_export_on_the_sample(sample_d
     # Background part: the classification, as the panel runs it (a child process of the runner).
     files = sorted(str(p) for p in sample_dicom.rglob("*.dcm"))
     runner = ProcessRunner()
-    runner.start("dicom", lambda work: dicom_database.classify_files_command(files, work))
+    runner.start("dicom", lambda work: dicom_database.classify_command(files, work))
     update = runner.wait(300)
     try:
         assert update.state == SUCCEEDED, update.error

@@ -18,9 +18,10 @@ Three parts, so that only the first needs a running Slicer:
   proxy volume the views show.
 
 A role whose images are not one file per slice (frames of a multi-frame object, diffusion
-directions combined per slice) cannot be handed to the plugin as a file list: it is left
-out and named in the result (`LoadedStudy.skipped`); the panel then says to load the
-study as a folder with the project's loader.
+directions combined per slice) cannot be handed to the plugin as a file list: the panel
+then also runs `prostate-cad load --export` in the background and such a role's volume
+is made from the exported image (role, SeriesInstanceUID and b-value attributes, no
+DICOM.instanceUIDs); without that export it is left out and named (`LoadedStudy.skipped`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 from ProstateLesionCADLib.errors import CaseError, FormatError
 from ProstateLesionCADLib.preprocessing.channels import choose_dwi_high, choose_dwi_low
@@ -36,6 +37,10 @@ from ProstateLesionCADLib.study.series_plan import FORMAT as PLAN_FORMAT
 
 from .background_process import cli_command
 from .cad_logic import B_VALUE_ATTRIBUTE, ROLE_ATTRIBUTE
+from .mrml_volumes import image_to_volume_node
+
+if TYPE_CHECKING:
+    from ProstateLesionCADLib.study.case import Case
 
 INSTANCE_UIDS_ATTRIBUTE = "DICOM.instanceUIDs"  # set by Slicer's DICOM plugins: SOPInstanceUIDs, one per slice
 SERIES_UID_ATTRIBUTE = "ProstateLesionCAD.SeriesInstanceUID"
@@ -101,13 +106,27 @@ def write_file_list(files: Sequence[str], work_dir) -> Path:
     return path
 
 
-def classify_files_command(files: Sequence[str], work_dir, python: Optional[str] = None) -> list[str]:
-    """Write the file list into the step's folder; the argv classifying it (`load --files-from ... --json`)."""
-    return cli_command("load", ["--files-from", str(write_file_list(files, work_dir)), "--json"], python)
+def _source_arguments(source, work_dir) -> list[str]:
+    """A study folder (str/Path) as itself; a list of files through a file list in the step's folder."""
+    if isinstance(source, (str, Path)):
+        return [str(source)]
+    return ["--files-from", str(write_file_list(source, work_dir))]
 
 
-def classify_folder_command(folder, python: Optional[str] = None) -> list[str]:
-    return cli_command("load", [str(folder), "--json"], python)
+def classify_command(source, work_dir, python: Optional[str] = None) -> list[str]:
+    """The argv printing the study plan of a folder or a list of files (`load ... --json`)."""
+    return cli_command("load", [*_source_arguments(source, work_dir), "--json"], python)
+
+
+def export_command(source, work_dir, python: Optional[str] = None) -> list[str]:
+    """The argv reading the study with the project's loader into `<work_dir>/out` (NRRD + case.json), for
+    the roles Slicer's plugin cannot load from a file list."""
+    return cli_command("load", [*_source_arguments(source, work_dir), "--export", str(Path(work_dir) / "out")], python)
+
+
+def needs_export(plan: dict) -> bool:
+    """Whether some series' images are not one file per slice (multi-frame objects, combined directions)."""
+    return any(not point["per_slice_files"] for entry in plan["roles"] for point in (entry.get("time_points") or [entry]))
 
 
 def read_plan(lines: Sequence[str]) -> dict:
@@ -137,8 +156,7 @@ class LoadedStudy:
     def summary(self) -> str:
         text = f"{self.case_id}: " + ", ".join(sorted(self.created))
         if self.skipped:
-            text += (f"; not loaded from the database ({', '.join(self.skipped)}: not one file per slice): "
-                     "load the study as a folder for them")
+            text += f"; not loaded ({', '.join(self.skipped)}: not one file per slice)"
         return text
 
 
@@ -165,8 +183,21 @@ def dicom_plugin_loader() -> SeriesLoader:
     return load
 
 
-def _load_entry(entry: dict, name: str, role: str, load_series: SeriesLoader, b: Optional[float] = None):
-    node = load_series(list(entry["files"]), name)
+def _exported_image(case: "Case", slot: str, index: int = 0):
+    """The image of a plan's slot (and DCE time point) in the project loader's Case."""
+    role, _, b = slot.partition(":")
+    images = {"T2": case.t2, "ADC": case.adc, "KTRANS": case.ktrans}
+    if role in images:
+        return images[role]
+    if role == "DCE":
+        return case.dce[index] if index < len(case.dce) else None
+    return (case.dwi if role == "DWI" else case.dwi_computed).get(float(b))
+
+
+def _load_entry(entry: dict, name: str, role: str, load_series: SeriesLoader, b: Optional[float] = None,
+                scene=None, image=None):
+    """A volume node through the series loader, or from the exported `image` when given."""
+    node = load_series(list(entry["files"]), name) if image is None else image_to_volume_node(scene, image, name)
     node.SetAttribute(ROLE_ATTRIBUTE, role)
     node.SetAttribute(SERIES_UID_ATTRIBUTE, entry["series_uid"])
     if b is not None:
@@ -199,10 +230,10 @@ class StudyLoad:
     copied into the sequence and removed from the scene.
     """
 
-    def __init__(self, cad, plan: dict, load_series: SeriesLoader):
+    def __init__(self, cad, plan: dict, load_series: SeriesLoader, exported: Optional["Case"] = None):
         if plan.get("format") != PLAN_FORMAT:
             raise FormatError(f"Expected a study description of format {PLAN_FORMAT}, got {plan.get('format')!r}.")
-        self.cad, self.load_series = cad, load_series
+        self.cad, self.load_series, self.exported = cad, load_series, exported
         self.result = LoadedStudy(plan.get("case_id") or "study", plan.get("study_uid", ""))
         self._nodes: dict[str, object] = {}  # panel role -> node, for the last step
         self._sequence = self._browser = None
@@ -213,7 +244,7 @@ class StudyLoad:
         if t2 is None:
             raise CaseError(f"{case_id}: the study description has no T2 series.")
         if not self._loadable(t2, "T2"):
-            raise CaseError(f"{case_id}: the T2 images are not one file per slice; load the study as a folder.")
+            raise CaseError(f"{case_id}: the T2 images are not one file per slice and were not exported.")
         self._add("T2", t2, f"{case_id} T2")
         for role, label in (("ADC", "ADC"), ("KTRANS", "Ktrans")):
             entry = by_slot.get(role)
@@ -234,21 +265,31 @@ class StudyLoad:
             self.steps.append(("DCE sequence", self._start_sequence))
             for point in points:
                 value = point["time_s"] if timed else point["index"]
+                image = self._image(point, "DCE", point["index"])
                 self.steps.append((f"DCE time point {point['index'] + 1}/{len(points)}",
-                                   lambda point=point, value=value: self._add_time_point(point, value)))
+                                   lambda point=point, value=value, image=image: self._add_time_point(point, value, image)))
             self.steps.append(("DCE browser", self._add_browser))
         self.steps.append(("selectors", self._fill_selectors))
 
     def _loadable(self, entry: dict, label: str) -> bool:
         points = entry.get("time_points") or [entry]
-        if all(point["per_slice_files"] for point in points):
+        if all(point["per_slice_files"] or self._image(point, entry["slot"], point.get("index", 0)) is not None
+               for point in points):
             return True
         self.result.skipped.append(label)
         return False
 
+    def _image(self, entry: dict, slot: str, index: int = 0):
+        """The exported image replacing a series the plugin cannot read from its files; else None."""
+        if entry["per_slice_files"] or self.exported is None:
+            return None
+        return _exported_image(self.exported, slot, index)
+
     def _add(self, role: str, entry: dict, name: str, b: Optional[float] = None) -> None:
+        image = self._image(entry, entry["slot"])
+
         def step():
-            self._nodes[role] = _load_entry(entry, name, role, self.load_series, b)
+            self._nodes[role] = _load_entry(entry, name, role, self.load_series, b, self.cad.scene, image)
         self.steps.append((name, step))
 
     def _start_sequence(self) -> None:
@@ -259,9 +300,10 @@ class StudyLoad:
         sequence.SetAttribute(ROLE_ATTRIBUTE, "DCE")
         self._sequence = sequence
 
-    def _add_time_point(self, point: dict, value: float) -> None:
+    def _add_time_point(self, point: dict, value: float, image=None) -> None:
         scene = self.cad.scene
-        node = _load_entry(point, f"{self.result.case_id} DCE {point['index'] + 1:03d}", "DCE", self.load_series)
+        node = _load_entry(point, f"{self.result.case_id} DCE {point['index'] + 1:03d}", "DCE", self.load_series,
+                           scene=scene, image=image)
         self._sequence.SetDataNodeAtValue(node, f"{value:g}")
         _remove(scene, node)
 
