@@ -16,6 +16,7 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
 from slicer.util import VTKObservationMixin
 
 from ProstateLesionCADLib import ggg_palette, requirements
+from ProstateLesionCADLib.errors import CaseError
 from ProstateLesionCADLib.models import catalog as model_catalog
 from ProstateLesionCADLib.study.case_json import read_case_json
 from ProstateLesionCADSlicer import (background_process, dependencies, dicom_database, sample_data, self_test_steps,
@@ -392,7 +393,10 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                                "'Load DICOM study…'.")
         t2 = self.ui.t2Selector.currentNode()
         if t2 is not None and t2.GetAttribute(dicom_database.INSTANCE_UIDS_ATTRIBUTE):
-            current = dicom_database.study_of_volume(database, t2)
+            try:
+                current = dicom_database.study_of_volume(database, t2)
+            except CaseError:  # loaded from files the database no longer holds: no study to offer first
+                current = None
             studies.sort(key=lambda entry: entry.uid != current)
         dialog = qt.QInputDialog(slicer.util.mainWindow())
         dialog.setWindowTitle("Load from DICOM database")
