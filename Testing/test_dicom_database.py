@@ -141,6 +141,15 @@ def test_load_json_describes_roles_files_b_values_time_points_and_rejected_serie
     assert load_json(["--files-from", str(listing)], capsys) == plan
 
 
+def test_load_reads_a_study_given_as_files(phantom_dicom, capsys):
+    root, _ = phantom_dicom
+    files = [str(p) for folder in ("004-t2_tse_tra", "006-ep2d_diff_tra_DYNDIST") for p in (root / folder).glob("*.dcm")]
+    assert cli_main(["load", *files]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    roles = [line.split()[:2] for line in lines if line and not line.startswith(("PROGRESS", "case"))]
+    assert roles == [["T2", "-"], ["DWI", "b=50"], ["DWI", "b=400"], ["DWI", "b=800"]]
+
+
 def test_load_refuses_a_bad_file_list_in_one_sentence(tmp_path, capsys):
     listing = tmp_path / "files.txt"
     listing.write_text(f"{tmp_path / 'gone.dcm'}\n", encoding="utf-8")
