@@ -3,16 +3,17 @@
 Three parts, so that only the first needs a running Slicer:
 
 - **Database access** (`study_files`, `study_of_volume`, `database_studies`): thin calls on
-  a ctkDICOMDatabase (`slicer.dicomDatabase` in Slicer), the methods Slicer 5.12's
+  a ctkDICOMDatabase (`slicer.app.dicomDatabase()` in Slicer), the methods Slicer 5.12's
   DICOMLib/DICOMUtils.py itself calls (patients, studiesForPatient, nameForPatient,
   seriesForStudy, filesForSeries, fileForInstance, fileValue).
 - **Classification in the background**: the study's file list is written to the step's
   folder and `prostate-cad load --files-from <list> --json` runs in the panel's
   ProcessRunner; it prints the loader's choice (ProstateLesionCADLib.study.series_plan):
   per role the SeriesInstanceUID, its files in slice order, the b-value, the DCE time points.
-- **Nodes** (`StudyLoad`, one step per series so the panel stays responsive): each role's files are handed to a series loader — in Slicer
-  the DICOM scalar volume plugin (`dicom_plugin_loader`), which gives the volume its
-  DICOM.instanceUIDs and its subject hierarchy entry — and the panel's attributes are added:
+- **Nodes** (`StudyLoad`, one step per series, so that the panel stays responsive): each
+  role's files are handed to a series loader — in Slicer the DICOM scalar volume plugin
+  (`dicom_plugin_loader`), which gives the volume its DICOM.instanceUIDs and its subject
+  hierarchy entry — and the panel's attributes are added:
   role, b-value, SeriesInstanceUID. DCE time points become one vtkMRMLSequenceNode
   (index: time in seconds) with a sequence browser; Slicer's Sequences module creates the
   proxy volume the views show.
@@ -45,7 +46,6 @@ if TYPE_CHECKING:
 INSTANCE_UIDS_ATTRIBUTE = "DICOM.instanceUIDs"  # set by Slicer's DICOM plugins: SOPInstanceUIDs, one per slice
 SERIES_UID_ATTRIBUTE = "ProstateLesionCAD.SeriesInstanceUID"
 STUDY_UID_TAG = "0020,000D"
-SOP_INSTANCE_UID_TAG = "0008,0018"
 FILE_LIST = "study-files.txt"
 TIME_UNIT = "s"
 
