@@ -8,6 +8,7 @@ slicer-core wheel), all computation in ProstateLesionCADLib (plain Python).
 import logging
 from pathlib import Path
 
+import ctk
 import qt
 import slicer
 import vtk
@@ -385,19 +386,34 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             if studyUid:
                 self.startDicomLoad(dicom_database.study_files(database, studyUid))
 
+    @staticmethod
+    def dicomBrowserSeries():
+        """The series selected in the DICOM module's browser; none before that module was opened."""
+        try:
+            browser = slicer.modules.DICOMWidget.browserWidget
+        except AttributeError:  # the DICOM module's widget is made when the module is first opened
+            return []
+        if browser is None:
+            return []
+        if getattr(browser, "useVisualDICOMBrowser", False):  # set once the DICOM module chose its browser
+            return list(browser.dicomVisualBrowser.patientView().selectedSeriesInstanceUIDs())
+        return list(browser.dicomBrowser.selectedItems(ctk.ctkDICOMModel.IndexType.SeriesType))
+
     def chooseDatabaseStudy(self, database):
-        """The user's pick among the database's studies; the study of the selected T2 comes first."""
+        """The user's pick among the database's studies. Offered first: the study of the series selected
+        in the DICOM module's browser, else that of the T2 in the selector when it came from DICOM."""
         studies = dicom_database.database_studies(database)
         if not studies:
             raise RuntimeError("Slicer's DICOM database holds no study: import one in the DICOM module or with "
                                "'Load DICOM study…'.")
+        current = dicom_database.study_of_series(database, self.dicomBrowserSeries())
         t2 = self.ui.t2Selector.currentNode()
-        if t2 is not None and t2.GetAttribute(dicom_database.INSTANCE_UIDS_ATTRIBUTE):
+        if current is None and t2 is not None and t2.GetAttribute(dicom_database.INSTANCE_UIDS_ATTRIBUTE):
             try:
                 current = dicom_database.study_of_volume(database, t2)
             except CaseError:  # loaded from files the database no longer holds: no study to offer first
                 current = None
-            studies.sort(key=lambda entry: entry.uid != current)
+        studies.sort(key=lambda entry: entry.uid != current)
         dialog = qt.QInputDialog(slicer.util.mainWindow())
         dialog.setWindowTitle("Load from DICOM database")
         dialog.setLabelText("Study:")

@@ -2,7 +2,7 @@
 
 Three parts, so that only the first needs a running Slicer:
 
-- **Database access** (`study_files`, `study_of_volume`, `database_studies`): thin calls on
+- **Database access** (`study_files`, `study_of_volume`, `study_of_series`, `database_studies`): thin calls on
   a ctkDICOMDatabase (`slicer.app.dicomDatabase()` in Slicer), the methods Slicer 5.12's
   DICOMLib/DICOMUtils.py itself calls (patients, studiesForPatient, nameForPatient,
   seriesForStudy, filesForSeries, fileForInstance, fileValue).
@@ -81,6 +81,16 @@ def study_of_volume(database, node) -> str:
         if study:
             return study
     raise CaseError(f"The DICOM database does not hold the images of '{node.GetName()}' (import them first).")
+
+
+def study_of_series(database, series_uids: Sequence[str]) -> Optional[str]:
+    """The StudyInstanceUID of the first of these series the database holds files of; None if none."""
+    for uid in series_uids:
+        files = database.filesForSeries(uid, 1)
+        study = database.fileValue(files[0], STUDY_UID_TAG) if files else ""
+        if study:
+            return study
+    return None
 
 
 def database_studies(database) -> list[StudyEntry]:
