@@ -8,6 +8,7 @@ slicer-core wheel), all computation in ProstateLesionCADLib (plain Python).
 import logging
 from pathlib import Path
 
+import ctk
 import qt
 import slicer
 import vtk
@@ -16,8 +17,11 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
 from slicer.util import VTKObservationMixin
 
 from ProstateLesionCADLib import ggg_palette, requirements
+from ProstateLesionCADLib.errors import CaseError
 from ProstateLesionCADLib.models import catalog as model_catalog
-from ProstateLesionCADSlicer import background_process, dependencies, sample_data, self_test_steps, slicer_version
+from ProstateLesionCADLib.study.case_json import read_case_json
+from ProstateLesionCADSlicer import (background_process, dependencies, dicom_database, sample_data, self_test_steps,
+                                     slicer_version)
 from ProstateLesionCADSlicer.annotate_logic import TABLE_COLUMNS as SEED_COLUMNS, AnnotateLogic
 from ProstateLesionCADSlicer.cad_logic import PANEL_STEPS, CadLogic
 from ProstateLesionCADSlicer.parameters import CRITERIA, get_parameter_node
@@ -84,6 +88,10 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._availability = {}  # step -> (offered?, tooltip), refreshed when packages get installed
         self._installing = False
         self._deviceProbe = None
+        self._studyLoad = None  # a study being loaded from the DICOM database, one series per timer tick
+        self._dicomSource = None  # what the classification ran on: a folder or the database's file list
+        self._dicomPlan = None
+        self._studySteps = []
 
     # ------------------------------------------------------------ set-up
 
@@ -119,6 +127,7 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.maxSensitivityButton.connect("clicked()", lambda: self.onPreset("max_sensitivity"))
         self.ui.balancedButton.connect("clicked()", lambda: self.onPreset("balanced"))
         self.ui.loadDicomButton.connect("clicked()", self.onLoadDicom)
+        self.ui.loadDatabaseButton.connect("clicked()", self.onLoadFromDatabase)
         self.ui.loadSampleButton.connect("clicked()", lambda: self.loadStudy(None))
         self.ui.installFromFileButton.connect("clicked()", self.onInstallFromFile)
         self.ui.installFromUrlButton.connect("clicked()", self.onInstallFromUrl)
@@ -150,6 +159,9 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._deviceTimer = qt.QTimer()
         self._deviceTimer.setInterval(background_process.POLL_MS)
         self._deviceTimer.connect("timeout()", self.onDeviceProbe)
+        self._studyLoadTimer = qt.QTimer()
+        self._studyLoadTimer.setInterval(0)  # one series per pass of the event loop
+        self._studyLoadTimer.connect("timeout()", self.onStudyLoadStep)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -159,6 +171,7 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def cleanup(self):
         self._timer.stop()
+        self.stopStudyLoad()
         self.logic.runner.stop()
         self.stopDeviceProbe()
         self._regrowTimer.stop()
@@ -171,6 +184,7 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.setParameterNode(None)
 
     def onSceneStartClose(self, caller, event):
+        self.stopStudyLoad()
         self.setParameterNode(None)
         self.ui.seedsSelector.setCurrentNode(None)
 
@@ -228,7 +242,7 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def updateButtons(self):
         """Offer only what the library can do now, and say why when it cannot."""
-        running = self.logic.runner.running or self._installing
+        running = self.logic.runner.running or self._installing or self._studyLoad is not None
         availability = self._availability or self.cad.step_availability()
         hasT2 = self.cad.params.t2 is not None
         for step, button in (("registration", self.ui.registrationButton), ("zones", self.ui.zonesButton),
@@ -341,8 +355,121 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def onLoadDicom(self):
         folder = qt.QFileDialog.getExistingDirectory(slicer.util.mainWindow(), "DICOM study folder")
-        if folder:
-            self.loadStudy(folder)
+        if not folder:
+            return
+        if (Path(folder) / "case.json").is_file():
+            self.loadStudy(folder)  # image files with their roles: no DICOM to import
+            return
+        with slicer.util.tryWithErrorDisplay("Could not import the DICOM folder.", waitCursor=True):
+            database = self.dicomDatabase()
+            if database is None:  # no DICOM database yet: the project's loader reads the folder
+                self.loadStudy(folder)
+                return
+            from DICOMLib import DICOMUtils
+
+            if not DICOMUtils.importDicom(folder, database):
+                raise RuntimeError(f"Slicer's DICOM database could not import {folder}.")
+            self.startDicomLoad(folder)
+
+    @staticmethod
+    def dicomDatabase():
+        """Slicer's DICOM database when it is open, else None."""
+        database = slicer.app.dicomDatabase()
+        return database if database is not None and database.isOpen else None
+
+    def onLoadFromDatabase(self):
+        with slicer.util.tryWithErrorDisplay("Could not load the study from the DICOM database.", waitCursor=True):
+            database = self.dicomDatabase()
+            if database is None:
+                raise RuntimeError("Slicer's DICOM database is not open: open the DICOM module to create or choose one.")
+            studyUid = self.chooseDatabaseStudy(database)
+            if studyUid:
+                self.startDicomLoad(dicom_database.study_files(database, studyUid))
+
+    @staticmethod
+    def dicomBrowserSeries():
+        """The series selected in the DICOM module's browser; none before that module was opened."""
+        try:
+            browser = slicer.modules.DICOMWidget.browserWidget
+        except AttributeError:  # the DICOM module's widget is made when the module is first opened
+            return []
+        if browser is None:
+            return []
+        if getattr(browser, "useVisualDICOMBrowser", False):  # set once the DICOM module chose its browser
+            return list(browser.dicomVisualBrowser.patientView().selectedSeriesInstanceUIDs())
+        return list(browser.dicomBrowser.selectedItems(ctk.ctkDICOMModel.IndexType.SeriesType))
+
+    def chooseDatabaseStudy(self, database):
+        """The user's pick among the database's studies. Offered first: the study of the series selected
+        in the DICOM module's browser, else that of the T2 in the selector when it came from DICOM."""
+        studies = dicom_database.database_studies(database)
+        if not studies:
+            raise RuntimeError("Slicer's DICOM database holds no study: import one in the DICOM module or with "
+                               "'Load DICOM study…'.")
+        current = dicom_database.study_of_series(database, self.dicomBrowserSeries())
+        t2 = self.ui.t2Selector.currentNode()
+        if current is None and t2 is not None and t2.GetAttribute(dicom_database.INSTANCE_UIDS_ATTRIBUTE):
+            try:
+                current = dicom_database.study_of_volume(database, t2)
+            except CaseError:  # loaded from files the database no longer holds: no study to offer first
+                current = None
+        studies.sort(key=lambda entry: entry.uid != current)
+        dialog = qt.QInputDialog(slicer.util.mainWindow())
+        dialog.setWindowTitle("Load from DICOM database")
+        dialog.setLabelText("Study:")
+        dialog.setComboBoxItems([entry.label for entry in studies])
+        dialog.setTextValue(studies[0].label)
+        if not dialog.exec_():
+            return None
+        return next((entry.uid for entry in studies if entry.label == dialog.textValue()), None)
+
+    def startDicomLoad(self, source):
+        """Classify a study (a folder, or the files the DICOM database lists) in the background."""
+        self._dicomSource, self._dicomPlan = source, None
+        self.launch("dicom", lambda work: dicom_database.classify_command(source, work))
+
+    def onDicomClassified(self, plan):
+        """Series the plugin cannot read from their files are first read by the project's loader, in the background."""
+        if dicom_database.needs_export(plan):
+            self._dicomPlan = plan
+            self.launch("dicom-export", lambda work: dicom_database.export_command(self._dicomSource, work))
+        else:
+            self.startStudyLoad(plan)
+
+    def startStudyLoad(self, plan, exported=None):
+        """Load the classified study's series through Slicer's DICOM plugin, one per timer tick."""
+        self._studyLoad = dicom_database.StudyLoad(self.cad, plan, dicom_database.dicom_plugin_loader(), exported)
+        self._studySteps = list(self._studyLoad.steps)
+        self._studyLoadTimer.start()
+        self.updateButtons()
+
+    def onStudyLoadStep(self):
+        loading = self._studyLoad
+        if loading is None or not self._studySteps:
+            self.stopStudyLoad()
+            self.updateButtons()
+            return
+        name, step = self._studySteps.pop(0)
+        self.ui.inputStatusLabel.text = f"Loading {name}…"
+        try:
+            step()
+        except Exception as exc:
+            logging.exception("ProstateLesionCAD: loading %s failed", name)
+            loading.abort()
+            self.stopStudyLoad()
+            self.ui.inputStatusLabel.text = ""
+            self.updateButtons()
+            slicer.util.errorDisplay(f"Could not load {name} from the DICOM database: {exc}")
+            return
+        if not self._studySteps:
+            self.stopStudyLoad()
+            self.ui.inputStatusLabel.text = loading.result.summary()
+            slicer.util.setSliceViewerLayers(background=self.cad.params.t2, fit=True)
+            self.updateButtons()
+
+    def stopStudyLoad(self):
+        self._studyLoadTimer.stop()
+        self._studyLoad, self._studySteps = None, []
 
     def loadStudy(self, path):
         """A DICOM folder or case file; None: the bundled sample, loaded as Sample Data loads it."""
@@ -484,7 +611,8 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def statusLabel(self, step):
         return {"registration": self.ui.registrationStatusLabel, "zones": self.ui.zonesStatusLabel,
-                "install": self.ui.modelCardLabel}.get(step, self.ui.detectStatusLabel)
+                "install": self.ui.modelCardLabel, "dicom": self.ui.inputStatusLabel,
+                "dicom-export": self.ui.inputStatusLabel}.get(step, self.ui.detectStatusLabel)
 
     def startStep(self, step):
         with slicer.util.tryWithErrorDisplay(f"Could not start the {step} step.", waitCursor=True):
@@ -521,7 +649,7 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             if update.state == background_process.SUCCEEDED:
                 with slicer.util.tryWithErrorDisplay(f"The {update.step} step finished but its result could not be "
                                                      "loaded.", waitCursor=True):
-                    self.loadResult(update.step, update.out_dir)
+                    self.loadResult(update.step, update.out_dir, update.log)
                 notes = update.notes()  # e.g. a channel left blank, a demo model: they stay visible
                 if notes:
                     label.text = label.text + "<br>" + "<br>".join(notes)
@@ -534,8 +662,12 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             update.cleanup()
             self.updateButtons()
 
-    def loadResult(self, step, out):
-        if step == "registration":
+    def loadResult(self, step, out, log=()):
+        if step == "dicom":
+            self.onDicomClassified(dicom_database.read_plan(log))
+        elif step == "dicom-export":
+            self.startStudyLoad(self._dicomPlan, read_case_json(out / "case.json"))
+        elif step == "registration":
             self.cad.load_registration_result(out)
             p = self.cad.params
             moving = p.adc or p.dwi_high or p.dwi_low

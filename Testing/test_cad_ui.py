@@ -286,3 +286,26 @@ def test_self_test_fails_on_a_missing_step_and_logic_has_the_shared_shape():
     for path in GLUE.glob("*.py"):
         glue = path.read_text(encoding="utf-8")
         assert "_subparsers" not in glue and "parser._actions" not in glue, path.name
+
+
+def test_load_from_dicom_database_sits_with_the_load_buttons_and_is_wired(app):
+    from PySide6.QtUiTools import QUiLoader
+    from PySide6.QtWidgets import QPushButton
+
+    form = QUiLoader().load(str(UI))
+    buttons = {name: form.findChild(QPushButton, name)
+               for name in ("loadDicomButton", "loadDatabaseButton", "loadSampleButton")}
+    assert all(buttons.values()), buttons
+    database = buttons["loadDatabaseButton"]
+    assert "DICOM database" in database.text() and "DICOM UIDs" in database.toolTip()
+    row = buttons["loadDicomButton"].parentWidget().layout()
+    order = [row.indexOf(button) for button in buttons.values()]
+    assert order == sorted(order) and min(order) >= 0, "the three load buttons share one row, in this order"
+    tree = ast.parse(MODULE.read_text(encoding="utf-8"))
+    connects = {(ast.unparse(call.func.value), call.args[0].value, ast.unparse(call.args[1]))
+                for call in ast.walk(tree) if isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+                and call.func.attr == "connect" and len(call.args) == 2 and isinstance(call.args[0], ast.Constant)}
+    assert ("self.ui.loadDatabaseButton", "clicked()", "self.onLoadFromDatabase") in connects
+    widget = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ProstateLesionCADWidget")
+    methods = {f.name for f in widget.body if isinstance(f, ast.FunctionDef)}
+    assert {"onLoadFromDatabase", "chooseDatabaseStudy", "startStudyLoad", "onStudyLoadStep"} <= methods

@@ -81,6 +81,21 @@ HAND_CHECKED = {
     "SampleData.SampleDataLogic.registerCustomSampleDataSource":
         f"{SAMPLE_DATA} SampleDataLogic.registerCustomSampleDataSource (staticmethod; customDownloader, "
         "thumbnailFileName, checksums parameters)",
+    "qt.QInputDialog": f"{QT} (QInputDialog(parent), setComboBoxItems, setTextValue, textValue, exec_); "
+                       "Applications/SlicerApp/Testing/Python/WebEngine.py creates qt.QInputDialog(slicer.util.mainWindow())",
+    "slicer.app.dicomDatabase": "Base/QTCore/qSlicerCoreApplication.h Q_INVOKABLE ctkDICOMDatabase* dicomDatabase() const; "
+                                "Modules/Scripted/DICOM/DICOM.py sets slicer.dicomDatabase = slicer.app.dicomDatabase()",
+    "slicer.modules.dicomPlugins": "Modules/Scripted/DICOMPlugins/DICOMScalarVolumePlugin.py registers "
+                                   "slicer.modules.dicomPlugins['DICOMScalarVolumePlugin']; DICOMUtils.py "
+                                   "getLoadablesFromFileLists instantiates slicer.modules.dicomPlugins[name]()",
+    "slicer.modules.DICOMWidget.browserWidget": "Modules/Scripted/DICOM/DICOM.py DICOMWidget.browserWidget "
+                                                "(a DICOMLib.SlicerDICOMBrowser, DICOMBrowser.py: useVisualDICOMBrowser, "
+                                                "dicomVisualBrowser.patientView().selectedSeriesInstanceUIDs(), "
+                                                "dicomBrowser.selectedItems(...)); DICOM.py reads "
+                                                "slicer.modules.DICOMWidget.browserWidget",
+    "ctk.ctkDICOMModel.IndexType.SeriesType": "CTK ctkDICOMModel::IndexType; Modules/Scripted/DICOMLib/DICOMBrowser.py "
+                                              "toggleBrowsers passes ctk.ctkDICOMModel.IndexType.SeriesType to "
+                                              "dicomBrowser.selectedItems",
     "PyTorchUtils.PyTorchUtilsLogic": "fepegar/SlicerPyTorch PyTorchUtils/PyTorchUtils.py class PyTorchUtilsLogic "
                                       "(installTorch), the PyTorch extension in EXTENSION_DEPENDS",
 }

@@ -7,12 +7,21 @@ from typing import TYPE_CHECKING, Optional
 if TYPE_CHECKING:
     from ..study.case import Case, SeriesInfo
 
-HELP = ("Load a study (DICOM folder, folder with case.json, or case .json) and print one line per role; "
-        "optionally export it as NRRD files + case.json.")
+HELP = ("Load a study (DICOM folder, DICOM files, folder with case.json, or case .json) and print one line per role; "
+        "optionally export it as NRRD files + case.json, or describe the picked series as JSON.")
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("path", help="DICOM folder (any depth), folder holding case.json, or a case .json file")
+    parser.add_argument("path", nargs="*", default=[],
+                        help="DICOM folder (any depth), folder holding case.json, or a case .json file; "
+                             "or the DICOM files of one study")
+    parser.add_argument("--files-from", default=None, metavar="LIST",
+                        help="read the study's DICOM files from LIST, one path per line (e.g. the files a DICOM "
+                             "database holds for the study)")
+    parser.add_argument("--json", action="store_true",
+                        help="print only a JSON description of the DICOM study (format prostate-cad-study-plan/1): "
+                             "per role the chosen SeriesInstanceUID, its files in slice order, b-values, DCE time "
+                             "points, and the rejected series with reasons; pixel data are not read")
     parser.add_argument("--choose", action="append", default=[], metavar="ROLE=SERIES",
                         help="use this series (number or SeriesInstanceUID) for ROLE instead of the automatic pick; "
                              "ROLE is T2, ADC, DCE, DWI, DWI:<b>, DWI_COMPUTED or DWI_COMPUTED:<b>; repeatable")
@@ -90,14 +99,73 @@ def unused_lines(case: Case) -> list[str]:
     return lines
 
 
+def dicom_files(args) -> Optional[list[str]]:
+    """The study's files when given as files (--files-from, or several/single DICOM files); None for a path."""
+    from pathlib import Path
+
+    from ..errors import ParameterError
+    from ..study.dicomdir import is_dicomdir
+    from ..study.series_plan import read_file_list
+
+    if args.files_from:
+        if args.path:
+            raise ParameterError("Give either a study path or --files-from, not both.")
+        return read_file_list(args.files_from)
+    if not args.path:
+        raise ParameterError("Give the study: a DICOM folder, a case.json folder or file, DICOM files, or --files-from.")
+    first = Path(args.path[0])
+    if len(args.path) == 1 and (first.is_dir() or first.suffix.lower() == ".json" or is_dicomdir(first)
+                                or not first.exists()):
+        return None
+    missing = [p for p in args.path if not Path(p).is_file()]
+    if missing:
+        raise ParameterError(f"{missing[0]}: no such file (several paths must all be DICOM files of one study).")
+    return list(args.path)
+
+
+def print_plan(args, files: Optional[list[str]], choose: dict, progress) -> int:
+    """--json: the picked series as one JSON line on stdout (progress goes to stderr)."""
+    import json
+    from pathlib import Path
+
+    from ..errors import ParameterError
+    from ..study.series_plan import describe_plan, plan_files
+    from ..study.dicom_roles import plan_study
+
+    if args.export or args.ktrans:
+        raise ParameterError("--json describes the DICOM series only; run --export or --ktrans without --json.")
+    if files is None:
+        path = Path(args.path[0])
+        if path.suffix.lower() == ".json" or (path / "case.json").is_file():
+            raise ParameterError(f"{path}: --json describes DICOM series; this is a case of image files.")
+        plan = plan_study(path, choose or None, progress)
+    else:
+        plan = plan_files(files, choose or None, progress)
+    print(json.dumps(describe_plan(plan)))
+    return 0
+
+
 def run(args) -> int:
+    import sys
+
     from ..study.loading import load_case
     from ..progress import ConsoleProgress, sub_progress
 
-    progress = ConsoleProgress()
+    progress = ConsoleProgress(stream=sys.stderr) if args.json else ConsoleProgress()
     choose = parse_choices(args.choose)
-    case = load_case(args.path, choose or None, sub_progress(progress, 0.0, 0.8 if args.export else 1.0),
-                     ktrans=args.ktrans)
+    files = dicom_files(args)
+    if args.json:
+        return print_plan(args, files, choose, progress)
+    part = sub_progress(progress, 0.0, 0.8 if args.export else 1.0)
+    if files is None:
+        case = load_case(args.path[0], choose or None, part, ktrans=args.ktrans)
+    else:
+        from ..errors import ParameterError
+        from ..study.series_plan import load_files
+
+        if args.ktrans:
+            raise ParameterError("--ktrans needs the study as a path (folder or case file), not as a list of files.")
+        case = load_files(files, choose or None, part)
     print(f"case {case.case_id}")
     for line in role_lines(case):
         print(line)

@@ -349,8 +349,12 @@ def study_files(root: str | os.PathLike) -> list[str]:
 
 def scan_dicom_tree(root: str | os.PathLike, progress: Optional[ProgressCallback] = None) -> list[DicomSeries]:
     """Read every file's header under `root` (any depth, or a DICOMDIR's files) and group them by series."""
+    return scan_files(study_files(root), progress)
+
+
+def scan_files(paths: list[str], progress: Optional[ProgressCallback] = None) -> list[DicomSeries]:
+    """Read the headers of the given files (e.g. a DICOM database's files of one study) and group them by series."""
     progress = progress or silent
-    paths = study_files(root)
     groups: dict[str, list[SliceHeader]] = {}
     for i, path in enumerate(paths):
         for header in read_headers(path):

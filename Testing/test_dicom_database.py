@@ -1,0 +1,309 @@
+"""Loading a study the way the panel loads it from Slicer's DICOM database, on real MRML classes.
+
+- `prostate-cad load --json` / `--files-from`: the loader's picks as JSON (roles, series UIDs,
+  files in slice order, b-values, DCE time points, rejected series), stdout holding only it.
+- ProstateLesionCADSlicer.dicom_database: the classification runs in the panel's ProcessRunner
+  (a real child process), then `StudyLoad` builds the nodes: UIDs and b-values as attributes,
+  DCE as one sequence node with a browser (the Sequences logic, attached to the scene as
+  Slicer attaches it, makes the proxy volume).
+- The GUI-thread part of "load the sample through the database path" and of "export the step
+  inputs", on the embedded sample (Resources/Sample) written as DICOM, each < 200 ms.
+
+The series loader here reads the files with vtkMRMLVolumeArchetypeStorageNode, the MRML class
+Slicer's DICOM scalar volume plugin reads them with (volumes logic AddArchetypeScalarVolume),
+and sets DICOM.instanceUIDs from each file's SOPInstanceUID as the plugin does from the
+database (setVolumeNodeProperties). What needs ctkDICOMDatabase (listing a study's files,
+the study of a volume, importing a folder) and the plugin itself only run inside Slicer.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+
+slicer = pytest.importorskip("slicer", reason="the slicer-core wheel is a dev dependency")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ProstateLesionCAD"))
+
+from ProstateLesionCADLib.cli import main as cli_main  # noqa: E402
+from ProstateLesionCADLib.errors import CaseError  # noqa: E402
+from ProstateLesionCADLib.phantoms.dicom_writer import write_dicom_study  # noqa: E402
+from ProstateLesionCADLib.phantoms.generate import make_phantom  # noqa: E402
+from ProstateLesionCADLib.resources import sample_case_dir  # noqa: E402
+from ProstateLesionCADLib.study.case_json import read_case_json  # noqa: E402
+from ProstateLesionCADLib.study.loading import load_case  # noqa: E402
+from ProstateLesionCADSlicer import dicom_database  # noqa: E402
+from ProstateLesionCADSlicer.background_process import SUCCEEDED, ProcessRunner  # noqa: E402
+from ProstateLesionCADSlicer.cad_logic import B_VALUE_ATTRIBUTE, ROLE_ATTRIBUTE, CadLogic  # noqa: E402
+from ProstateLesionCADSlicer.mrml_volumes import volume_node_to_image  # noqa: E402
+
+# The issue's limit for one uninterrupted stretch of work on Slicer's GUI thread. Measured as
+# the CPU time of the best of REPEATS runs: wall time on this shared test machine mostly
+# measures the other processes (load averages above 10 on 2 cores); on an idle machine the
+# wall time of this single-threaded work is its CPU time.
+GUI_LIMIT_S = 0.2
+REPEATS = 3
+
+
+def _sop_uid(path: str) -> str:
+    return str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+
+
+def archetype_loader(scene):
+    """Read a series as Slicer's DICOM scalar volume plugin does (archetype storage node, files as
+    given) and set DICOM.instanceUIDs, one SOPInstanceUID per slice, as the plugin does."""
+    def load(files, name):
+        node = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+        storage = scene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
+        storage.ResetFileNameList()
+        storage.SetFileName(files[0])
+        for path in files:
+            storage.AddFileName(path)
+        storage.SetSingleFile(0)
+        node.SetAndObserveStorageNodeID(storage.GetID())
+        assert storage.ReadData(node), f"could not read {name}"
+        node.CreateDefaultDisplayNodes()
+        node.SetAttribute(dicom_database.INSTANCE_UIDS_ATTRIBUTE, " ".join(_sop_uid(f) for f in files))
+        return node
+    return load
+
+
+def load_json(args, capsys) -> dict:
+    assert cli_main(["load", *args, "--json"]) == 0
+    out = capsys.readouterr().out
+    assert len(out.strip().splitlines()) == 1, "stdout must hold only the JSON line"
+    return json.loads(out)
+
+
+@pytest.fixture(scope="module")
+def phantom_dicom(tmp_path_factory) -> tuple[Path, object]:
+    """A small phantom with all roles and 30 DCE time points (one series each), plus a localiser."""
+    phantom = make_phantom(7, size_xy=48, n_slices=8, spacing=(1.25, 1.25, 3.0), n_lesions=0)
+    root = write_dicom_study(phantom, tmp_path_factory.mktemp("phantom-dicom") / "study")
+    t2_files = sorted((root / "004-t2_tse_tra").glob("*.dcm"))
+    localiser = root / "001-localizer"
+    localiser.mkdir()
+    for i, path in enumerate(t2_files[:3]):
+        ds = pydicom.dcmread(path)
+        ds.SeriesDescription, ds.SeriesNumber = "localizer", 1
+        ds.SeriesInstanceUID = pydicom.uid.generate_uid(entropy_srcs=["localiser"])
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid(entropy_srcs=[str(i)])
+        ds.save_as(localiser / f"IM{i:05d}.dcm")
+    return root, phantom
+
+
+@pytest.fixture(scope="module")
+def sample_dicom(tmp_path_factory) -> Path:
+    """The embedded sample (ProstateX-0000: T2, ADC, DWI b50/400/800, computed b1000) as DICOM."""
+    case = read_case_json(sample_case_dir() / "case.json")
+    return write_dicom_study(SimpleNamespace(case=case, seed=0), tmp_path_factory.mktemp("sample-dicom") / "study")
+
+
+def _normal_depths(files) -> list[float]:
+    depths = []
+    for path in files:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        iop = np.array(ds.ImageOrientationPatient, float)
+        depths.append(float(np.dot(np.cross(iop[:3], iop[3:]), np.array(ds.ImagePositionPatient, float))))
+    return depths
+
+
+def test_load_json_describes_roles_files_b_values_time_points_and_rejected_series(phantom_dicom, capsys):
+    root, phantom = phantom_dicom
+    plan = load_json([str(root)], capsys)
+    assert plan["format"] == "prostate-cad-study-plan/1" and plan["case_id"] == phantom.case.case_id
+    slots = {r["slot"]: r for r in plan["roles"]}
+    assert {"T2", "ADC", "KTRANS", "DCE", "DWI:50", "DWI:400", "DWI:800", "DWI_COMPUTED:1400"} <= set(slots)
+    assert slots["DWI:800"]["b_value"] == 800.0 and slots["DWI_COMPUTED:1400"]["role"] == "DWI_COMPUTED"
+    t2 = slots["T2"]
+    assert t2["series_uid"] == str(pydicom.dcmread(t2["files"][0], stop_before_pixels=True).SeriesInstanceUID)
+    assert len(t2["files"]) == 8 and t2["per_slice_files"]
+    depths = _normal_depths(t2["files"])
+    assert depths == sorted(depths) and len(set(depths)) == 8  # slice order along the normal
+    b800 = {str(pydicom.dcmread(f, stop_before_pixels=True).SeriesInstanceUID) for f in slots["DWI:800"]["files"]}
+    assert b800 == {slots["DWI:50"]["series_uid"]}  # one interleaved series, split by b-value
+    points = slots["DCE"]["time_points"]
+    assert len(points) == 30 and [p["time_s"] for p in points] == pytest.approx(phantom.case.dce_times)
+    assert len({p["series_uid"] for p in points}) == 30
+    assert [r for r in plan["rejected"] if r["description"] == "localizer"][0]["reason"] == "localiser"
+
+    files = sorted(str(p) for p in root.rglob("*.dcm"))[::-1]  # database order is any order
+    listing = root.parent / "files.txt"
+    listing.write_text("\n".join(files) + "\n", encoding="utf-8")
+    assert load_json(["--files-from", str(listing)], capsys) == plan
+
+
+def test_load_reads_a_study_given_as_files(phantom_dicom, capsys):
+    root, _ = phantom_dicom
+    files = [str(p) for folder in ("004-t2_tse_tra", "006-ep2d_diff_tra_DYNDIST") for p in (root / folder).glob("*.dcm")]
+    assert cli_main(["load", *files]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    roles = [line.split()[:2] for line in lines if line and not line.startswith(("PROGRESS", "case"))]
+    assert roles == [["T2", "-"], ["DWI", "b=50"], ["DWI", "b=400"], ["DWI", "b=800"]]
+
+
+def test_load_refuses_a_bad_file_list_in_one_sentence(tmp_path, capsys):
+    listing = tmp_path / "files.txt"
+    listing.write_text(f"{tmp_path / 'gone.dcm'}\n", encoding="utf-8")
+    assert cli_main(["load", "--files-from", str(listing), "--json"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "gone.dcm" in captured.err and "Traceback" not in captured.err
+
+
+def test_database_path_builds_volumes_with_uids_b_values_and_a_dce_sequence(phantom_dicom, capsys):
+    root, phantom = phantom_dicom
+    plan = load_json([str(root)], capsys)
+    scene = slicer.vtkMRMLScene()
+    sequences = slicer.vtkSlicerSequencesLogic()
+    sequences.SetMRMLScene(scene)  # as Slicer's Sequences module watches the application's scene
+    cad = CadLogic(scene)
+    loading = dicom_database.StudyLoad(cad, plan, archetype_loader(scene))
+    assert len(loading.steps) > 30  # one step per series and per DCE time point
+    result = loading.run()
+    p = cad.params
+    assert p.case_id == phantom.case.case_id and not result.skipped
+    assert sorted(result.created) == ["ADC", "DCE", "DWI_HIGH", "DWI_LOW", "KTRANS", "T2"]
+    slots = {r["slot"]: r for r in plan["roles"]}
+    for node, slot in ((p.t2, "T2"), (p.adc, "ADC"), (p.ktrans, "KTRANS")):
+        assert node.GetAttribute(dicom_database.INSTANCE_UIDS_ATTRIBUTE).split() == [_sop_uid(f) for f in slots[slot]["files"]]
+        assert node.GetAttribute(dicom_database.SERIES_UID_ATTRIBUTE) == slots[slot]["series_uid"]
+    assert p.dwi_low.GetAttribute(B_VALUE_ATTRIBUTE) == "400" and p.dwi_high.GetAttribute(B_VALUE_ATTRIBUTE) == "800"
+    assert cad.b_value_of(p.dwi_high, "DWI_HIGH") == 800.0
+    expected = load_case(root)
+    for node, image in ((p.t2, expected.t2), (p.dwi_high, expected.dwi[800.0])):
+        got = volume_node_to_image(node)
+        assert np.allclose(sitk.GetArrayFromImage(got), sitk.GetArrayFromImage(image))
+        assert np.allclose(got.GetOrigin(), image.GetOrigin(), atol=1e-3)
+        assert np.allclose(got.GetDirection(), image.GetDirection(), atol=1e-6)
+
+    sequence = p.dce[0]
+    assert sequence.IsA("vtkMRMLSequenceNode") and sequence.GetNumberOfDataNodes() == 30
+    assert sequence.GetIndexUnit() == "s" and sequence.GetAttribute(ROLE_ATTRIBUTE) == "DCE"
+    first = sequence.GetNthDataNode(0)
+    assert first.GetAttribute(dicom_database.INSTANCE_UIDS_ATTRIBUTE).split() == [
+        _sop_uid(f) for f in slots["DCE"]["time_points"][0]["files"]]
+    assert scene.GetNodesByClass("vtkMRMLScalarVolumeNode").GetNumberOfItems() == 6  # 5 roles + the proxy
+    browser = scene.GetFirstNodeByClass("vtkMRMLSequenceBrowserNode")
+    assert browser.GetMasterSequenceNode() is sequence
+    proxy = browser.GetProxyNode(sequence)
+    assert proxy is not None and proxy.IsA("vtkMRMLScalarVolumeNode")
+    case = cad.case_from_nodes()
+    assert len(case.dce) == 30 and case.dce_times == pytest.approx(phantom.case.dce_times)
+    assert np.allclose(sitk.GetArrayFromImage(case.dce[29]), sitk.GetArrayFromImage(expected.dce[29]))
+
+
+def test_a_failed_load_leaves_the_scene_as_it_was(phantom_dicom, capsys):
+    root, _ = phantom_dicom
+    plan = load_json([str(root)], capsys)
+    scene = slicer.vtkMRMLScene()
+    cad = CadLogic(scene)
+    before = scene.GetNumberOfNodes()
+    loader = archetype_loader(scene)
+    calls = []
+
+    def failing(files, name):
+        calls.append(name)
+        if len(calls) == 5:
+            raise OSError("disk gone")
+        return loader(files, name)
+
+    loading = dicom_database.StudyLoad(cad, plan, failing)
+    with pytest.raises(OSError):
+        loading.run()
+    assert len(calls) == 5 and scene.GetNumberOfNodes() > before
+    loading.abort()
+    left = [scene.GetNthNode(i).GetClassName() for i in range(scene.GetNumberOfNodes())]
+    assert scene.GetNumberOfNodes() == before, f"left in the scene: {left}"
+
+
+def test_multiframe_series_come_from_the_project_loaders_export(tmp_path, capsys):
+    """Enhanced MR objects (all slices, b-values in one file) cannot go to the plugin as a file list."""
+    study = Path(__file__).resolve().parent / "data" / "dicom-variants" / "ProstateX-0000-small"
+    plan = load_json([str(study)], capsys)
+    assert dicom_database.needs_export(plan)
+    scene = slicer.vtkMRMLScene()
+    cad = CadLogic(scene)
+    with pytest.raises(CaseError, match="not one file per slice"):
+        dicom_database.StudyLoad(cad, plan, archetype_loader(scene))
+
+    argv = dicom_database.export_command(str(study), tmp_path)
+    assert argv[-4:] == ["load", str(study), "--export", str(tmp_path / "out")]
+    assert cli_main(argv[-4:]) == 0
+    exported = read_case_json(tmp_path / "out" / "case.json")
+    result = dicom_database.StudyLoad(cad, plan, archetype_loader(scene), exported).run()
+    assert not result.skipped and sorted(result.created) == ["ADC", "DWI_HIGH", "DWI_LOW", "T2"]
+    p = cad.params
+    slots = {r["slot"]: r for r in plan["roles"]}
+    assert p.t2.GetAttribute(dicom_database.SERIES_UID_ATTRIBUTE) == slots["T2"]["series_uid"]
+    assert p.dwi_high.GetAttribute(B_VALUE_ATTRIBUTE) == "800"
+    assert np.array_equal(sitk.GetArrayFromImage(volume_node_to_image(p.dwi_high)),
+                          sitk.GetArrayFromImage(exported.dwi[800.0]))
+
+
+def _best(run) -> tuple[float, float]:
+    """(CPU seconds, wall seconds) of the best of REPEATS runs."""
+    times = []
+    for _ in range(REPEATS):
+        cpu, wall = time.process_time(), time.perf_counter()
+        run()
+        times.append((time.process_time() - cpu, time.perf_counter() - wall))
+    return min(times)
+
+
+def test_gui_thread_part_of_database_load_and_step_export_on_the_sample(sample_dicom, tmp_path, capsys):
+    # Background part: the classification, as the panel runs it (a child process of the runner).
+    files = sorted(str(p) for p in sample_dicom.rglob("*.dcm"))
+    runner = ProcessRunner()
+    runner.start("dicom", lambda work: dicom_database.classify_command(files, work))
+    update = runner.wait(300)
+    try:
+        assert update.state == SUCCEEDED, update.error
+        plan = dicom_database.read_plan(update.log)
+    finally:
+        update.cleanup()
+
+    # GUI-thread part: writing the file list when the step starts, reading the plan when it ends,
+    # then each step of StudyLoad (one series each), on a fresh scene per run.
+    step_times: dict[str, list[tuple[float, float]]] = {
+        "start: file list": [_best(lambda: dicom_database.classify_command(files, tmp_path))],
+        "end: read the plan": [_best(lambda: dicom_database.read_plan(update.log))]}
+    cads = []
+    for _ in range(REPEATS):
+        scene = slicer.vtkMRMLScene()
+        cad = CadLogic(scene)
+        loading = dicom_database.StudyLoad(cad, plan, archetype_loader(scene))
+        for name, step in loading.steps:
+            cpu, wall = time.process_time(), time.perf_counter()
+            step()
+            step_times.setdefault(name, []).append((time.process_time() - cpu, time.perf_counter() - wall))
+        cads.append(cad)
+    best = {name: min(t) for name, t in step_times.items()}
+    cad = cads[-1]
+    assert sorted(loading.result.created) == ["ADC", "DWI_HIGH", "DWI_LOW", "T2"]
+    assert cad.params.dwi_high.GetAttribute(B_VALUE_ATTRIBUTE) == "800"
+
+    # GUI-thread part of starting a step: the inputs written from the nodes.
+    work = tmp_path / "work"
+
+    def export():
+        shutil.rmtree(work, ignore_errors=True)
+        cad.step_arguments("registration", work)
+    export_cpu, export_wall = _best(export)
+    assert (work / "case" / "case.json").is_file()
+
+    with capsys.disabled():
+        print("\nGUI thread on the embedded sample (CPU s / wall s, best of 3):")
+        for name, (cpu, wall) in best.items():
+            print(f"  load: {name:<40} {cpu:.3f} / {wall:.3f}")
+        print(f"  export step inputs (registration)            {export_cpu:.3f} / {export_wall:.3f}")
+    slow = {name: cpu for name, (cpu, _) in best.items() if cpu >= GUI_LIMIT_S}
+    assert not slow, f"load steps over {GUI_LIMIT_S} s of GUI-thread time: {slow}"
+    assert export_cpu < GUI_LIMIT_S, f"exporting the step inputs took {export_cpu:.3f} s on the GUI thread"
