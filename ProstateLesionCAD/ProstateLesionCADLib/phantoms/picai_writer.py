@@ -31,7 +31,7 @@ from ..errors import ParameterError
 from ..image_files import write_image_file
 from ..output_files import atomic_file, staged_output_dir
 from ..progress import ProgressCallback, silent
-from ..study.picai_archive import HBV_B_VALUE, LABELS_DIR
+from ..study.picai_archive import HBV_B_VALUE, LABELS_DIR, relabelled
 from .generate import Phantom, case_seed, make_phantom
 
 MARKSHEET_HEADER = ("patient_id", "study_id", "mri_date", "patient_age", "psa", "psad", "prostate_volume",
@@ -41,16 +41,6 @@ DELINEATIONS = "csPCa_lesion_delineations/human_expert/resampled"
 ZONES = "anatomical_delineations/zonal_pz_tz/phantom/truth"
 OUR_ZONES_TO_PICAI = {1: 2, 2: 1}  # project 1 = CG, 2 = PZ -> PI-CAI 1 = PZ, 2 = TZ
 CENTER = "PHANTOM"
-
-
-def _relabelled(image: sitk.Image, values: dict[int, int]) -> sitk.Image:
-    source = sitk.GetArrayFromImage(image)
-    out = np.zeros(source.shape, np.uint8)
-    for old, new in values.items():
-        out[source == old] = new
-    result = sitk.GetImageFromArray(out)
-    result.CopyInformation(image)
-    return result
 
 
 def marksheet_row(phantom: Phantom, patient_id: str, study_id: str) -> dict[str, str]:
@@ -81,9 +71,9 @@ def write_picai_phantom(phantom: Phantom, root: Path, patient_id: str, study_id:
     grade = {lesion.label if lesion.label is not None else lesion.id: lesion.ggg
              for lesion in phantom.ground_truth.lesions if lesion.ggg >= 2}
     (labels / DELINEATIONS).mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(_relabelled(phantom.lesion_mask, grade), str(labels / DELINEATIONS / f"{case_id}.nii.gz"), True)
+    sitk.WriteImage(relabelled(phantom.lesion_mask, grade), str(labels / DELINEATIONS / f"{case_id}.nii.gz"), True)
     (labels / ZONES).mkdir(parents=True, exist_ok=True)
-    sitk.WriteImage(_relabelled(case.zones, OUR_ZONES_TO_PICAI), str(labels / ZONES / f"{case_id}.nii.gz"), True)
+    sitk.WriteImage(relabelled(case.zones, OUR_ZONES_TO_PICAI), str(labels / ZONES / f"{case_id}.nii.gz"), True)
     return folder / case_id
 
 

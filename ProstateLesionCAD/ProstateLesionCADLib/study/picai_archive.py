@@ -156,13 +156,18 @@ def _zones_on_t2(path: Path, t2: sitk.Image) -> sitk.Image:
     picai = read_image_file(path, "zonal delineation", label=True)
     if not same_grid(picai, t2):
         picai = sitk.Resample(picai, t2, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-    values = sitk.GetArrayFromImage(picai)
-    ours = np.zeros(values.shape, np.uint8)
-    for theirs, mine in PICAI_ZONES_TO_OURS.items():
-        ours[values == theirs] = mine
-    zones = sitk.GetImageFromArray(ours)
-    zones.CopyInformation(t2)
-    return zones
+    return relabelled(picai, PICAI_ZONES_TO_OURS)
+
+
+def relabelled(image: sitk.Image, values: dict[int, int]) -> sitk.Image:
+    """`image` with each label of `values` mapped to its value, every other voxel 0 (uint8)."""
+    source = sitk.GetArrayFromImage(image)
+    out = np.zeros(source.shape, np.uint8)
+    for old, new in values.items():
+        out[source == old] = new
+    result = sitk.GetImageFromArray(out)
+    result.CopyInformation(image)
+    return result
 
 
 def load_picai_case(path: str | os.PathLike, progress: Optional[ProgressCallback] = None) -> Case:
