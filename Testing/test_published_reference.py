@@ -1,5 +1,7 @@
-"""`evaluate --compare-published`: the paper's Table 1 is labelled as the paper's ProstateX + IVO
-model (not the released ProstateX-only one), with test-set sizes that agree with its rows."""
+"""The published model and the published figures: `evaluate --compare-published` labels the paper's
+Table 1 as the figures of the paper's ProstateX + IVO
+model (not the released ProstateX-only one) with test-set sizes that agree with its rows, and
+the model catalogue describes the released model's training data as its card does."""
 
 from __future__ import annotations
 
@@ -23,3 +25,14 @@ def test_source_names_the_model_its_training_data_and_test_set(dataset):
         assert (ref[key]["patient"]["n"], ref[key]["lesion"]["n"]) == (patients, lesions)
     # the released model's card says the opposite of the same facts: ProstateX only
     assert "IVO" in ref["model"] and PUBLISHED_TRAINING_DATA.startswith("ProstateX only (no IVO data)")
+
+
+def test_catalogue_entry_of_the_released_model_says_what_it_was_trained_on():
+    from ProstateLesionCADLib.detection.retina_unet.mdt_import import PUBLISHED_PACKAGE_NAME
+    from ProstateLesionCADLib.models.catalog import load_catalog
+
+    (entry,) = [e for e in load_catalog() if e.name == PUBLISHED_PACKAGE_NAME]
+    # what the panel shows before installing is what the installed package's card says
+    assert entry.training_data == PUBLISHED_TRAINING_DATA
+    assert "ProstateX only" in entry.title and "ProstateX data only" in entry.description
+    assert "ProstateX + IVO model, not to this one" in entry.description
