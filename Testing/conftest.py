@@ -1,33 +1,125 @@
-"""Shared fixtures: the real ProstateX studies and reference data in ../shared."""
+"""Shared fixtures: the real test data.
+
+Kept in the repository (Testing/data/): the ProstateX-0000 DICOM study, the reference vectors
+of the published network and the authors' registration transforms, so that a fresh clone runs
+the suite on its own. The large ProstateX-0218 study (91 MB) is not: the tests that need it
+are marked `extended` and run when a data folder holding `prostatex/ProstateX-0218` is given
+(PROSTATE_CAD_DATA, or ../shared/data beside the clone as in CI); otherwise they are skipped
+and the summary says how many and why."""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("PROSTATE_CAD_SHARED", REPO.parent / "shared"))
+DATA = REPO / "Testing" / "data"
+# where the extended data may be: PROSTATE_CAD_DATA, else the older PROSTATE_CAD_SHARED/data,
+# else ../shared/data beside the clone
+if os.environ.get("PROSTATE_CAD_DATA"):
+    EXTENDED_DATA = Path(os.environ["PROSTATE_CAD_DATA"])
+else:
+    EXTENDED_DATA = Path(os.environ.get("PROSTATE_CAD_SHARED", REPO.parent / "shared")) / "data"
+STUDY_0218 = EXTENDED_DATA / "prostatex" / "ProstateX-0218"
+EXTENDED_REASON = (f"ProstateX-0218 not found in {EXTENDED_DATA} "
+                   "(set PROSTATE_CAD_DATA=<folder holding prostatex/ProstateX-0218>)")
+MISSING_SLICE = "1-06.dcm"
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 
+def _extended_available() -> bool:
+    return STUDY_0218.is_dir()
+
+
+def pytest_collection_modifyitems(config, items):
+    if _extended_available():
+        return
+    skip = pytest.mark.skip(reason=EXTENDED_REASON)
+    for item in items:
+        if item.get_closest_marker("extended"):
+            item.add_marker(skip)
+
+
+def _is_extended_skip(report) -> bool:
+    longrepr = report.longrepr
+    return (report.skipped and isinstance(longrepr, tuple) and len(longrepr) == 3
+            and EXTENDED_REASON in str(longrepr[2]))
+
+
+NOT_RUN = "extended not run"
+
+
+def pytest_report_teststatus(report, config):
+    # a category of its own, so that pytest's final line reads "N passed, M extended not run"
+    if _is_extended_skip(report):
+        return NOT_RUN, "e", "EXTENDED NOT RUN"
+    return None
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    count = len(terminalreporter.stats.get(NOT_RUN, []))
+    if count:
+        terminalreporter.write_line(f"{count} extended test{'s' if count != 1 else ''} not run (skipped, "
+                                    f"not passed): {EXTENDED_REASON}", yellow=True, bold=True)
+    elif _extended_available():
+        terminalreporter.write_line(f"extended tests ran with {STUDY_0218}")
+
+
+def _require_0218() -> Path:
+    # also guards a test that uses ProstateX-0218 without the marker
+    if not _extended_available():
+        pytest.skip(EXTENDED_REASON)
+    return STUDY_0218
+
+
+@pytest.fixture(scope="session")
+def prostatex_dir() -> Path:
+    """The folder holding ProstateX-0000 (in the repository); ProstateX-0218 is `prostatex_0218_dir`."""
+    return DATA / "prostatex"
+
+
+@pytest.fixture(scope="session")
+def prostatex_0218_dir() -> Path:
+    """The ProstateX-0218 study (extended data); skips the test when absent."""
+    return _require_0218()
+
+
+def _study(name: str) -> Path:
+    return _require_0218() if name == "ProstateX-0218" else DATA / "prostatex" / name
+
+
+@pytest.fixture(scope="session")
+def prostatex_study():
+    """`prostatex_study("ProstateX-0218")`: the folder of a real study by name."""
+    return _study
+
+
+@pytest.fixture(scope="session")
+def invalid_dir(tmp_path_factory) -> Path:
+    """A folder holding `ProstateX-0000-missing-slice/`: the computed-b series of ProstateX-0000
+    with one slice file removed, which loading must refuse naming the series."""
+    root = tmp_path_factory.mktemp("invalid")
+    source = DATA / "prostatex" / "ProstateX-0000" / "8.000000-ep2ddifftraDYNDISTCALCBVAL-83202"
+    target = root / "ProstateX-0000-missing-slice" / source.name
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns(MISSING_SLICE))
+    assert (source / MISSING_SLICE).is_file() and not (target / MISSING_SLICE).exists()
+    return root
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
-    if not (SHARED / "data").is_dir():
-        pytest.fail(f"../shared not found at {SHARED}: the real test data must sit beside the clone.")
-    return SHARED
+    """The external data folder's parent (../shared); only for tests marked `extended`."""
+    _require_0218()
+    return EXTENDED_DATA.parent
 
 
 @pytest.fixture(scope="session")
-def prostatex_dir(shared_dir) -> Path:
-    return shared_dir / "data" / "prostatex"
-
-
-@pytest.fixture(scope="session")
-def reference_dir(shared_dir) -> Path:
-    return shared_dir / "reference"
+def reference_dir() -> Path:
+    return DATA / "reference"
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +128,7 @@ def repo_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def prostatex_scan(prostatex_dir):
+def prostatex_scan():
     """`prostatex_scan("ProstateX-0218")`: the header scan of a real study, once per session."""
     from ProstateLesionCADLib.study.dicom_roles import scan_dicom_tree
 
@@ -44,14 +136,14 @@ def prostatex_scan(prostatex_dir):
 
     def get(name: str):
         if name not in cache:
-            cache[name] = scan_dicom_tree(prostatex_dir / name)
+            cache[name] = scan_dicom_tree(_study(name))
         return cache[name]
 
     return get
 
 
 @pytest.fixture(scope="session")
-def prostatex_case(prostatex_dir, prostatex_scan):
+def prostatex_case(prostatex_scan):
     """`prostatex_case("ProstateX-0218")`: a real study loaded once per test session
     (ProstateX-0218 with its 70 DCE series takes tens of seconds). Treat the Case as read-only."""
     from ProstateLesionCADLib.study.dicom_roles import load_dicom_case
@@ -60,7 +152,7 @@ def prostatex_case(prostatex_dir, prostatex_scan):
 
     def get(name: str):
         if name not in cache:
-            cache[name] = load_dicom_case(prostatex_dir / name, series=prostatex_scan(name))
+            cache[name] = load_dicom_case(_study(name), series=prostatex_scan(name))
         return cache[name]
 
     return get

@@ -154,8 +154,8 @@ def test_case_json_over_dicom_with_choice_and_ktrans_file(prostatex_dir, tmp_pat
     assert exported.ktrans is not None and sorted(exported.dwi) == [50.0, 400.0, 800.0]
 
 
-def test_failed_export_leaves_no_files(shared_dir, tmp_path, capsys):
+def test_failed_export_leaves_no_files(invalid_dir, tmp_path, capsys):
     out = tmp_path / "never"
-    assert cli.main(["load", str(shared_dir / "data" / "invalid"), "--export", str(out)]) == 2
+    assert cli.main(["load", str(invalid_dir), "--export", str(out)]) == 2
     assert not out.exists() and list(tmp_path.iterdir()) == []
     assert "missing slice" in capsys.readouterr().err

@@ -1,7 +1,7 @@
 """Case loading from DICOM: roles, b-values, DCE time points, pick rule, validation.
 
-Real studies: ../shared/data/prostatex (ProstateX-0000, ProstateX-0218) and the broken
-series in ../shared/data/invalid. Edge cases the real data lack (sagittal T2, localiser,
+Real studies: Testing/data/prostatex (ProstateX-0000), ProstateX-0218 (extended data) and the
+broken series built from ProstateX-0000 (conftest `invalid_dir`). Edge cases the real data lack (sagittal T2, localiser,
 one-series DCE, irregular spacing, mixed orientation, vendor b-value tags) use tiny
 DICOM files written here with pydicom.
 """
@@ -85,6 +85,7 @@ def test_prostatex_0000_b_values_are_assigned_to_the_right_images(case_0000):
     assert 0.8 < ratio < 1.25, ratio
 
 
+@pytest.mark.extended
 def test_prostatex_0218_roles_b_values_and_dce(case_0218):
     case = case_0218
     assert case.roles_present() == ["T2", "ADC", "DWI", "DWI_COMPUTED", "DCE"]
@@ -112,8 +113,9 @@ def test_prostatex_0218_roles_b_values_and_dce(case_0218):
     assert "series 17 used" in unused[(8, "DWI:100")]
 
 
-def test_choose_overrides_the_pick(prostatex_dir, scan_0218):
-    root = prostatex_dir / "ProstateX-0218"
+@pytest.mark.extended
+def test_choose_overrides_the_pick(prostatex_0218_dir, scan_0218):
+    root = prostatex_0218_dir
     assert plan_study(root, series=scan_0218).picks["ADC"].series.number == 9
     plan = plan_study(root, {"ADC": "21"}, series=scan_0218)
     assert plan.picks["ADC"].series.number == 21
@@ -133,9 +135,9 @@ def test_choose_overrides_the_pick(prostatex_dir, scan_0218):
         plan_study(root, {"KTRANS": "5"}, series=scan_0218)
 
 
-def test_missing_slice_is_refused_naming_the_series(shared_dir):
+def test_missing_slice_is_refused_naming_the_series(invalid_dir):
     with pytest.raises(CaseError) as err:
-        load_dicom_case(shared_dir / "data" / "invalid" / "ProstateX-0000-missing-slice")
+        load_dicom_case(invalid_dir / "ProstateX-0000-missing-slice")
     message = str(err.value)
     assert "series 8 'ep2d_diff_tra_DYNDISTCALC_BVAL'" in message
     assert "1 missing slice" in message and "6.00 mm" in message and "3.00 mm" in message
@@ -163,8 +165,9 @@ def test_shuffled_renamed_copy_gives_the_same_case(case_0000, prostatex_dir, tmp
         assert np.array_equal(sitk.GetArrayFromImage(a), sitk.GetArrayFromImage(b))
 
 
-def test_shuffled_dce_series_keep_time_order(case_0218, prostatex_dir, tmp_path):
-    root = prostatex_dir / "ProstateX-0218"
+@pytest.mark.extended
+def test_shuffled_dce_series_keep_time_order(case_0218, prostatex_0218_dir, tmp_path):
+    root = prostatex_0218_dir
     picked = [27, 28, 40, 55, 70, 96]
     folders = [p for p in root.iterdir() if p.name.split(".")[0] in {"5", *map(str, picked)}]
     _scrambled_copy(folders, tmp_path, seed=3)
@@ -335,7 +338,7 @@ def test_adc_named_after_a_high_b_series_ranks_last():
     assert _high_b_adc_maps(adc, diffusion) == frozenset({"a2", "a4"})
 
 
-def test_cli_load_prints_roles_and_refuses_invalid(prostatex_dir, shared_dir, capsys):
+def test_cli_load_prints_roles_and_refuses_invalid(prostatex_dir, invalid_dir, capsys):
     assert cli.main(["load", str(prostatex_dir / "ProstateX-0000")]) == 0
     out = capsys.readouterr().out
     lines = [l for l in out.splitlines() if not l.startswith("PROGRESS")]
@@ -344,7 +347,7 @@ def test_cli_load_prints_roles_and_refuses_invalid(prostatex_dir, shared_dir, ca
     assert "series 4 't2_tse_tra'" in lines[1]
     assert [l.split()[1] for l in lines if l.startswith("DWI ")] == ["b=50", "b=400", "b=800"]
     assert any(l.startswith("DWI_COMPUTED  b=1000") for l in lines)
-    assert cli.main(["load", str(shared_dir / "data" / "invalid" / "ProstateX-0000-missing-slice")]) == 2
+    assert cli.main(["load", str(invalid_dir / "ProstateX-0000-missing-slice")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: series 8 'ep2d_diff_tra_DYNDISTCALC_BVAL'") and "missing slice" in err
     assert cli.main(["load", str(prostatex_dir / "ProstateX-0000"), "--choose", "ADC"]) == 2
@@ -370,6 +373,7 @@ def test_stack_geometry_sorts_any_file_order():
     assert np.allclose(np.array(g.direction).reshape(3, 3)[:, 2], (0, 0.6, 0.8))
 
 
+@pytest.mark.extended
 def test_fast_pixel_path_equals_pydicom(prostatex_dir, scan_0218):
     """Pixels read at the offset found by the header scan equal pydicom's decoding."""
     from ProstateLesionCADLib.study.dicom_roles import _read_raw

@@ -1,6 +1,6 @@
 """The real ProstateX studies in every shape a scanner or archive delivers them give the same case.
 
-Copies are built from ../shared/data/prostatex with `dicom_variants` (once per session, in a
+Copies are built from Testing/data/prostatex (ProstateX-0218: extended data) with `dicom_variants` (once per session, in a
 temporary folder): Legacy Converted Enhanced MR objects (one per series; all 70 DCE time
 points of ProstateX-0218 in one object), true Enhanced MR objects with standard functional
 groups only, every file re-encoded in each compressed transfer syntax, and a DICOMDIR
@@ -120,10 +120,11 @@ def test_enhanced_mr_with_standard_functional_groups_only(study_0000, case_0000,
     assert_same_case(load_dicom_case(folder), case_0000)
 
 
-def test_0218_with_every_dce_time_point_in_one_object(prostatex_dir, prostatex_case, built):
+@pytest.mark.extended
+def test_0218_with_every_dce_time_point_in_one_object(prostatex_0218_dir, prostatex_case, built):
     """70 time points x 20 slices in one legacy-converted object are split into the same 70
     volumes, in the same order, with the same times (from each frame's acquisition time)."""
-    study = prostatex_dir / "ProstateX-0218"
+    study = prostatex_0218_dir
     folder = built("legacy-0218", lambda d: dv.legacy_enhanced(study, d, merge=range(27, 97)))
     dce_object = pydicom.dcmread(folder / "27.dcm", stop_before_pixels=True)
     assert int(dce_object.NumberOfFrames) == 1400
@@ -134,9 +135,9 @@ def test_0218_with_every_dce_time_point_in_one_object(prostatex_dir, prostatex_c
     assert [u.series_number for u in copy.used if u.role == "DCE"] == [27]
 
 
-def test_enhanced_object_with_a_missing_frame_is_refused_naming_the_series(study_0000, shared_dir, tmp_path):
+def test_enhanced_object_with_a_missing_frame_is_refused_naming_the_series(study_0000, invalid_dir, tmp_path):
     dv.legacy_enhanced(study_0000, tmp_path, numbers=[4])
-    broken = shared_dir / "data" / "invalid" / "ProstateX-0000-missing-slice"
+    broken = invalid_dir / "ProstateX-0000-missing-slice"
     datasets = [pydicom.dcmread(f) for f in sorted(broken.rglob("*.dcm"))]
     dv._legacy(datasets).save_as(tmp_path / "8.dcm", enforce_file_format=True)
     with pytest.raises(CaseError) as err:

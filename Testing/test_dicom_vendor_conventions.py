@@ -1,7 +1,7 @@
 """Vendor conventions on real series: where the b-value is, trace beside direction images,
 the unit of the scanner's ADC map.
 
-Copies of ProstateX-0000 (../shared/data/prostatex) are rewritten so that each convention
+Copies of ProstateX-0000 (Testing/data/prostatex) are rewritten so that each convention
 is the only source of the information (`dicom_variants`), then loaded and compared with the
 classic study.
 """

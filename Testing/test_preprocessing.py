@@ -305,6 +305,7 @@ def test_label_map_round_trip_to_t2_grid(prep0000, case0000):
 
 # ---------------------------------------------------------------- real data: ProstateX-0218
 
+@pytest.mark.extended
 def test_prostatex0218_dwi_and_70_point_dce(prep0218, case0218):
     assert len(case0218.dce) == 70
     assert prep0218.array.shape == (11, 24, 160, 160)

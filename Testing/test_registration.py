@@ -83,9 +83,9 @@ def test_identity_kept_when_no_start_beats_it():
     assert "no start beat the identity" in result.summary()
 
 
-@pytest.mark.parametrize("study", ["ProstateX-0000", "ProstateX-0218"])
-def test_real_studies_never_worse_than_identity(prostatex_dir, study):
-    case = load_case(prostatex_dir / study)
+@pytest.mark.parametrize("study", ["ProstateX-0000", pytest.param("ProstateX-0218", marks=pytest.mark.extended)])
+def test_real_studies_never_worse_than_identity(prostatex_study, study):
+    case = load_case(prostatex_study(study))
     result = reg.register_case(case, preset="fast", starts=2, seed=0, workers=2)
     assert result.regions == "central"
     assert len(result.starts) == 2 and all(s.score is not None for s in result.starts)

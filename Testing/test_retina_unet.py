@@ -1,5 +1,5 @@
 """Retina U-Net topology, anchors, decoding and MDT import against the reference vectors
-in ../shared/reference/mdt_retina_unet (FACTS.md sections 1-5, 9, 10)."""
+in Testing/data/reference/mdt_retina_unet (FACTS.md sections 1-5, 9, 10)."""
 
 from __future__ import annotations
 

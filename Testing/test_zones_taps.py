@@ -93,8 +93,9 @@ def test_matches_taps_package_on_prostatex_0000(t2_0000, ours_0000, request):
 
 
 @pytest.mark.slow
-def test_plausible_gland_on_prostatex_0218(prostatex_dir, session, tmp_path):
-    t2 = _t2_from_dicom(prostatex_dir / "ProstateX-0218")
+@pytest.mark.extended
+def test_plausible_gland_on_prostatex_0218(prostatex_0218_dir, session, tmp_path):
+    t2 = _t2_from_dicom(prostatex_0218_dir)
     result = taps_backend.segment_gland(t2, session=session)
     mask = sitk.GetArrayFromImage(result.mask)
     assert 20.0 <= result.qc.volume_cm3 <= 120.0, result.qc.volume_cm3

@@ -16,8 +16,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--prostate", default=None, help="prostate mask on any grid")
     parser.add_argument("--transform", default=None, help="ADC->T2 transform file (skips automatic registration)")
     parser.add_argument("--no-register", action="store_true", help="use ADC/DWI as they are (no registration)")
-    parser.add_argument("--register-preset", default="paper", choices=("paper", "fast"),
-                        help="automatic registration: paper = 50 starts (slow on a CPU), fast = 8 starts")
+    # checked against registration's one list of presets (pipeline.check_options, before any work);
+    # no argparse choices here, as that list lives beside numpy/SimpleITK and --help must stay light
+    parser.add_argument("--register-preset", default="paper", metavar="PRESET",
+                        help="automatic registration, as `register --preset`: paper = 50 starts (slow on a CPU), "
+                             "fast = 8 starts, released = the authors' released code")
     parser.add_argument("--zones-backend", default="taps", choices=("taps", "cascade"),
                         help="automatic zonal segmentation when --zones is not given (see prostate-cad zones)")
 

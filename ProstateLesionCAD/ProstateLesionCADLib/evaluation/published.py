@@ -3,13 +3,21 @@
 Transcribed from the paper (Results, Table 1: IVO and ProstateX test sets; working points
 computed a posteriori on the test data; "Lesion segmentation performance" for the DSC).
 Each row: (n_positive, n, auc, (t, sens, spec) at max sensitivity, (t, sens, spec) balanced).
+These figures are those of the paper's model, trained on ProstateX and IVO data ("Data
+partitioning"), not of the ProstateX-only model the authors released (its own figures are on
+its model card, detection/retina_unet/mdt_import.py).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-CITATION = "Pellicer-Valero et al., Sci. Rep. 2022, Table 1"
+CITATION = "Pellicer-Valero et al., Sci. Rep. 12, 2975 (2022), Table 1"
+# the paper, "Data partitioning": who trained and who tested the model Table 1 describes
+MODEL = ("the paper's model, trained and 5-fold cross-validated on 191 IVO + 159 ProstateX patients with GGG "
+         "and the 140 ProstateX challenge patients without GGG (segmentation and box regression only), "
+         "not the ProstateX-only model the authors released")
+TEST_SETS = {"prostatex": "ProstateX test set: 45 patients, 69 lesions", "ivo": "IVO test set: 30 patients, 33 lesions"}
 
 _ROWS = {
     "prostatex": {
@@ -35,8 +43,10 @@ DATASETS = tuple(_ROWS)
 
 def published(dataset: str) -> dict[str, Any]:
     """The published metrics of one test set in the layout of an evaluation result."""
-    out: dict[str, Any] = {"dataset": dataset, "source": f"{CITATION} ({'ProstateX' if dataset == 'prostatex' else 'IVO'} test set)",
-                           "dice_mean": _DICE[dataset]}
+    name = "ProstateX" if dataset == "prostatex" else "IVO"
+    source = (f"{CITATION} ({name} test set), {MODEL}; {TEST_SETS[dataset]}, working points computed a posteriori "
+              "on the test data; mean DSC from Results, \"Lesion segmentation performance\"")
+    out: dict[str, Any] = {"dataset": dataset, "source": source, "model": MODEL, "dice_mean": _DICE[dataset]}
     for key, levels in _ROWS[dataset].items():
         out[key] = {}
         for level, (n_pos, n, auc, ms, bal) in levels.items():

@@ -17,7 +17,7 @@ with different (blanked) inputs, which would otherwise pollute BatchNorm running
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn

@@ -37,7 +37,7 @@ from ...models.package import read_weights
 from ...progress import ProgressCallback, silent
 from .losses import ALPHA, focalnet_loss, positive_bit_ratio
 from .network import FocalNet, FocalNetConfig
-from .preprocessing import T2_UPPER_JITTER, SliceStack, normalise_adc, normalise_t2
+from .preprocessing import T2_UPPER_JITTER, SliceStack, normalise_adc
 
 LOSSES = ("ce", "fl", "fl+mfl")
 WEIGHTS_FILE = "focalnet.pt"
