@@ -57,7 +57,14 @@ def run(args) -> int:
     from ..output_files import staged_output_dir
     from ..progress import ConsoleProgress
 
+    from ._numbers import number
+
     criteria = _criteria(args.criteria)
+    for value, option, low in ((args.distance_mm, "--distance-mm", 0), (args.k_match, "--k", 0),
+                               (args.bootstrap, "--bootstrap", 0), (args.seed, "--seed", 0),
+                               (args.froc_hit_mm, "--froc-hit-mm", 0), (args.froc_slice_mm, "--froc-slice-mm", 0),
+                               (args.voxel_roc_points, "--voxel-roc-points", 1)):
+        number(value, option, low)
     detections = read_detections(args.detections)
     ground_truth = read_ground_truth(args.ground_truth)
     given, source = (None, None)

@@ -25,7 +25,9 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from ..export import export_results
     from ..progress import ConsoleProgress
+    from ._numbers import number
 
+    number(args.min_score, "--min-score", 0, 1)
     formats = [name for name, on in (("dicom-seg", args.dicom_seg), ("dicom-sr", args.dicom_sr),
                                      ("seg-nrrd", args.seg_nrrd)) if on]
     result = export_results(args.path, args.out, detections=args.detections, zones=args.zones, formats=formats,

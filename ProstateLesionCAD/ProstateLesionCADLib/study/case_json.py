@@ -130,8 +130,11 @@ def read_case_json(path: str | os.PathLike, choose: Optional[dict] = None,
     used = _series_infos(recorded.get("used"))
     unused = _series_infos(recorded.get("unused"))
 
+    files: dict[str, str] = {}
+
     def note(role: str, file: Path) -> None:
         """Record a role read from a file, unless case.json already says where it came from."""
+        files[role] = str(file)
         if not any(u.role == role for u in used) or data.get("dicom") is not None:
             used.append(SeriesInfo(role=role, description=file.name, source=str(file), reason="file"))
 
@@ -167,6 +170,7 @@ def read_case_json(path: str | os.PathLike, choose: Optional[dict] = None,
         case.dce, case.dce_times, dce_files = _read_dce(data["DCE"], base, json_path)
         description = dce_files[0].name if len(dce_files) == 1 else f"{len(dce_files)} files"
         note("DCE", Path(description))
+        files["DCE"] = str(dce_files[0])
     file_progress(0.8, "reading masks")
     for key in ("prostate", "zones"):
         if key in data:
@@ -176,6 +180,7 @@ def read_case_json(path: str | os.PathLike, choose: Optional[dict] = None,
                 raise CaseError(f"{p}: the {key} mask is not on the T2 image grid "
                                 f"(size {mask.GetSize()} vs {case.t2.GetSize()}, or different origin/spacing/direction).")
             setattr(case, key, mask)
+    case.files.update(files)
     if data.get("dicom") is None:
         case.used, case.unused = used, unused
     else:  # files replace the DICOM series of their role

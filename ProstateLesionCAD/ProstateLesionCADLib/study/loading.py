@@ -19,6 +19,7 @@ from ..image_files import read_image_file
 from .case_json import read_case_json
 from .dicom_roles import load_dicom_case
 from .dicomdir import is_dicomdir
+from .validation import check_case
 from ..errors import CaseError
 from ..progress import ProgressCallback, silent, sub_progress
 
@@ -49,5 +50,6 @@ def load_case(path: str | os.PathLike, choose: Optional[dict] = None,
         case.used = [u for u in case.used if u.role != "KTRANS"]
         case.used.append(SeriesInfo(role="KTRANS", description=Path(ktrans).name, source=str(ktrans), reason="file"))
         progress(1.0, "Ktrans map loaded")
+    check_case(case, path)  # finite values, plausible grids, every sequence overlapping the T2
     return case
 
