@@ -39,7 +39,7 @@ def run(args) -> int:
     progress = ConsoleProgress()
     case = load_case(args.path, progress=sub_progress(progress, 0.0, 0.1))
     if args.zones:
-        case.zones = read_image_file(args.zones, "zonal mask image", label=True)
+        case.zones = read_image_file(args.zones, "zonal mask image", label=True, max_label=2)
     if case.adc is None and not case.all_dwi():
         raise CaseError(f"{args.path}: the study has neither ADC nor DWI images, so there is nothing to register.")
     if args.transform:

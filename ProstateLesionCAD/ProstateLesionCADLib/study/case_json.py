@@ -45,7 +45,7 @@ import SimpleITK as sitk
 from .case import Case, SeriesInfo
 from ..errors import CaseError, FormatError, ParameterError
 from ..formats import load_json_object
-from ..image_files import read_image_file, same_grid, write_image_file
+from ..image_files import check_labels, read_image_file, same_grid, write_image_file
 from ..output_files import staged_output_dir
 from ..progress import ProgressCallback, silent, sub_progress
 
@@ -175,11 +175,12 @@ def read_case_json(path: str | os.PathLike, choose: Optional[dict] = None,
     for key in ("prostate", "zones"):
         if key in data:
             p = _file(base, data[key], key, json_path)
-            mask = read_image_file(p, f"{key} mask image", label=True)
+            mask = read_image_file(p, f"{key} mask image")
             if not same_grid(mask, case.t2):
                 raise CaseError(f"{p}: the {key} mask is not on the T2 image grid "
                                 f"(size {mask.GetSize()} vs {case.t2.GetSize()}, or different origin/spacing/direction).")
-            setattr(case, key, mask)
+            check_labels(mask, p, f"{key} mask image", 2 if key == "zones" else 255)  # zones: 1 = CG, 2 = PZ
+            setattr(case, key, sitk.Cast(mask, sitk.sitkUInt8))
     case.files.update(files)
     if data.get("dicom") is None:
         case.used, case.unused = used, unused

@@ -9,7 +9,6 @@ series) and what is wrong:
   least 2 voxels along each axis, at most `MAX_VOXELS` voxels) and only finite values. A
   NaN or infinite voxel is refused, never replaced: any replacement value would be a guess
   that changes the percentile normalisation, the registration metric and the detections;
-- the T2: at least `MIN_T2_IN_PLANE` voxels along two axes;
 - T2, ADC and DWI: not constant (an all-zero map carries no information and would blank
   its channel);
 - every sequence but the T2: it overlaps the T2 physically, covering at least
@@ -31,7 +30,6 @@ from .case import Case
 SPACING_MM = (0.1, 20.0)  # plausible voxel spacing of an MR image, every axis
 MAX_EXTENT_MM = 600.0  # a whole-body field of view; larger is a broken header
 MAX_VOXELS = 2 ** 27  # 512 MB as float32
-MIN_T2_IN_PLANE = 16
 MIN_OVERLAP = 0.2
 NOT_CONSTANT = ("T2", "ADC", "DWI", "DWI_COMPUTED")
 
@@ -56,10 +54,9 @@ def check_image(image: sitk.Image, role: str, where: str | os.PathLike) -> None:
     if not (np.all(np.isfinite(spacing)) and np.all(spacing >= lo) and np.all(spacing <= hi)):
         raise CaseError(f"{where}: the {what} has a voxel spacing of {_mm(spacing)} mm; "
                         f"an MR image has {lo:g} to {hi:g} mm along every axis.")
-    if np.any(size < 2) or (role == "T2" and np.sort(size)[1] < MIN_T2_IN_PLANE):
-        need = f"at least {MIN_T2_IN_PLANE} voxels along two axes and 2 along the third" if role == "T2" else \
-            "at least 2 voxels along every axis"
-        raise CaseError(f"{where}: the {what} has {'x'.join(str(v) for v in size)} voxels; it needs {need}.")
+    if np.any(size < 2):
+        raise CaseError(f"{where}: the {what} has {'x'.join(str(v) for v in size)} voxels; "
+                        "it needs at least 2 along every axis.")
     extent = size * spacing
     if np.any(extent > MAX_EXTENT_MM) or int(np.prod(size)) > MAX_VOXELS:
         raise CaseError(f"{where}: the {what} spans {_mm(extent)} mm in {'x'.join(str(v) for v in size)} voxels; "
