@@ -222,6 +222,8 @@ def test_zone_labels_are_named_unwrapped_with_their_file(phantom, tmp_path, caps
                                 tmp_path / "o" / "out"], tmp_path / "zones-300.nrrd", "labels 0..2", "7, 300",
                        out=tmp_path / "o" / "out")
     assert "44" not in message
+    _refused(capsys, ["preprocess", phantom, "--zones", tmp_path / "zones-300.nrrd", "--out", tmp_path / "o" / "out"],
+             tmp_path / "zones-300.nrrd", "7, 300", out=tmp_path / "o" / "out")
     case = _variant(phantom, tmp_path, "zones-in-case")
     shutil.copy(tmp_path / "zones-300.nrrd", case / "zones.nrrd")
     _refused(capsys, ["load", case], case / "zones.nrrd", "7, 300")

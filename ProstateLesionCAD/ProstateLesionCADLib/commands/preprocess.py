@@ -29,9 +29,14 @@ def _read_mask(path: str, what: str):
     if not os.path.isfile(path):
         raise CaseError(f"The {what} mask {path} does not exist.")
     try:
-        return sitk.ReadImage(path)
+        image = sitk.ReadImage(path)
     except RuntimeError as exc:
         raise CaseError(f"The {what} mask {path} cannot be read as an image ({str(exc).strip().splitlines()[-1]}).") from exc
+    if what == "zonal" and image.GetNumberOfComponentsPerPixel() == 1:
+        from ..image_files import check_labels
+
+        check_labels(image, path, "zonal mask", 2)  # 1 = CG, 2 = PZ; named with its file
+    return image
 
 
 def run(args) -> int:
