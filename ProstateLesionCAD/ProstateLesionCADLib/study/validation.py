@@ -68,7 +68,7 @@ def check_image(image: sitk.Image, role: str, where: str | os.PathLike) -> None:
                         f"{'are' if bad > 1 else 'is'} not a finite number (NaN or infinity); "
                         "such images are refused rather than repaired by guessing.")
     if role in NOT_CONSTANT and float(array.max()) == float(array.min()):
-        raise CaseError(f"{where}: every voxel of the {what} equals {float(array.min()):g}, "
+        raise CaseError(f"{where}: the {what} is empty or constant (every voxel equals {float(array.min()):g}), "
                         "so it carries no image.")
 
 
