@@ -1,7 +1,7 @@
 """What every study must satisfy before any stage uses it: `check_case(case, source)`.
 
 `load_case` calls it once for every case, so load, preprocess, register, zones, grow,
-detect, evaluate and export all see the same checks; `check_image` serves a lone T2 file
+detect and export all see the same checks; `check_image` serves a lone T2 file
 (`prostate-cad zones t2.nrrd`). Each refusal is one sentence naming the file (or the DICOM
 series) and what is wrong:
 
