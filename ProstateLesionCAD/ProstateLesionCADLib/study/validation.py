@@ -30,7 +30,7 @@ from .case import Case
 SPACING_MM = (0.1, 20.0)  # plausible voxel spacing of an MR image, every axis
 MAX_EXTENT_MM = 600.0  # a whole-body field of view; larger is a broken header
 MAX_VOXELS = 2 ** 27  # 512 MB as float32
-MIN_OVERLAP = 0.2
+MIN_OVERLAP = 0.05  # a thin slab through the gland passes; a sequence beside it does not
 NOT_CONSTANT = ("T2", "ADC", "DWI", "DWI_COMPUTED")
 
 
