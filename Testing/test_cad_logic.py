@@ -265,7 +265,7 @@ def test_export_case_writes_the_acquisitions_and_detection_gets_what_the_views_s
     # DCE as a sequence whose index is the acquisition time in seconds
     sequence = scene.AddNewNodeByClass("vtkMRMLSequenceNode", "DCE")
     for t, value in ((12.0, 1.0), (16.2, 2.0), (20.4, 3.0)):
-        frame = sitk.Image([40, 40, 10], sitk.sitkFloat32) + value
+        frame = sitk.Image(adc) + value  # on the ADC's grid: a DCE must overlap the T2
         sequence.SetDataNodeAtValue(mrml_volumes.image_to_volume_node(scene, frame, f"t{t}"), f"{t}")
     p.dce = [sequence]
     case_json = logic.export_case(tmp_path / "case")

@@ -465,7 +465,9 @@ def test_case_json_over_a_dicom_folder_is_a_dicom_source(study, grid, tmp_path):
     (tmp_path / "case.json").write_text(json.dumps({"format": "prostate-cad-case/1", "dicom": str(study)}))
     source = find_source(tmp_path)
     assert source.case_id == CASE and source.dicom is not None and same_grid(source.t2_grid, grid, tol=1e-6)
-    sitk.WriteImage(sitk.Image(grid), str(tmp_path / "t2.nrrd"))
+    t2 = sitk.Image(grid)
+    t2[0, 0, 0] = 1  # not constant: a constant T2 is refused when a study is loaded
+    sitk.WriteImage(t2, str(tmp_path / "t2.nrrd"))
     (tmp_path / "other.json").write_text(json.dumps({"format": "prostate-cad-case/1", "dicom": str(study),
                                                      "T2": "t2.nrrd"}))
     assert find_source(tmp_path / "other.json").dicom is None

@@ -81,6 +81,10 @@ def _run(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> 
     except KeyboardInterrupt:
         print("error: interrupted.", file=sys.stderr)
         return 130
+    except OSError as exc:  # disk full, read-only folder, file vanished: the system's reason and the path
+        where = exc.filename if exc.filename is not None else "a file"
+        print(f"error: {where}: {exc.strerror or exc}.", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -80,8 +80,14 @@ def load_json_object(path: Path, missing: type[Exception] = FormatError, what: s
             data = json.load(handle)
     except FileNotFoundError:
         raise missing(f"{path}: {what} not found.") from None
+    except IsADirectoryError:
+        raise FormatError(f"{path}: is a folder, not a JSON {what}.") from None
+    except UnicodeDecodeError:
+        raise FormatError(f"{path}: not UTF-8 text, so not a JSON {what}.") from None
     except json.JSONDecodeError as exc:
         raise FormatError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}).") from None
+    except OSError as exc:
+        raise FormatError(f"{path}: cannot be read ({exc.strerror or exc}).") from None
     if not isinstance(data, dict):
         raise FormatError(f"{path}: expected a JSON object at the top level.")
     return data
@@ -106,7 +112,8 @@ def _point(value: Any, what: str, path: Path) -> tuple[float, float, float]:
 
 
 def _ggg(value: Any, what: str, path: Path) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or int(value) != value:
         raise FormatError(f"{path}: {what} must be an integer GGG class 0..3, got {value!r}.")
     g = int(value)
     if g < 0 or g > 5:
@@ -114,9 +121,38 @@ def _ggg(value: Any, what: str, path: Path) -> int:
     return min(g, 3)
 
 
-def _relative(base: Path, value: Optional[str]) -> Optional[Path]:
+def _whole(value: Any, what: str, path: Path) -> int:
+    """A whole number (an id or a label): 3 or 3.0, never "abc", null, true or 2.5."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or int(value) != value:
+        raise FormatError(f"{path}: {what} must be a whole number, got {value!r}.")
+    return int(value)
+
+
+def _list(value: Any, what: str, path: Path) -> list:
+    """A JSON list (a missing or null value is an empty one)."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise FormatError(f"{path}: {what} must be a list, got {value!r}.")
+    return value
+
+
+def _class_scores(value: Any, what: str, path: Path) -> Optional[dict[str, float]]:
+    if value is None:
+        return None
+    bad = not isinstance(value, dict) or any(
+        isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) for v in value.values())
+    if bad:
+        raise FormatError(f"{path}: {what} must map each GGG class to a finite number, got {value!r}.")
+    return {str(k): float(v) for k, v in value.items()}
+
+
+def _relative(base: Path, value: Optional[str], what: str = "a file name") -> Optional[Path]:
     if value in (None, ""):
         return None
+    if not isinstance(value, str):
+        raise FormatError(f"{base}: {what} must be a file name, got {value!r}.")
     p = Path(value)
     return p if p.is_absolute() else (base.parent / p)
 
@@ -147,7 +183,7 @@ def read_detections(path: str | Path) -> DetectionSet:
     cases = []
     for cid, entry in entries:
         dets = []
-        for j, d in enumerate(entry.get("detections", []) or []):
+        for j, d in enumerate(_list(entry.get("detections"), f"case {cid!r} 'detections'", path)):
             where = f"case {cid!r} detection #{j + 1}"
             if not isinstance(d, dict):
                 raise FormatError(f"{path}: {where} must be an object.")
@@ -166,12 +202,12 @@ def read_detections(path: str | Path) -> DetectionSet:
                 if not isinstance(box, (list, tuple)) or len(box) != 2:
                     raise FormatError(f"{path}: {where} 'box_lps' must be [[xmin,ymin,zmin],[xmax,ymax,zmax]].")
                 box = (_point(box[0], f"{where} box_lps[0]", path), _point(box[1], f"{where} box_lps[1]", path))
-            cs = d.get("class_scores")
             dets.append(Detection(
-                id=int(d.get("id", j + 1)), ggg=_ggg(d["ggg"], f"{where} 'ggg'", path), score=score,
-                center_lps=_point(d["center_lps"], f"{where} 'center_lps'", path), box_lps=box,
-                class_scores={str(k): float(v) for k, v in cs.items()} if isinstance(cs, dict) else None))
-        cases.append(DetectionCase(cid, dets, _relative(path, entry.get("probability_map"))))
+                id=_whole(d.get("id", j + 1), f"{where} 'id'", path), ggg=_ggg(d["ggg"], f"{where} 'ggg'", path),
+                score=score, center_lps=_point(d["center_lps"], f"{where} 'center_lps'", path), box_lps=box,
+                class_scores=_class_scores(d.get("class_scores"), f"{where} 'class_scores'", path)))
+        cases.append(DetectionCase(cid, dets, _relative(path, entry.get("probability_map"),
+                                                        f"case {cid!r} 'probability_map'")))
     model = data.get("model") if isinstance(data.get("model"), dict) else None
     return DetectionSet(cases, model)
 
@@ -182,17 +218,18 @@ def read_ground_truth(path: str | Path) -> GroundTruthSet:
     cases = []
     for cid, entry in entries:
         lesions = []
-        for j, d in enumerate(entry.get("lesions", []) or []):
+        for j, d in enumerate(_list(entry.get("lesions"), f"case {cid!r} 'lesions'", path)):
             where = f"case {cid!r} lesion #{j + 1}"
             if not isinstance(d, dict) or "center_lps" not in d or "ggg" not in d:
                 raise FormatError(f"{path}: {where} needs 'center_lps' and 'ggg'.")
             label = d.get("label")
-            lesions.append(Lesion(int(d.get("id", j + 1)), _ggg(d["ggg"], f"{where} 'ggg'", path),
+            lesions.append(Lesion(_whole(d.get("id", j + 1), f"{where} 'id'", path),
+                                  _ggg(d["ggg"], f"{where} 'ggg'", path),
                                   _point(d["center_lps"], f"{where} 'center_lps'", path),
-                                  int(label) if label is not None else None))
+                                  _whole(label, f"{where} 'label'", path) if label is not None else None))
         pg = entry.get("patient_ggg")
         cases.append(GroundTruthCase(cid, lesions, _ggg(pg, f"case {cid!r} 'patient_ggg'", path) if pg is not None else None,
-                                     _relative(path, entry.get("lesion_mask"))))
+                                     _relative(path, entry.get("lesion_mask"), f"case {cid!r} 'lesion_mask'")))
     return GroundTruthSet(cases)
 
 

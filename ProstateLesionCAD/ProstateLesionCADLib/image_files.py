@@ -17,16 +17,23 @@ from .errors import CaseError
 
 IMAGE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 GEOMETRY_TOL = 1e-3  # mm / direction cosine
+# Largest grid a stage may resample an image onto (a network's working grid, a registration
+# region): 2^24 voxels is 64 MB as float32, tens of times a prostate study's, and keeps the
+# networks' stacked inputs within a few hundred MB.
+MAX_WORK_VOXELS = 2 ** 24
 
 
 def is_image_file(path: str | os.PathLike) -> bool:
     return Path(path).name.lower().endswith(IMAGE_SUFFIXES)
 
 
-def read_image_file(path: str | os.PathLike, what: str, label: bool = False, dims: int = 3) -> sitk.Image:
+def read_image_file(path: str | os.PathLike, what: str, label: bool = False, dims: int = 3,
+                    max_label: int = 255) -> sitk.Image:
     """Read a 3D image file as float32 (UInt8 for label maps; 4D as stored); CaseError when unusable.
 
     `what` names the image in the error sentence, e.g. "ADC image" or "lesion mask of case 'A'".
+    A label map must hold whole numbers 0..`max_label` (2 for zones: 1 = CG, 2 = PZ), checked
+    before the cast, so that e.g. 300 is refused rather than stored as 44.
     """
     path = Path(path)
     if not path.is_file():
@@ -43,7 +50,29 @@ def read_image_file(path: str | os.PathLike, what: str, label: bool = False, dim
         raise CaseError(f"{path}: {what} must be a {dims}D image, not {image.GetDimension()}D.")
     if dims != 3:  # SimpleITK cannot cast 4D images; callers extract 3D frames first
         return image
+    if label:
+        check_labels(image, path, what, max_label)
     return sitk.Cast(image, sitk.sitkUInt8 if label else sitk.sitkFloat32)
+
+
+def check_grid_size(size, spacing, what: str) -> None:
+    """CaseError before allocating a grid of `size` voxels (spacing in mm) larger than MAX_WORK_VOXELS."""
+    voxels = int(np.prod(np.asarray(size, dtype=float)))
+    if voxels > MAX_WORK_VOXELS:
+        extent = "x".join(f"{n * s:.0f}" for n, s in zip(size, spacing))
+        raise CaseError(f"The {what} would need {'x'.join(str(int(n)) for n in size)} voxels ({extent} mm), more "
+                        f"than the {MAX_WORK_VOXELS} allowed; the T2's size or voxel spacing is implausible.")
+
+
+def check_labels(image: sitk.Image, path: str | os.PathLike, what: str, max_label: int = 255) -> None:
+    """CaseError unless every voxel is a whole number 0..max_label (a label map, not an intensity image)."""
+    values = np.unique(sitk.GetArrayViewFromImage(image))
+    wrong = values[~np.isfinite(values) | (values < 0) | (values > max_label) | (values != np.round(values))] \
+        if values.dtype.kind == "f" else values[(values < 0) | (values > max_label)]
+    if wrong.size:
+        shown = ", ".join(f"{v:g}" for v in wrong[:5].astype(float)) + (" ..." if wrong.size > 5 else "")
+        raise CaseError(f"{path}: the {what} must hold whole-number labels 0..{max_label}, "
+                        f"but has {wrong.size} other value{'s' if wrong.size > 1 else ''} ({shown}).")
 
 
 def same_grid(a: sitk.Image, b: sitk.Image, tol: float = GEOMETRY_TOL,

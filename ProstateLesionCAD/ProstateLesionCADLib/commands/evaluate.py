@@ -68,8 +68,15 @@ def run(args) -> int:
     from ..evaluation.picai import load_ground_truth
     from ..output_files import staged_output_dir
     from ..progress import ConsoleProgress
+    from ._numbers import number
 
     criteria = _criteria(args.criteria)
+    for value, option, low in ((args.distance_mm, "--distance-mm", 0), (args.k_match, "--k", 0),
+                               (args.bootstrap, "--bootstrap", 0), (args.seed, "--seed", 0),
+                               (args.froc_hit_mm, "--froc-hit-mm", 0), (args.froc_slice_mm, "--froc-slice-mm", 0),
+                               (args.voxel_roc_points, "--voxel-roc-points", 1)):
+        number(value, option, low)
+    number(args.picai_min_overlap, "--picai-min-overlap", 0, 1)
     detections = load_detections(args.detections)
     ground_truth, delineations = load_ground_truth(args.ground_truth)
     given, source = (None, None)

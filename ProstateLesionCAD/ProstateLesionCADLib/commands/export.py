@@ -33,7 +33,9 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     from ..export import export_results
     from ..progress import ConsoleProgress
+    from ._numbers import number
 
+    number(args.min_score, "--min-score", 0, 1)
     if args.picai:
         return _run_picai(args)
     formats = [name for name, on in (("dicom-seg", args.dicom_seg), ("dicom-sr", args.dicom_sr),

@@ -29,8 +29,10 @@ def run(args) -> int:
     from ..progress import ConsoleProgress, sub_progress
     from ..lesions.seeds import read_seeds
 
+    from ._numbers import number
+
     progress = ConsoleProgress()
-    params = GrowParams(max_volume_cc=args.max_volume_cc)
+    params = GrowParams(max_volume_cc=number(args.max_volume_cc, "--max-volume-cc", 0))
     params.validate()
     seeds = read_seeds(args.seeds, args.case_id)
     progress(0.0, "loading case")

@@ -45,6 +45,15 @@ def _spacing(args) -> dict:
 def run(args) -> int:
     from ..phantoms.generate import make_phantom_set
     from ..progress import ConsoleProgress
+    from ._numbers import number
+
+    number(args.n, "--n", 1, 10000)
+    number(args.seed, "--seed", 0, 2 ** 32 - 1)
+    number(args.deformation_mm, "--deformation-mm", 0, 50)
+    number(args.single_modality_fraction, "--single-modality-fraction", 0, 1)
+    number(args.size, "--size", 32, 1024)
+    number(args.slices, "--slices", 8, 256)
+    number(args.oblique_deg, "--oblique-deg", -90, 90)
 
     if args.format == "picai":
         from ..phantoms.picai_writer import make_picai_phantom_set

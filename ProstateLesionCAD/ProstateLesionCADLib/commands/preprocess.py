@@ -29,21 +29,14 @@ def _read_mask(path: str, what: str):
     if not os.path.isfile(path):
         raise CaseError(f"The {what} mask {path} does not exist.")
     try:
-        return sitk.ReadImage(path)
+        image = sitk.ReadImage(path)
     except RuntimeError as exc:
         raise CaseError(f"The {what} mask {path} cannot be read as an image ({str(exc).strip().splitlines()[-1]}).") from exc
+    if what == "zonal" and image.GetNumberOfComponentsPerPixel() == 1:
+        from ..image_files import check_labels
 
-
-def _parse_center(text: str):
-    from ..errors import ParameterError
-
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError:
-        values = []
-    if len(values) != 3:
-        raise ParameterError(f"--center must be three numbers X,Y,Z in LPS mm, not {text!r}.")
-    return values
+        check_labels(image, path, "zonal mask", 2)  # 1 = CG, 2 = PZ; named with its file
+    return image
 
 
 def run(args) -> int:
@@ -51,13 +44,16 @@ def run(args) -> int:
     from ..output_files import staged_output_dir
     from ..preprocessing.preprocess import preprocess, save_preprocessed
     from ..progress import ConsoleProgress, sub_progress
+    from ..study.validation import check_point_inside
+    from ._numbers import point
 
     progress = ConsoleProgress()
-    center = _parse_center(args.center) if args.center else None
+    center = point(args.center, "--center")
     prostate = _read_mask(args.prostate, "prostate") if args.prostate else None
     zones = _read_mask(args.zones, "zonal") if args.zones else None
     progress(0.0, f"loading {args.path}")
     case = load_case(args.path, ktrans=args.ktrans)
+    check_point_inside(center, case.t2, "The --center point", args.path)
     progress(0.2, f"loaded {case.case_id}: {', '.join(case.roles_present())}")
     prep = preprocess(case, prostate, zones, center_lps=center, normalise_over=args.normalise_over,
                       progress=sub_progress(progress, 0.2, 0.9))

@@ -31,10 +31,15 @@ def run(args) -> int:
     from ..registration.register import read_transform, register_case, score_case_transform
     from ..registration.outputs import write_registration_outputs
 
+    from ._numbers import number
+
+    number(args.starts, "--starts", 1, 1000)
+    number(args.seed, "--seed", 0, 2 ** 32 - 1)
+    number(args.workers, "--workers", 1, 1024)
     progress = ConsoleProgress()
     case = load_case(args.path, progress=sub_progress(progress, 0.0, 0.1))
     if args.zones:
-        case.zones = read_image_file(args.zones, "zonal mask image", label=True)
+        case.zones = read_image_file(args.zones, "zonal mask image", label=True, max_label=2)
     if case.adc is None and not case.all_dwi():
         raise CaseError(f"{args.path}: the study has neither ADC nor DWI images, so there is nothing to register.")
     if args.transform:

@@ -29,7 +29,10 @@ def run(args) -> int:
     progress = ConsoleProgress()
     path = Path(args.path)
     if path.is_file() and is_image_file(path):
+        from ..study.validation import check_image
+
         t2 = read_image_file(path, "T2 image")
+        check_image(t2, "T2", path)
         case_id = path.name.split(".")[0]
     else:
         from ..study.loading import load_case

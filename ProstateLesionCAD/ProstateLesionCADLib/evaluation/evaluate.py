@@ -122,7 +122,7 @@ def _images(pairs, criteria: Sequence[int], with_dice: bool, with_froc: bool, fr
     n_masks = 0
     for i, (gt, det) in enumerate(pairs):
         progress(i / max(len(pairs), 1), f"masks and maps of {gt.case_id}")
-        mask = read_image_file(gt.lesion_mask, f"lesion mask of case {gt.case_id!r}") if gt.lesion_mask else None
+        mask = read_image_file(gt.lesion_mask, f"lesion mask of case {gt.case_id!r}", label=True) if gt.lesion_mask else None
         n_masks += mask is not None
         if with_dice and mask is not None:
             if det is None or det.probability_map is None:

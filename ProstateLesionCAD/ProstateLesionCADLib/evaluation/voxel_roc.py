@@ -146,7 +146,7 @@ def evaluate_files(pairs: Sequence[tuple[GroundTruthCase, Optional[DetectionCase
     from ..image_files import read_image_file
     if n_points < 1:
         raise ParameterError(f"--voxel-roc-points must be at least 1, got {n_points}.")
-    cases = [(truth, dcase, read_image_file(truth.lesion_mask, "lesion mask") if truth.lesion_mask else None)
+    cases = [(truth, dcase, read_image_file(truth.lesion_mask, "lesion mask", label=True) if truth.lesion_mask else None)
              for truth, dcase in pairs]
     return voxel_roc(cases, n_points, radius_mm)
 

@@ -110,7 +110,7 @@ def export_results(case_path: str | os.PathLike, out_dir: str | os.PathLike,
     source = find_source(case_path)
     wanted, messages = choose_formats(formats, source)
     grid = source.t2_grid
-    zones_image = read_image_file(zones, "zones image", label=True) if zones is not None else None
+    zones_image = read_image_file(zones, "zones image", label=True, max_label=2) if zones is not None else None
 
     segments: list[Segment] = []
     algorithms: list[Algorithm] = []

@@ -320,7 +320,9 @@ def grow_lesions(t2: sitk.Image, seeds: Sequence[Seed], sequences: dict[str, Opt
                  progress: Optional[ProgressCallback] = None, zones: Optional[sitk.Image] = None) -> tuple[sitk.Image, list[GrownLesion]]:
     """Grow every seed into a label map on the T2 grid (label i+1 for seeds[i]).
 
-    Where two grown lesions overlap, the voxel keeps the label of the earlier seed.
+    Where two grown lesions overlap, the voxel keeps the label of the earlier seed; the later
+    lesion's volume counts only its own voxels and it is flagged `overlaps_earlier_lesion`, or
+    `no_voxels_of_its_own` when an earlier lesion holds all of it (its label is then absent).
     """
     progress = progress or silent
     if not seeds:
@@ -332,7 +334,11 @@ def grow_lesions(t2: sitk.Image, seeds: Sequence[Seed], sequences: dict[str, Opt
         mask, (start, size), report = grow_lesion(t2, seed, sequences, i + 1, prostate, params, zones)
         z0, y0, x0 = start[2], start[1], start[0]
         window = labels[z0:z0 + size[2], y0:y0 + size[1], x0:x0 + size[0]]
-        window[(window == 0) & mask] = i + 1
+        own = (window == 0) & mask
+        window[own] = i + 1
+        if own.sum() < mask.sum():
+            report.flags.append("overlaps_earlier_lesion" if own.any() else "no_voxels_of_its_own")
+            report.volume_cc *= float(own.sum()) / float(mask.sum())
         reports.append(report)
     progress(1.0, f"grew {len(seeds)} lesion(s)")
     out = sitk.GetImageFromArray(labels)

@@ -30,8 +30,11 @@ def read_seeds(path: str | Path, case_id: Optional[str] = None) -> list[Seed]:
 
 
 def _read_csv(path: Path) -> list[Seed]:
-    with open(path, newline="", encoding="utf-8") as handle:
-        rows = [r for r in csv.reader(handle) if r and any(cell.strip() for cell in r)]
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = [r for r in csv.reader(handle) if r and any(cell.strip() for cell in r)]
+    except UnicodeDecodeError:
+        raise FormatError(f"{path}: not UTF-8 text, so not a seed CSV.") from None
     if not rows:
         raise FormatError(f"{path}: the seed CSV is empty.")
     header = [c.strip().lower() for c in rows[0]]
@@ -47,7 +50,7 @@ def _read_csv(path: Path) -> list[Seed]:
             raise FormatError(f"{path} line {n}: expected numbers x,y,z,ggg[,id], got {','.join(row)}.") from None
         if not all(math.isfinite(v) for v in (x, y, z)):
             raise FormatError(f"{path} line {n}: the seed position must be finite numbers (LPS mm).")
-        if ggg_value != int(ggg_value) or not 0 <= ggg_value <= 5:
+        if not math.isfinite(ggg_value) or ggg_value != int(ggg_value) or not 0 <= ggg_value <= 5:
             raise FormatError(f"{path} line {n}: ggg must be an integer 0..3 (4 and 5 count as 3), got {row[3]}.")
         if sid in ids:
             raise FormatError(f"{path} line {n}: seed id {sid} is used twice.")

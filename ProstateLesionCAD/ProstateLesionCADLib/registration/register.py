@@ -38,6 +38,7 @@ import SimpleITK as sitk
 
 from ..study.case import Case
 from ..errors import CaseError, ParameterError
+from ..image_files import check_grid_size
 from ..progress import ProgressCallback, silent, sub_progress
 from . import released
 from .multistart import PRESETS, RegistrationProblem, RegistrationSettings, StartResult, default_workers, run_starts, score_problem
@@ -152,6 +153,7 @@ def _working_region(t2: sitk.Image, zones: Optional[sitk.Image], prostate: Optio
         return sitk.Cast(region, sitk.sitkFloat32)
     spacing = [float(s) for s in settings.working_spacing_mm]
     size = [max(2, int(round(n * s / w))) for n, s, w in zip(region.GetSize(), region.GetSpacing(), spacing)]
+    check_grid_size(size, spacing, "registration's working region of the T2")
     return sitk.Resample(region, size, sitk.Transform(), sitk.sitkLinear, region.GetOrigin(), spacing,
                          region.GetDirection(), 0.0, sitk.sitkFloat32)
 

@@ -45,6 +45,9 @@ class Case:
     # What loading did to the images beyond reading them (ADC unit converted, diffusion
     # directions combined), one sentence each, for the user.
     notes: list[str] = field(default_factory=list)
+    # The image file each role was read from ("T2", "ADC", "DWI:800", "KTRANS", "DCE"), when it
+    # came from a file rather than a DICOM series, so that input errors can name the file.
+    files: dict[str, str] = field(default_factory=dict)
     # Optional masks on the T2 grid (UInt8), when known (zonal segmentation, phantoms).
     prostate: Optional[sitk.Image] = None
     zones: Optional[sitk.Image] = None  # 1 = CG, 2 = PZ

@@ -45,7 +45,7 @@ import SimpleITK as sitk
 from .case import Case, SeriesInfo
 from ..errors import CaseError, FormatError, ParameterError
 from ..formats import load_json_object
-from ..image_files import read_image_file, same_grid, write_image_file
+from ..image_files import check_labels, read_image_file, same_grid, write_image_file
 from ..output_files import staged_output_dir
 from ..progress import ProgressCallback, silent, sub_progress
 
@@ -130,8 +130,11 @@ def read_case_json(path: str | os.PathLike, choose: Optional[dict] = None,
     used = _series_infos(recorded.get("used"))
     unused = _series_infos(recorded.get("unused"))
 
+    files: dict[str, str] = {}
+
     def note(role: str, file: Path) -> None:
         """Record a role read from a file, unless case.json already says where it came from."""
+        files[role] = str(file)
         if not any(u.role == role for u in used) or data.get("dicom") is not None:
             used.append(SeriesInfo(role=role, description=file.name, source=str(file), reason="file"))
 
@@ -167,15 +170,18 @@ def read_case_json(path: str | os.PathLike, choose: Optional[dict] = None,
         case.dce, case.dce_times, dce_files = _read_dce(data["DCE"], base, json_path)
         description = dce_files[0].name if len(dce_files) == 1 else f"{len(dce_files)} files"
         note("DCE", Path(description))
+        files["DCE"] = str(dce_files[0])
     file_progress(0.8, "reading masks")
     for key in ("prostate", "zones"):
         if key in data:
             p = _file(base, data[key], key, json_path)
-            mask = read_image_file(p, f"{key} mask image", label=True)
+            mask = read_image_file(p, f"{key} mask image")
             if not same_grid(mask, case.t2):
                 raise CaseError(f"{p}: the {key} mask is not on the T2 image grid "
                                 f"(size {mask.GetSize()} vs {case.t2.GetSize()}, or different origin/spacing/direction).")
-            setattr(case, key, mask)
+            check_labels(mask, p, f"{key} mask image", 2 if key == "zones" else 255)  # zones: 1 = CG, 2 = PZ
+            setattr(case, key, sitk.Cast(mask, sitk.sitkUInt8))
+    case.files.update(files)
     if data.get("dicom") is None:
         case.used, case.unused = used, unused
     else:  # files replace the DICOM series of their role

@@ -357,7 +357,11 @@ def scan_files(paths: list[str], progress: Optional[ProgressCallback] = None) ->
     progress = progress or silent
     groups: dict[str, list[SliceHeader]] = {}
     for i, path in enumerate(paths):
-        for header in read_headers(path):
+        headers = read_headers(path)
+        if not headers and _unreadable_dicom(path):  # else it would only surface as a missing slice
+            raise CaseError(f"{path}: not a readable DICOM file ({os.path.getsize(path)} bytes, marked as "
+                            "DICOM but truncated or damaged); remove or replace it.")
+        for header in headers:
             groups.setdefault(header.series_uid, []).append(header)
         if i % 50 == 0:
             progress(i / max(1, len(paths)), f"reading DICOM headers ({i}/{len(paths)})")
@@ -366,6 +370,22 @@ def scan_files(paths: list[str], progress: Optional[ProgressCallback] = None) ->
               for uid, group in groups.items() for slices in _by_frame_type(group)]
     series.sort(key=lambda s: (s.number if s.number is not None else 1 << 30, s.uid))
     return series
+
+
+def _unreadable_dicom(path: str) -> bool:
+    """The file carries the DICOM Part 10 marker ('DICM' after the 128-byte preamble) but
+    pydicom cannot parse it or finds nothing after the file meta header (a truncated file); a
+    DICOMDIR or another non-image object parses and is not meant."""
+    try:
+        with open(path, "rb") as handle:
+            if handle.read(132)[128:] != b"DICM":
+                return False
+            handle.seek(0)
+            return len(pydicom.dcmread(handle, stop_before_pixels=True)) == 0
+    except OSError:
+        return False
+    except Exception:  # pydicom raises many types for a damaged file; all mean "unreadable" here
+        return True
 
 
 _MAP_FRAMES = ("ADC", "EADC", "FA", "CALC_BVAL")  # FrameType values of computed maps

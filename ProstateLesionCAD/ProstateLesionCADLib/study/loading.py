@@ -21,6 +21,7 @@ from .case_json import read_case_json
 from .dicom_roles import load_dicom_case
 from .dicomdir import is_dicomdir
 from .picai_archive import is_picai_case, load_picai_case
+from .validation import check_case
 from ..errors import CaseError
 from ..progress import ProgressCallback, silent, sub_progress
 
@@ -53,5 +54,6 @@ def load_case(path: str | os.PathLike, choose: Optional[dict] = None,
         case.used = [u for u in case.used if u.role != "KTRANS"]
         case.used.append(SeriesInfo(role="KTRANS", description=Path(ktrans).name, source=str(ktrans), reason="file"))
         progress(1.0, "Ktrans map loaded")
+    check_case(case, path)  # finite values, plausible grids, every sequence overlapping the T2
     return case
 

@@ -20,6 +20,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import ModelError
+from ..image_files import check_grid_size
 from ..models.package import ModelPackage, find_model
 from ..progress import ProgressCallback, silent
 from . import DEMO_MODEL
@@ -37,6 +38,7 @@ def working_grid(t2: sitk.Image, spacing_xy: float) -> sitk.Image:
     new_spacing = np.array([spacing_xy, spacing_xy, spacing[2]])
     new_size = [int(np.ceil(size[0] * spacing[0] / spacing_xy)), int(np.ceil(size[1] * spacing[1] / spacing_xy)),
                 int(size[2])]
+    check_grid_size(new_size, new_spacing, f"cascade's {spacing_xy:g} mm working grid of the T2")
     direction = np.array(t2.GetDirection()).reshape(3, 3)
     # Keep the outer corner of the first voxel fixed: origin moves by half the spacing change.
     origin = np.array(t2.GetOrigin()) + direction @ ((new_spacing - spacing) / 2.0 * np.array([1, 1, 0]))

@@ -32,6 +32,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from ..errors import CaseError, ModelError
+from ..image_files import check_grid_size
 from ..progress import ProgressCallback, silent
 
 from .postprocess import clean_gland
@@ -129,6 +130,7 @@ def resample_to_model_grid(t2: sitk.Image) -> sitk.Image:
     old_size = np.array(ras.GetSize(), dtype=float)
     old_spacing = np.array(ras.GetSpacing(), dtype=float)
     new_size = [int(v) for v in np.round((old_size - 1.0) * old_spacing / np.array(SPACING) + 1.0)]
+    check_grid_size(new_size, SPACING, "gland network's working grid of the T2")
     f = sitk.ResampleImageFilter()
     f.SetOutputOrigin(ras.GetOrigin())
     f.SetOutputDirection(ras.GetDirection())
