@@ -120,11 +120,17 @@ def test_detector_fold_history_resume_and_workers(tmp_path, cases):
     assert _same(_final_weights(tmp_path / "in-process" / "fold_0"), by_worker_count)
 
 
-def test_workers_option():
+def test_workers_option(tmp_path, capsys):
     assert resolve_workers(0) == 0 and resolve_workers("3") == 3 and resolve_workers("auto") >= 0
     for bad in ("-1", "many"):
         with pytest.raises(ParameterError, match="--workers"):
             resolve_workers(bad)
+    argv = ["train", "detector", "--data", str(tmp_path), "--ground-truth", str(tmp_path / "gt.json"),
+            "--split", str(tmp_path / "split.json"), "--out", str(tmp_path / "pkg"), "--workers", "some"]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--workers must be a number of processes or 'auto'" in err and "Traceback" not in err
+    assert not (tmp_path / "pkg").exists() and not (tmp_path / "split.json").exists()
 
 
 @pytest.mark.usefixtures("one_torch_thread")
