@@ -17,6 +17,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--unlabeled", default="", help="comma-separated case ids without GGG (seg + boxes only)")
     parser.add_argument("--folds", default=None, help="comma-separated folds to train (default: all)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    parser.add_argument("--workers", default="auto",
+                        help="processes that make the augmented batches (default auto: one per core but one, "
+                             "at most 8; 0 = in the training process); the weights do not depend on it")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the interrupted training kept beside --out (this happens by itself when "
+                             "its configuration matches; with --resume, exit 2 when there is nothing to continue)")
 
 
 def _config(path) -> dict:
@@ -51,5 +57,5 @@ def run(args) -> int:
 
     train_detector(args.data, args.ground_truth, args.split, args.out, config=_config(args.config),
                    unlabeled=[c for c in args.unlabeled.split(",") if c], folds=_folds(args.folds),
-                   device=args.device, progress=ConsoleProgress())
+                   device=args.device, progress=ConsoleProgress(), workers=args.workers, resume=args.resume)
     return 0

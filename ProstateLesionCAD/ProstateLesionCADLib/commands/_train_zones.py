@@ -19,6 +19,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--val-every", type=int, default=100, help="validate every N iterations")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    parser.add_argument("--workers", default="auto",
+                        help="processes that make the augmented batches (default auto: one per core but one, "
+                             "at most 8; 0 = in the training process); the weights do not depend on it")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the interrupted training kept beside --out (this happens by itself when "
+                             "images and settings match; with --resume, exit 2 when there is nothing to continue)")
 
 
 def run(args) -> int:
@@ -28,7 +34,8 @@ def run(args) -> int:
 
     result = train_zones(args.images, args.labels, args.out, steps=args.steps, batch=args.batch, patch=args.patch,
                          lr=args.lr, val_fraction=args.val_fraction, val_every=args.val_every, seed=args.seed,
-                         name=args.name, threads=args.threads, progress=ConsoleProgress())
+                         name=args.name, threads=args.threads, progress=ConsoleProgress(), workers=args.workers,
+                         resume=args.resume)
     print_result(result)
     return 0
 

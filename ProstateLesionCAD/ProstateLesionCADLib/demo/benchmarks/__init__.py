@@ -11,5 +11,6 @@ BENCHMARKS = (
     "phantoms",
     "preprocessing",
     "registration",
+    "training",
     "zones",
 )

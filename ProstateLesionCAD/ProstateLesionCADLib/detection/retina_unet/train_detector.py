@@ -25,7 +25,7 @@ from ...output_files import staged_output_dir
 from ...progress import silent, sub_progress
 from .inference import regrid
 from .network import make_config
-from .training import (FoldResult, TrainingCase, read_or_make_split, train_fold, training_settings)
+from .training import (FoldResult, TrainingCase, fold_started, read_or_make_split, train_fold, training_settings)
 
 DEFAULT_CHANNELS = ["T2", "DWI_LOW", "DWI_HIGH", "ADC", "KTRANS", "DCE_T10", "DCE_T20", "DCE_T30",
                     "PROSTATE", "CG", "PZ"]
@@ -118,8 +118,13 @@ def lesion_thresholds(val_predictions: list[tuple[TrainingCase, Any]], computed_
 def cross_validate(cases: Sequence[TrainingCase], split: dict[str, Any], out: str | Path, config: dict[str, Any],
                    channels: Sequence[str], settings: dict[str, Any], card: dict[str, Any],
                    folds: Optional[Sequence[int]] = None, device: str = "auto",
-                   progress: Optional[Callable[[float, str], None]] = None) -> Optional[ModelPackage]:
-    """Train the folds and write the model package at `out` (rank 0 only)."""
+                   progress: Optional[Callable[[float, str], None]] = None, workers: int = 0,
+                   resume: bool = False) -> Optional[ModelPackage]:
+    """Train the folds and write the model package at `out` (rank 0 only). The folds' work
+    folder `.<out>.training` beside `out` keeps finished folds and the checkpoint of an
+    interrupted one, which later calls reuse and continue; `resume=True` refuses to start
+    when it holds nothing of this configuration. `workers`: processes making the augmented
+    batches (0: this process)."""
     from ...device import resolve_device
     from .inference import RetinaUNetDetector
     from .training import _dist
@@ -138,13 +143,18 @@ def cross_validate(cases: Sequence[TrainingCase], split: dict[str, Any], out: st
     unlabeled = [by_id[c] for c in split.get("unlabeled", []) if c in by_id]
     out = Path(out)
     work = out.parent / f".{out.name}.training"
+    fold_cases = {f: ([by_id[c] for g, ids in enumerate(split["folds"]) if g != f for c in ids] + unlabeled,
+                      [by_id[c] for c in split["folds"][f]]) for f in folds}
+    if resume and not any(fold_started(f, *fold_cases[f], config, channels, settings, work) for f in folds):
+        raise ParameterError(f"--resume: {work} holds no interrupted or finished training of this configuration "
+                             "(data, split, network and training settings) to continue.")
     work.mkdir(parents=True, exist_ok=True)
     results: list[FoldResult] = []
     for i, f in enumerate(folds):
-        val = [by_id[c] for c in split["folds"][f]]
-        train = [by_id[c] for g, ids in enumerate(split["folds"]) if g != f for c in ids] + unlabeled
+        train, val = fold_cases[f]
         results.append(train_fold(f, train, val, config, channels, settings, work, dev,
-                                  sub_progress(progress, 0.9 * i / len(folds), 0.9 * (i + 1) / len(folds))))
+                                  sub_progress(progress, 0.9 * i / len(folds), 0.9 * (i + 1) / len(folds)),
+                                  workers=workers))
     if rank != 0:
         return None
     members, files = [], []
@@ -193,16 +203,21 @@ def cross_validate(cases: Sequence[TrainingCase], split: dict[str, Any], out: st
 def train_detector(data_dir: str | Path, ground_truth: str | Path, split_file: str | Path, out: str | Path,
                    config: Optional[dict[str, Any]] = None, unlabeled: Sequence[str] = (),
                    folds: Optional[Sequence[int]] = None, device: str = "auto",
-                   progress: Optional[Callable[[float, str], None]] = None) -> Optional[ModelPackage]:
+                   progress: Optional[Callable[[float, str], None]] = None, workers: int | str = 0,
+                   resume: bool = False) -> Optional[ModelPackage]:
     """`prostate-cad train detector`: load the pre-processed cases of `data_dir`, read the split
     (made on first use) and cross-validate into the package `out`.
 
     `config` holds {network: {...}, training: {...}, channels, crop_size [x, y, z], spacing,
-    name, version, intended_use}; each part defaults to the main paper's. Under torchrun
+    name, version, intended_use}; each part defaults to the main paper's. `workers` ("auto" or a
+    count) and `resume` as in `cross_validate`. Under torchrun
     (WORLD_SIZE > 1) the processes join one group for the run; only rank 0 returns the package.
     """
+    from ...models.training_runs import resolve_workers
+
     config = config or {}
     progress = progress or silent
+    workers = resolve_workers(workers)
     settings = training_settings(config.get("training"))
     network = make_config(**config.get("network", {}))
     channels = config.get("channels", DEFAULT_CHANNELS)
@@ -221,7 +236,7 @@ def train_detector(data_dir: str | Path, ground_truth: str | Path, split_file: s
             "crop_size": crop_size, "spacing": spacing,
             "training_data": f"{len(cases)} cases from {data_dir} ({ground_truth})"}
     package = cross_validate(cases, split, out, network, channels, settings, card, folds, device,
-                             sub_progress(progress, 0.05, 1.0))
+                             sub_progress(progress, 0.05, 1.0), workers=workers, resume=resume)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     return package

@@ -15,7 +15,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,13 +206,61 @@ def _dist() -> tuple[int, int]:
     return 0, 1
 
 
+class AugmentedCrops:
+    """Training sample n of a fold (a torch map-style dataset): a case drawn at random,
+    augmented, its anchor targets matched. All its randomness comes from (stream, n), so the
+    batches are the same in the training process and in any number of worker processes."""
+
+    def __init__(self, cases: Sequence[TrainingCase], cfg: dict[str, Any], channels: Sequence[str],
+                 settings: dict[str, Any], anchors: torch.Tensor, stream: Sequence[int], length: int):
+        # only what a worker needs: the geometry and ground truth stay in the training process
+        self.cases = [TrainingCase(c.case_id, c.image, c.labels, c.lesion_ggg, c.classify) for c in cases]
+        self.cfg, self.channels, self.settings = cfg, list(channels), settings
+        self.anchors = anchors.cpu()
+        self.stream, self.length = [int(s) for s in stream], length
+        self.augmenter = make_augmenter(settings)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, n: int):
+        from ...models.training_runs import sample_rng
+
+        rng = sample_rng(self.stream, n)
+        case = self.cases[int(rng.integers(len(self.cases)))]
+        self.augmenter.set_random_state(seed=int(rng.integers(2 ** 31)))
+        img, lab = augment(case, self.augmenter, self.channels, self.settings, rng)
+        gt_boxes, gt_classes = boxes_from_labels(lab, case.lesion_ggg)
+        match, gt_index = match_anchors(self.anchors, gt_boxes, gt_classes, self.cfg, rng)
+        return img, lab > 0, {"match": match, "gt_index": gt_index, "gt_boxes": gt_boxes, "classify": case.classify}
+
+
+def collate_crops(samples):
+    images, segs, targets = zip(*samples)
+    return torch.from_numpy(np.stack(images)), torch.from_numpy(np.stack(segs)), list(targets)
+
+
+def _to_device(target: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in target.items()}
+
+
 def train_fold(fold: int, train_cases: Sequence[TrainingCase], val_cases: Sequence[TrainingCase],
                cfg: dict[str, Any], channels: Sequence[str], settings: dict[str, Any], work_dir: Path,
-               device: torch.device, progress: Optional[Callable[[float, str], None]] = None) -> FoldResult:
-    """Train one fold; rank 0 writes work_dir/fold_<f>/epoch_<e>.pt for the best epochs and
-    fold_<f>/result.json. A fold already finished there with the same network, settings,
-    channels and cases is reused, not trained again (one fold per job, then package them all)."""
+               device: torch.device, progress: Optional[Callable[[float, str], None]] = None,
+               workers: int = 0, epoch_done: Optional[Callable[[int], None]] = None) -> FoldResult:
+    """Train one fold; rank 0 writes work_dir/fold_<f>/epoch_<e>.pt for the best epochs,
+    fold_<f>/history.json after every epoch and fold_<f>/result.json at the end. A fold already
+    finished there with the same network, settings, channels and cases is reused, not trained
+    again (one fold per job, then package them all); an interrupted one continues from
+    fold_<f>/checkpoint.pt (written after every epoch) to the weights an uninterrupted run gives.
+
+    `workers` processes make the augmented batches (0: this process); the weights do not
+    depend on it. `epoch_done(epoch)` is called after each epoch's checkpoint is written
+    (an exception raised there stops the run as an interruption would)."""
     from monai.utils import set_determinism
+
+    from ...models.training_runs import (cpu_state, load_checkpoint, restore_rng_state, rng_state, sample_loader,
+                                         save_checkpoint, write_history)
 
     progress = progress or silent
     fold_dir = work_dir / f"fold_{fold}"
@@ -226,36 +273,51 @@ def train_fold(fold: int, train_cases: Sequence[TrainingCase], val_cases: Sequen
     seed = int(settings["seed"]) + 1000 * fold
     torch.manual_seed(seed)  # same initial weights on every rank
     set_determinism(seed=seed + rank)
-    rng = np.random.default_rng(seed + rank)
+    rng = np.random.default_rng(seed + rank)  # the loss's negative sampling
     net = RetinaUNet(cfg).to(device)
     model = net
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     opt, sched = make_optimizer(net, settings)
     anchors = anchors_tensor(cfg, device)
-    augmenter = make_augmenter(settings)
     fold_dir.mkdir(parents=True, exist_ok=True)
     result = FoldResult(fold, [])
     epochs, per_epoch, bs = int(settings["epochs"]), int(settings["batches_per_epoch"]), int(settings["batch_size"])
     amp = device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if amp else None
-    for epoch in range(epochs):
+    checkpoint_file = fold_dir / "checkpoint.pt"
+    run_key = f"{key}/{world}"
+    state = _broadcast(load_checkpoint(checkpoint_file, run_key) if rank == 0 else None, world)
+    if state is not None and all((fold_dir / f"epoch_{e}.pt").is_file() for e, _ in state["ranking"]):
+        net.load_state_dict(state["net"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        restore_rng_state(rng, state["rng"][rank])
+        result.ranking = [(int(e), float(v)) for e, v in state["ranking"]]
+        result.member_files = {e: fold_dir / f"epoch_{e}.pt" for e, _ in result.ranking}
+        result.history = list(state["history"])
+        start_epoch, wall = int(state["epoch"]) + 1, float(state["wall_seconds"])
+        progress(start_epoch / epochs, f"fold {fold}: resuming after epoch {start_epoch}/{epochs} from {checkpoint_file}")
+    else:
+        start_epoch, wall = 0, 0.0
+    per_sample = per_epoch * bs
+    data = AugmentedCrops(train_cases, cfg, channels, settings, anchors, (seed, rank), epochs * per_sample)
+    batches = iter(sample_loader(data, start_epoch * per_sample, epochs * per_sample, bs, workers, seed + rank,
+                                 collate_crops, device))
+    for epoch in range(start_epoch, epochs):
         model.train()
         t0 = time.perf_counter()
         sums = {"loss": 0.0, "class": 0.0, "box": 0.0, "seg": 0.0}
+        waited = 0.0
         for step in range(per_epoch):
-            picks = rng.integers(0, len(train_cases), size=bs)
-            images, labels, targets = [], [], []
-            for i in picks:
-                img, lab = augment(train_cases[i], augmenter, channels, settings, rng)
-                gt_boxes, gt_classes = boxes_from_labels(lab, train_cases[i].lesion_ggg)
-                match, gt_index = match_anchors(anchors.cpu(), gt_boxes, gt_classes, cfg, rng)
-                images.append(img)
-                labels.append(lab > 0)
-                targets.append({"match": match, "gt_index": gt_index, "gt_boxes": gt_boxes,
-                                "classify": train_cases[i].classify})
-            x = torch.from_numpy(np.stack(images)).to(device)
-            seg_target = torch.from_numpy(np.stack(labels)).to(device)
+            t_wait = time.perf_counter()
+            x, seg_target, targets = next(batches)
+            waited += time.perf_counter() - t_wait
+            x = x.to(device, non_blocking=True)
+            seg_target = seg_target.to(device, non_blocking=True)
+            targets = [_to_device(t, device) for t in targets] if device.type != "cpu" else targets
             with torch.autocast("cuda", enabled=amp):
                 outputs = model(x)
             loss, parts = total_loss(outputs, targets, anchors, cfg, seg_target, rng)
@@ -273,20 +335,51 @@ def train_fold(fold: int, train_cases: Sequence[TrainingCase], val_cases: Sequen
                 sums[k] += v
             progress((epoch + (step + 1) / per_epoch) / epochs,
                      f"fold {fold} epoch {epoch + 1}/{epochs} batch {step + 1}/{per_epoch} loss {float(loss.detach()):.3f}")
+        seconds = time.perf_counter() - t0
         record = {"epoch": epoch, **{k: v / per_epoch for k, v in sums.items()},
-                  "lr": float(sched.get_last_lr()[0]), "seconds": time.perf_counter() - t0}
+                  "lr": float(sched.get_last_lr()[0]), "seconds": seconds,
+                  "samples_per_s": per_sample * world / seconds if seconds > 0 else None,
+                  "data_wait_seconds": waited, "workers": workers}
         if rank == 0:
             aps = validation_map(net, val_cases, anchors, cfg, device, float(settings["val_min_confidence"]))
             record.update(aps)
             _keep_best(result, net, epoch, aps["mAP"], fold_dir, int(settings["save_n_models"]))
+        wall += time.perf_counter() - t0
+        record["wall_seconds"] = wall
         result.history.append(record)
+        states = _gather(rng_state(rng), world)
+        if rank == 0:
+            write_history(fold_dir / "history.json", result.history)
+            save_checkpoint(checkpoint_file, {
+                "key": run_key, "epoch": epoch, "net": cpu_state(net), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
+                "rng": states, "ranking": result.ranking, "history": result.history, "wall_seconds": wall})
         if world > 1:
             torch.distributed.barrier()
+        if epoch_done is not None:
+            epoch_done(epoch)
     if rank == 0:
-        (fold_dir / "history.json").write_text(json.dumps(result.history, indent=1))
         plot_history(result.history, fold_dir / "training.png", f"fold {fold}")
         (fold_dir / "result.json").write_text(json.dumps({"key": key, "ranking": result.ranking}))
     return result
+
+
+def _broadcast(obj: Any, world: int) -> Any:
+    """Rank 0's object on every rank (the checkpoint every replica resumes from)."""
+    if world == 1:
+        return obj
+    box = [obj]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _gather(obj: Any, world: int) -> list[Any]:
+    """Every rank's object, by rank (each replica's RNG state for the checkpoint)."""
+    if world == 1:
+        return [obj]
+    out: list[Any] = [None] * world
+    torch.distributed.all_gather_object(out, obj)
+    return out
 
 
 def _fold_key(fold: int, train_cases, val_cases, cfg, channels, settings) -> str:
@@ -296,6 +389,16 @@ def _fold_key(fold: int, train_cases, val_cases, cfg, channels, settings) -> str
     what = {"fold": fold, "train": [c.case_id for c in train_cases], "val": [c.case_id for c in val_cases],
             "cfg": cfg, "channels": list(channels), "settings": settings}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def fold_started(fold: int, train_cases, val_cases, cfg, channels, settings, work_dir: Path) -> bool:
+    """Whether work_dir holds this fold's finished training or a checkpoint to resume it from."""
+    from ...models.training_runs import load_checkpoint
+
+    fold_dir = work_dir / f"fold_{fold}"
+    key = _fold_key(fold, train_cases, val_cases, cfg, channels, settings)
+    return (_finished_fold(fold, fold_dir, key) is not None
+            or load_checkpoint(fold_dir / "checkpoint.pt", f"{key}/{_dist()[1]}") is not None)
 
 
 def _finished_fold(fold: int, fold_dir: Path, key: str) -> Optional[FoldResult]:
