@@ -419,6 +419,7 @@ def test_image_file_case_gets_seg_nrrd_and_one_sentence_for_dicom(run_dir, repo_
     code, _, stderr = _cli(["export", str(sample), "--detections", str(run_dir / "det" / "detections.json"),
                             "--out", str(tmp_path / "b"), "--dicom-seg"])
     assert code == 2 and not (tmp_path / "b").exists()
+    stderr = "".join(line for line in stderr.splitlines(True) if not line.startswith("PROGRESS "))
     assert stderr.count("\n") == 1 and stderr.startswith("error: ") and "not as DICOM" in stderr
     t2_file = tmp_path / "t2.nrrd"
     sitk.WriteImage(sitk.Image(grid), str(t2_file))

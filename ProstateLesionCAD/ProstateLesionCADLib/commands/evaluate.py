@@ -46,6 +46,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--missing-cases", choices=("error", "empty", "skip"), default="error",
                         help="ground-truth cases without detections entry (and the reverse): stop with an error "
                              "(default), score them as without detections (empty), or leave them out (skip)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the metrics as JSON (the content of metrics.json) instead of the report")
 
 
 def run(args) -> int:
@@ -83,6 +85,11 @@ def run(args) -> int:
         write_report(result, stage)
         if voxel:
             voxel_roc.write_outputs(voxel, stage)
+    if args.json:
+        from pathlib import Path
+
+        print((Path(args.out) / "metrics.json").read_text(encoding="utf-8"))
+        return 0
     print(markdown_report(result) + (voxel_roc.markdown(voxel) if voxel else ""), end="")
     print(f"Wrote {args.out}/metrics.json, report.md and ROC plots.")
     return 0
