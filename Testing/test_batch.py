@@ -100,6 +100,10 @@ def test_a_second_run_skips_finished_cases_and_retries_the_broken_one(first_run,
     assert all(c["detections"] > 0 for c in summary["cases"] if c["status"] != FAILED)
     assert is_finished(resumed / GOOD[1])
     assert {name: (out / name / "detections.json").stat().st_mtime_ns for name in GOOD} == times
+    # one detections file of every finished case, for `evaluate`
+    cohort = read_detections(resumed / "detections.json")
+    assert [c.case_id for c in cohort.cases] == GOOD and cohort.model["name"] == DEMO_NAME
+    assert [c.probability_map for c in cohort.cases] == [resumed / name / "lesion-probability.nrrd" for name in GOOD]
 
 
 def test_list_files_and_several_paths_name_cases(first_run, studies, tmp_path, capsys):

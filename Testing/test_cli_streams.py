@@ -144,3 +144,22 @@ def test_the_slicer_runner_reads_progress_from_stderr_of_the_real_command(tmp_pa
         assert update.log[-1].startswith("1 phantoms written to ")  # the result, after the progress
     finally:
         update.cleanup()
+
+
+def test_zones_and_grow_write_their_label_maps_in_the_format_asked(case_dir, tmp_path, capsys):
+    from ProstateLesionCADLib.formats import read_ground_truth
+
+    assert cli.main(["-q", "zones", str(case_dir / "t2.nrrd"), "--backend", "cascade", "--format", "nii.gz",
+                     "--out", str(tmp_path / "z")]) == 0
+    report = json.loads((tmp_path / "z" / "zones.json").read_text())
+    assert report["label_map"] == "zones.nii.gz" and sorted(p.name for p in (tmp_path / "z").iterdir()) == \
+        ["zones.json", "zones.nii.gz"]
+    zones = read_image_file(tmp_path / "z" / "zones.nii.gz", "zones", label=True)
+    assert set(np.unique(sitk.GetArrayFromImage(zones))) == {0, 1, 2}
+    assert cli.main(["-q", "grow", str(case_dir), "--seeds", str(case_dir / "ground-truth.json"), "--format", "mha",
+                     "--out", str(tmp_path / "g")]) == 0
+    truth = read_ground_truth(tmp_path / "g" / "ground-truth.json").cases[0]
+    assert truth.lesion_mask == tmp_path / "g" / "lesions.mha" and not (tmp_path / "g" / "lesions.nrrd").exists()
+    mask = sitk.ReadImage(str(truth.lesion_mask))
+    assert mask.GetPixelID() == sitk.sitkUInt16 and sitk.GetArrayFromImage(mask).max() == len(truth.lesions)
+    assert capsys.readouterr().err == ""  # -q: nothing on stderr

@@ -10,7 +10,8 @@ that CASE_SOURCES recognises: a list file (one case path per line) or a folder o
 out_root/<case name>/ with the detector loaded once. A case whose outputs are complete there
 already (`is_finished`) is skipped, so a stopped batch resumes where it stopped; a case that
 fails is recorded with its one-sentence error and the batch goes on. Nothing of a case is
-kept in memory after it is written, so memory stays flat over a cohort.
+kept in memory after it is written, so memory stays flat over a cohort. At the end
+out_root/detections.json lists every finished case (one file for `prostate-cad evaluate`).
 """
 
 from __future__ import annotations
@@ -294,4 +295,18 @@ def detect_cases(cases: Sequence[BatchCase], package: ModelPackage, out_root: st
         outcomes.append(outcome)
         if on_case is not None:
             on_case(outcome)
+    write_cohort_detections(out_root, [out_root / o.case for o in outcomes if o.status != FAILED])
     return BatchReport(outcomes, {"name": package.name, "version": package.version})
+
+
+def write_cohort_detections(out_root: Path, case_dirs: Sequence[Path]) -> Optional[Path]:
+    """out_root/detections.json: the cases' own detections.json files joined into one (their
+    probability maps referenced where they are); None when no case finished."""
+    from .formats import DetectionSet, read_detections, write_detections
+
+    if not case_dirs:
+        return None
+    sets = [read_detections(folder / DETECTIONS_FILE) for folder in case_dirs]
+    path = out_root / DETECTIONS_FILE
+    write_detections(DetectionSet([c for s in sets for c in s.cases], model=sets[0].model), path)
+    return path

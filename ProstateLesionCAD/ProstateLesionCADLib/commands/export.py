@@ -24,14 +24,14 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from ..export import export_results
-    from ..progress import ConsoleProgress
+    from ..progress import ConsoleProgress, note
 
     formats = [name for name, on in (("dicom-seg", args.dicom_seg), ("dicom-sr", args.dicom_sr),
                                      ("seg-nrrd", args.seg_nrrd)) if on]
     result = export_results(args.path, args.out, detections=args.detections, zones=args.zones, formats=formats,
                             case_id=args.case_id, min_score=args.min_score, progress=ConsoleProgress())
     for message in result.messages:
-        print(f"note: {message}")
+        note(message)
     lesions = sum(1 for s in result.segments if s.lesion is not None)
     zones = len(result.segments) - lesions
     for name, path in result.files.items():
