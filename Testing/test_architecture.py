@@ -35,7 +35,7 @@ LAYERS = [
     {"study", "models"},
     {"phantoms", "registration", "preprocessing", "lesions", "evaluation", "export"},
     {"zones", "detection"},
-    {"pipeline"},
+    {"pipeline", "batch"},
     {"demo"},
     {"cli", "__main__", "capabilities", "requirements", "commands"},
 ]

@@ -63,7 +63,7 @@ def _refused(capsys, argv: list[str], *names: str, out: Path | None = None) -> s
         (out.parent / "keep.txt").write_text("earlier results\n")
         before = {p.name: p.read_bytes() for p in out.parent.iterdir()}
     capsys.readouterr()
-    code = cli.main([str(a) for a in argv])
+    code = cli.main(["-q", *map(str, argv)])  # quiet: stderr holds the error alone, no progress lines
     captured = capsys.readouterr()
     lines = [line for line in captured.err.splitlines() if line.strip()]
     assert code == 2, f"{argv}: exit {code}\n{captured.err}"

@@ -103,8 +103,9 @@ def test_atomic_file_gets_the_usual_mode(tmp_path):
 def test_progress_lines_parse_back(capsys):
     progress = ConsoleProgress()
     sub_progress(progress, 0.5, 1.0)(0.5, "half of the second half")
-    line = capsys.readouterr().out.strip()
-    assert parse_progress_line(line) == (75.0, "half of the second half")
+    captured = capsys.readouterr()
+    line = captured.err.strip()  # stderr: stdout holds results only
+    assert captured.out == "" and parse_progress_line(line) == (75.0, "half of the second half")
     assert parse_progress_line("something else") is None
 
 

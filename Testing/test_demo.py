@@ -24,7 +24,7 @@ def demo_run(tmp_path_factory):
     import io
 
     buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
+    with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):  # results and progress
         code = main(["demo", "--out", str(out), "--registration-starts", "2"])
     return code, out, buffer.getvalue()
 

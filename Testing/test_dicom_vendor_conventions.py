@@ -133,6 +133,6 @@ def test_load_verb_prints_the_unit_note(study_0000, tmp_path, capsys):
 
     dv.scaled_adc(study_0000, tmp_path, 7, others=[4, 6, 8], slope=1e-3)
     assert cli.main(["load", str(tmp_path)]) == 0
-    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note: ")]
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: ")]
     assert notes == ["note: ADC from series 7 'ep2d_diff_tra_DYNDIST_ADC': ADC stored in 10^-3 mm²/s "
                      f"(99th percentile {2919 * 1e-3:.4g}); multiplied by 1000 to 10^-6 mm²/s"]

@@ -131,7 +131,7 @@ def exported(study, run_dir):
     code, stdout, stderr = _cli(["export", str(study), "--detections", str(run_dir / "det" / "detections.json"),
                                  "--zones", str(run_dir / "zones" / "zones.nrrd"), "--out", str(out)])
     assert code == 0, stderr
-    return out, stdout
+    return out, (stdout, stderr)
 
 
 @pytest.fixture(scope="module")
@@ -192,11 +192,11 @@ def test_ascii_names_keep_the_panels_names():
 # ---------------------------------------------------------------- DICOM SEG
 
 def test_cli_writes_the_three_files(exported):
-    out, stdout = exported
+    out, (stdout, stderr) = exported
     assert sorted(p.name for p in out.iterdir()) == sorted([SEG_FILE, SR_FILE, SEG_NRRD_FILE])
     lines = stdout.splitlines()
     assert f"dicom-seg: {out / SEG_FILE} (5 lesions, 2 zones) of {CASE}" in lines
-    assert any(line.startswith("note: 1 of 6 detections left out") for line in lines)
+    assert any(line.startswith("note: 1 of 6 detections left out") for line in stderr.splitlines())  # notes: stderr
 
 
 def test_seg_refers_to_the_t2_and_reads_back_with_highdicom(exported, segments, t2_datasets, grid):
@@ -412,13 +412,14 @@ def test_seg_nrrd_round_trip_with_slicerio(exported, segments, grid):
 def test_image_file_case_gets_seg_nrrd_and_one_sentence_for_dicom(run_dir, repo_dir, grid, tmp_path):
     sample = repo_dir / "Resources" / "Sample" / CASE  # the same study as NRRD files (case.json)
     assert find_source(sample).dicom is None
-    code, stdout, _ = _cli(["export", str(sample), "--detections", str(run_dir / "det" / "detections.json"),
+    code, _, stderr = _cli(["export", str(sample), "--detections", str(run_dir / "det" / "detections.json"),
                             "--out", str(tmp_path / "a")])
     assert code == 0 and sorted(p.name for p in (tmp_path / "a").iterdir()) == [SEG_NRRD_FILE]
-    assert "note: no DICOM SEG or SR: " in stdout and "give the DICOM study folder instead" in stdout
+    assert "note: no DICOM SEG or SR: " in stderr and "give the DICOM study folder instead" in stderr
     code, _, stderr = _cli(["export", str(sample), "--detections", str(run_dir / "det" / "detections.json"),
                             "--out", str(tmp_path / "b"), "--dicom-seg"])
     assert code == 2 and not (tmp_path / "b").exists()
+    stderr = "".join(line for line in stderr.splitlines(True) if not line.startswith("PROGRESS "))
     assert stderr.count("\n") == 1 and stderr.startswith("error: ") and "not as DICOM" in stderr
     t2_file = tmp_path / "t2.nrrd"
     sitk.WriteImage(sitk.Image(grid), str(t2_file))
@@ -455,7 +456,7 @@ def test_sr_alone_brings_its_seg(study, run_dir, tmp_path):
                                  "--out", str(tmp_path), "--dicom-sr"])
     assert code == 0, stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([SEG_FILE, SR_FILE])
-    assert "the SEG is written with it" in stdout
+    assert "the SEG is written with it" in stderr  # a note: stderr
     seg = hd.seg.segread(tmp_path / SEG_FILE)
     assert [seg.get_segment_description(n).segment_label for n in (1, 2)] == ["Central gland", "Peripheral zone"]
 

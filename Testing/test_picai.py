@@ -43,7 +43,7 @@ def _cli(argv: list[str]) -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """The README's PI-CAI example: phantoms -> detect per case -> export --picai -> evaluate --picai."""
+    """The README's PI-CAI example: phantoms -> detect (the archive) -> export --picai -> evaluate --picai."""
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
     root = tmp_path_factory.mktemp("picai")
     archive, detections, maps = root / "archive", root / "detections", root / "maps"
@@ -51,10 +51,12 @@ def run(tmp_path_factory):
                     "--spacing-xy", "1.25", "--slices", "16", "--out", str(archive)])
     assert code == 0
     refs = list_cases(archive)
+    # the whole archive in one batch: one output folder per case reference
+    code, text = _cli(["detect", str(archive), "--model", DEMO_NAME, "--no-register", "--device", "cpu",
+                       "--out", str(detections)])
+    assert code == 0, text
+    assert sorted(p.name for p in detections.iterdir() if p.is_dir()) == [ref.name for ref in refs]
     for ref in refs:
-        code, text = _cli(["detect", str(ref), "--model", DEMO_NAME, "--no-register", "--device", "cpu",
-                           "--out", str(detections / ref.name)])
-        assert code == 0, text
         code, text = _cli(["export", str(ref), "--detections", str(detections / ref.name / "detections.json"),
                            "--picai", "--out", str(maps)])
         assert code == 0, text

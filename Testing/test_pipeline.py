@@ -85,7 +85,7 @@ def detect_runs(case_dir, tmp_path_factory):
             import io
 
             buffer = io.StringIO()
-            with contextlib.redirect_stdout(buffer):
+            with contextlib.redirect_stdout(buffer), contextlib.redirect_stderr(buffer):  # results and notes
                 code = cli.main(["detect", str(case_dir), "--model", model, "--out", str(out_root / model),
                                  "--zones", str(case_dir / "zones.nrrd"), "--transform",
                                  str(case_dir / "transform.h5"), "--device", "cpu"])

@@ -466,8 +466,8 @@ def test_cli_preprocess_writes_channels_and_refuses_bad_masks(case0000, tmp_path
     sitk.WriteImage(sitk.Cast(case0000.adc, sitk.sitkFloat32) / 1000.0, str(ktrans_path))
     assert main(["preprocess", str(sample_case_dir()), "--out", str(out), "--zones", str(zones_path),
                  "--ktrans", str(ktrans_path), "--normalise-over", "crop"]) == 0
-    text = capsys.readouterr().out
-    assert "PROGRESS 100.0" in text and "DWI_HIGH  DWI b800 (measured)" in text
+    captured = capsys.readouterr()
+    assert "PROGRESS 100.0" in captured.err and "DWI_HIGH  DWI b800 (measured)" in captured.out
     loaded = load_preprocessed(out)
     assert loaded.case_id == "ProstateX-0000" and loaded.geometry.center_source == "zones mask"
     assert loaded.normalise_over == "crop"

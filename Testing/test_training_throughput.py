@@ -154,7 +154,7 @@ def test_zones_training_history_resume_and_workers(tmp_path, capsys):
     argv = ["train", "zones", "--images", *map(str, images), "--labels", *map(str, labels), "--out",
             str(tmp_path / "cut"), "--steps", "4", "--batch", "2", "--patch", "32", "--val-every", "2"]
     assert cli_main(argv + ["--workers", "2", "--resume"]) == 0
-    assert "resuming after step 2/4" in capsys.readouterr().out
+    assert "resuming after step 2/4" in capsys.readouterr().err  # a progress note: stderr
     for name in ("cnn1.pt", "cnn2.pt"):
         assert _same(torch.load(tmp_path / "cut" / name, weights_only=True),
                      torch.load(tmp_path / "full" / name, weights_only=True))

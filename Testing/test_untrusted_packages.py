@@ -35,6 +35,7 @@ from ProstateLesionCADLib.errors import ModelError
 from ProstateLesionCADLib.models import archives, catalog
 from ProstateLesionCADLib.models.package import (MODEL_FORMAT, ModelPackage, find_model, installed_packages,
                                                  load_model_package, loaded_files, sha256_of, write_model_card)
+from ProstateLesionCADLib.progress import parse_progress_line
 from ProstateLesionCADLib.resources import bundled_models_dir
 
 DETECTOR, FOCALNET, CASCADE = "demo-retina-unet-phantoms", "focalnet-demo", "zones-demo-cascade"
@@ -57,7 +58,8 @@ def snapshot(root: Path) -> dict[str, str]:
 
 
 def one_sentence(err: str, *needles: str) -> str:
-    text = err.strip()
+    """The error sentence on stderr (progress lines before it are left aside)."""
+    text = "\n".join(line for line in err.strip().splitlines() if not parse_progress_line(line))
     assert "Traceback" not in err and "weights_only" not in err, err
     assert "\n" not in text and text.startswith("error: ") and text.endswith("."), err
     for needle in needles:

@@ -88,7 +88,7 @@ def test_zones_cli_writes_label_map_and_report(held_out, tmp_path, capsys):
     assert abs(v["prostate"] - truth_cm3) / truth_cm3 < 0.15
     assert report["models"]["central_gland"]["name"] == DEMO_MODEL and report["warnings"]  # synthetic-data note
     assert (out / "zones.png").stat().st_size > 5000
-    assert "PROGRESS" in capsys.readouterr().out
+    assert "PROGRESS" in capsys.readouterr().err  # progress on stderr, results on stdout
 
 
 def test_zones_cli_bad_inputs(tmp_path, capsys):
@@ -129,8 +129,8 @@ def test_train_zones_cli_writes_a_loadable_package(tmp_path, capsys):
     argv = ["train", "zones", "--images", *map(str, images), "--labels", *map(str, labels), "--out", str(out),
             "--steps", "6", "--batch", "2", "--patch", "32", "--val-every", "3", "--name", "tiny"]
     assert cli_main(argv) == 0
-    text = capsys.readouterr().out
-    assert "validation Dice prostate" in text and "PROGRESS" in text
+    captured = capsys.readouterr()
+    assert "validation Dice prostate" in captured.out and "PROGRESS" in captured.err
     package = load_model_package(out)
     assert package.task == "zones" and package.name == "tiny"
     dice_card = package.card["training"]["validation_dice"]
@@ -166,7 +166,7 @@ def test_demo_recipe_tool_writes_the_demo_package(tmp_path):
     out = tmp_path / "demo"
     proc = subprocess.run(tool + ["--out", str(out), "--cases", "3", "--steps", "2"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert "validation Dice prostate" in proc.stdout and "PROGRESS" in proc.stdout
+    assert "validation Dice prostate" in proc.stdout and "PROGRESS" in proc.stderr
     package = load_model_package(out)  # verifies sha256
     shipped = load_model_package(bundled_models_dir() / DEMO_MODEL)
     assert package.task == "zones" and package.name == DEMO_MODEL
@@ -180,5 +180,6 @@ def test_demo_recipe_tool_writes_the_demo_package(tmp_path):
     assert load_cascade(out).spacing_xy == zones_model.DEMO_RECIPE["spacing_xy"]
     # Too few phantoms to hold one out: one sentence, status 2, no package.
     proc = subprocess.run(tool + ["--out", str(tmp_path / "none"), "--cases", "1"], capture_output=True, text=True)
-    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "at least 2" in proc.stderr
+    error = "".join(line for line in proc.stderr.splitlines(True) if not line.startswith("PROGRESS "))
+    assert proc.returncode == 2 and error.startswith("error: ") and "at least 2" in error
     assert "Traceback" not in proc.stderr and not (tmp_path / "none").exists()

@@ -9,6 +9,9 @@ DEVELOPER_TOOLS names the modules of `commands/` that follow the same contract b
 not verbs: they rebuild or measure the bundled demo models and run as
 `python -m ProstateLesionCADLib.commands.<tool>` through `run_tool`.
 User errors (CadError) print one sentence and exit with status 2; no traceback.
+
+Streams: results go to stdout, progress, notes and errors to stderr (progress.py); the
+global -q / -v (before or after the verb) set how much of the latter is shown.
 """
 
 from __future__ import annotations
@@ -46,13 +49,31 @@ DEVELOPER_TOOLS: dict[str, str] = {
 }
 
 
+def _verbosity_options() -> argparse.ArgumentParser:
+    """-q / -v, accepted before the verb and after it (unset values do not override)."""
+    options = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    group = options.add_mutually_exclusive_group()
+    group.add_argument("-q", "--quiet", action="store_true", help="results and errors only (no progress, no notes)")
+    group.add_argument("-v", "--verbose", action="store_true", help="progress lines, notes and more detail on stderr")
+    return options
+
+
+def _verbosity_of(args: argparse.Namespace) -> int:
+    from .progress import NORMAL, QUIET, VERBOSE
+
+    given = vars(args)
+    return QUIET if given.get("quiet") else VERBOSE if given.get("verbose") else NORMAL
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="prostate-cad", description="Prostate lesion CAD on multiparametric MRI.")
+    verbosity = _verbosity_options()
+    parser = argparse.ArgumentParser(prog="prostate-cad", description="Prostate lesion CAD on multiparametric MRI.",
+                                     parents=[verbosity])
     parser.add_argument("--version", action="version", version=f"prostate-cad {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="<verb>")
     sub.required = True
     for verb, module in VERBS.items():
-        p = sub.add_parser(verb, help=module.HELP, description=module.HELP)
+        p = sub.add_parser(verb, help=module.HELP, description=module.HELP, parents=[verbosity])
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
     return parser
@@ -66,13 +87,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def run_tool(module: ModuleType, argv: Optional[Sequence[str]] = None) -> int:
     """Run a developer tool of DEVELOPER_TOOLS: its own parser, the verbs' error handling."""
     name = module.__spec__.name if module.__spec__ else module.__name__  # "__main__" under python -m
-    parser = argparse.ArgumentParser(prog=f"python -m {name}", description=module.HELP)
+    parser = argparse.ArgumentParser(prog=f"python -m {name}", description=module.HELP,
+                                     parents=[_verbosity_options()])
     module.add_arguments(parser)
     args = parser.parse_args(argv)
     return _run(module.run, args)
 
 
 def _run(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    from .progress import set_verbosity, verbosity
+
+    before = verbosity()  # restored afterwards: in-process callers (tests, scripts) run several commands
+    set_verbosity(_verbosity_of(args))
     try:
         return int(run(args) or 0)
     except CadError as exc:
@@ -85,6 +111,8 @@ def _run(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> 
         where = exc.filename if exc.filename is not None else "a file"
         print(f"error: {where}: {exc.strerror or exc}.", file=sys.stderr)
         return 2
+    finally:
+        set_verbosity(before)
 
 
 if __name__ == "__main__":

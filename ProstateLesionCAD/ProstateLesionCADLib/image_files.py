@@ -16,6 +16,8 @@ import SimpleITK as sitk
 from .errors import CaseError
 
 IMAGE_SUFFIXES = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
+# what --format may choose for the images a command writes -> file suffix
+OUTPUT_FORMATS = {"nrrd": ".nrrd", "nii.gz": ".nii.gz", "mha": ".mha"}
 GEOMETRY_TOL = 1e-3  # mm / direction cosine
 # Largest grid a stage may resample an image onto (a network's working grid, a registration
 # region): 2^24 voxels is 64 MB as float32, tens of times a prostate study's, and keeps the
@@ -97,6 +99,22 @@ def _storage_type(image: sitk.Image) -> int:
     return sitk.sitkFloat32
 
 
-def write_image_file(image: sitk.Image, path: str | os.PathLike) -> None:
-    """Compressed NRRD (or whatever the suffix says) in the smallest lossless pixel type."""
-    sitk.WriteImage(sitk.Cast(image, _storage_type(image)), str(path), useCompression=True)
+def with_format(name: str, image_format: str = "nrrd") -> str:
+    """An image file name with the suffix of `image_format` (a key of OUTPUT_FORMATS) in place of
+    its own, e.g. ("lesion-probability.nrrd", "mha") -> "lesion-probability.mha"."""
+    from .errors import ParameterError
+
+    if image_format not in OUTPUT_FORMATS:
+        raise ParameterError(f"Image format {image_format!r} is not one of {', '.join(OUTPUT_FORMATS)}.")
+    lower = name.lower()
+    suffix = max((s for s in IMAGE_SUFFIXES if lower.endswith(s)), key=len, default="")
+    return name[:len(name) - len(suffix)] + OUTPUT_FORMATS[image_format]
+
+
+def write_image_file(image: sitk.Image, path: str | os.PathLike, pixel_type: Optional[int] = None) -> None:
+    """Compressed NRRD, NIfTI or MHA as the suffix says, in the smallest lossless pixel type
+    (or `pixel_type`, e.g. sitk.sitkFloat32 for a probability map that must stay float)."""
+    if not is_image_file(path):
+        raise CaseError(f"{path}: an image file must end in {', '.join(OUTPUT_FORMATS.values())}.")
+    stored = _storage_type(image) if pixel_type is None else pixel_type
+    sitk.WriteImage(sitk.Cast(image, stored), str(path), useCompression=True)

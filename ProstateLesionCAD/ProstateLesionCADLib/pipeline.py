@@ -229,9 +229,10 @@ class Pipeline:
 
         return self._stage("detection", stage, progress)
 
-    def write(self, out_dir: str | os.PathLike, progress: Optional[ProgressCallback] = None) -> PipelineResult:
+    def write(self, out_dir: str | os.PathLike, progress: Optional[ProgressCallback] = None,
+              image_format: str = "nrrd") -> PipelineResult:
         def stage(r: PipelineResult, progress: ProgressCallback) -> None:
-            write_detection_outputs(out_dir, r.detections, r.probability, r.model)
+            write_detection_outputs(out_dir, r.detections, r.probability, r.model, image_format)
             r.out_dir = Path(out_dir)
             progress(1.0, f"{len(r.detections.detections)} detections written to {out_dir}")
 
@@ -260,7 +261,7 @@ def run_pipeline(case: Case, model_package: ModelPackage, out_dir: str | os.Path
                  transform: Optional[sitk.Transform] = None, register_preset: Optional[str] = "paper",
                  registration_starts: Optional[int] = None, zones_backend: str = "taps", drop: Sequence[str] = (),
                  tta: bool = False, device: str = "auto", detector: Any = None,
-                 progress: Optional[ProgressCallback] = None) -> PipelineResult:
+                 progress: Optional[ProgressCallback] = None, image_format: str = "nrrd") -> PipelineResult:
     """Every stage on one case; writes out_dir/detections.json and out_dir/lesion-probability.nrrd.
 
     zones / prostate: masks on any grid (zones 1 = CG, 2 = PZ), else the case's own.
@@ -268,6 +269,7 @@ def run_pipeline(case: Case, model_package: ModelPackage, out_dir: str | os.Path
     register_preset: "paper" or "fast" for automatic registration, None for none.
     drop, tta: Retina U-Net channel ablation and mirror test-time augmentation.
     detector: a detector already loaded by `load_detector` for this package (several cases).
+    image_format: the probability map's file format (image_files.OUTPUT_FORMATS).
     """
     pipeline = Pipeline(case, model_package, zones=zones, prostate=prostate, transform=transform,
                         register_preset=register_preset, registration_starts=registration_starts,
@@ -275,4 +277,4 @@ def run_pipeline(case: Case, model_package: ModelPackage, out_dir: str | os.Path
     stages = (pipeline.segment_zones, pipeline.register, pipeline.preprocess, pipeline.detect)
     for name, stage in zip(STAGES, stages):
         stage(sub_progress(progress, *STAGE_SHARES[name]))
-    return pipeline.write(out_dir, sub_progress(progress, *STAGE_SHARES["outputs"]))
+    return pipeline.write(out_dir, sub_progress(progress, *STAGE_SHARES["outputs"]), image_format)

@@ -1,9 +1,11 @@
 """Run a `prostate-cad` verb as a child process of Slicer's Python, without blocking the GUI.
 
 Qt-free (tested in plain Python). `BackgroundProcess` is one child: it starts the process
-with its output piped, and a reader thread queues the lines; `poll()` turns
-`PROGRESS <pct> <msg>` lines into (percent, message) and reports when the process ended,
-with the CLI's one-sentence error on failure; `cancel()` asks the child and every process
+with stdout and stderr piped into one stream (the CLI writes results to stdout and its
+`PROGRESS`, `note:` and `error:` lines to stderr; one pipe keeps them in the order written),
+and a reader thread queues the lines; `poll()` turns `PROGRESS <pct> <msg>` lines into
+(percent, message) and reports when the process ended, with the CLI's one-sentence error
+on failure; `cancel()` asks the child and every process
 it started to end and returns at once: the polls that follow kill what still runs
 KILL_AFTER_S later (process_tree.py), so the panel never waits on a cancel. The child runs
 in Slicer's startup environment (`startup_environment()`), as Slicer itself starts
@@ -116,6 +118,7 @@ class BackgroundProcess:
         self._state = RUNNING
 
     def start(self) -> None:
+        # stderr joins stdout: progress, notes and errors arrive there, interleaved with results as written
         self._process = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=self.env,
                                          cwd=str(self.work_dir), text=True, encoding="utf-8", errors="replace",
                                          bufsize=1, **process_tree.popen_options())

@@ -57,6 +57,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--picai-min-overlap", type=float, default=0.1,
                         help="PI-CAI: overlap a candidate needs with a lesion to hit it (default 0.1)")
     parser.add_argument("--picai-overlap", choices=("IoU", "DSC"), default="IoU", help="PI-CAI: overlap measure (default IoU)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the metrics as JSON (the content of metrics.json) instead of the report")
 
 
 def run(args) -> int:
@@ -115,6 +117,11 @@ def run(args) -> int:
             voxel_roc.write_outputs(voxel, stage)
         if args.picai:
             picai.append_to_report(result["picai"], stage)
+    if args.json:
+        from pathlib import Path
+
+        print((Path(args.out) / "metrics.json").read_text(encoding="utf-8"))
+        return 0
     print(markdown_report(result) + (voxel_roc.markdown(voxel) if voxel else "") + picai_text, end="")
     print(f"Wrote {args.out}/metrics.json, report.md and ROC plots.")
     return 0

@@ -32,7 +32,7 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     from ..export import export_results
-    from ..progress import ConsoleProgress
+    from ..progress import ConsoleProgress, note
     from ._numbers import number
 
     number(args.min_score, "--min-score", 0, 1)
@@ -43,7 +43,7 @@ def run(args) -> int:
     result = export_results(args.path, args.out, detections=args.detections, zones=args.zones, formats=formats,
                             case_id=args.case_id, min_score=args.min_score, progress=ConsoleProgress())
     for message in result.messages:
-        print(f"note: {message}")
+        note(message)
     lesions = sum(1 for s in result.segments if s.lesion is not None)
     zones = len(result.segments) - lesions
     for name, path in result.files.items():

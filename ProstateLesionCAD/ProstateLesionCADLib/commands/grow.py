@@ -15,6 +15,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--transform", default=None, help="registration transform (ITK .h5/.tfm) applied to "
                                                           "the high-b DWI before growing (Ktrans stays as acquired, as in the paper)")
     parser.add_argument("--max-volume-cc", type=float, default=10.0, help="clip a lesion larger than this (cm3)")
+    parser.add_argument("--format", default="nrrd", choices=("nrrd", "nii.gz", "mha"), dest="image_format",
+                        help="file format of the lesion label map (default nrrd); ground-truth.json names the file")
 
 
 def run(args) -> int:
@@ -24,7 +26,8 @@ def run(args) -> int:
 
     from ..study.loading import load_case
     from ..errors import CaseError
-    from ..lesions.annotation_files import write_annotation
+    from ..image_files import with_format
+    from ..lesions.annotation_files import LABELS_FILE, write_annotation
     from ..lesions.growing import GrowParams, grow_lesions, growing_sequences
     from ..progress import ConsoleProgress, sub_progress
     from ..lesions.seeds import read_seeds
@@ -55,10 +58,11 @@ def run(args) -> int:
                                    sub_progress(progress, 0.3, 0.95))
     write_annotation(args.out, case.case_id, labels, [r.seed for r in reports],
                      label_of={r.seed.id: r.label for r in reports},
-                     extra_json={"grow.json": {"case_id": case.case_id, "lesions": [r.summary() for r in reports]}})
+                     extra_json={"grow.json": {"case_id": case.case_id, "lesions": [r.summary() for r in reports]}},
+                     image_format=args.image_format)
     for r in reports:
         flags = ", ".join(r.flags) or "none"
         voted = "/".join(v.sequence for v in r.votes if v.status == "voted") or "none"
         print(f"lesion {r.seed.id}: GGG{r.seed.ggg} {r.volume_cc:.2f} cm3, sequences {voted}, flags {flags}")
-    progress(1.0, f"wrote {Path(args.out) / 'lesions.nrrd'}")
+    progress(1.0, f"wrote {Path(args.out) / with_format(LABELS_FILE, args.image_format)}")
     return 0

@@ -149,7 +149,7 @@ def run(args) -> int:
     import sys
 
     from ..study.loading import load_case
-    from ..progress import ConsoleProgress, sub_progress
+    from ..progress import ConsoleProgress, note, sub_progress
 
     progress = ConsoleProgress(stream=sys.stderr) if args.json else ConsoleProgress()
     choose = parse_choices(args.choose)
@@ -169,8 +169,8 @@ def run(args) -> int:
     print(f"case {case.case_id}")
     for line in role_lines(case):
         print(line)
-    for note in case.notes:  # e.g. an ADC map converted from other units
-        print(f"note: {note}")
+    for message in case.notes:  # e.g. an ADC map converted from other units
+        note(message)
     extra = unused_lines(case)
     if extra:
         print("unused:")

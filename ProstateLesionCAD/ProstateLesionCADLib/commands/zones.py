@@ -16,6 +16,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--model", default=DEMO_MODEL, metavar="NAME|PATH",
                         help="zones model package (name of an installed one, or its folder) for the cascade")
     parser.add_argument("--png", action="store_true", help="also write zones.png with the zone contours")
+    parser.add_argument("--format", default="nrrd", choices=("nrrd", "nii.gz", "mha"), dest="image_format",
+                        help="file format of the label map (default nrrd); zones.json names the file")
 
 
 def run(args) -> int:
@@ -23,7 +25,7 @@ def run(args) -> int:
 
     from ..image_files import is_image_file, read_image_file
     from ..output_files import staged_output_dir
-    from ..progress import ConsoleProgress, sub_progress
+    from ..progress import ConsoleProgress, note, sub_progress
     from ..zones.segment import contour_png, segment_zones, write_outputs
 
     progress = ConsoleProgress()
@@ -42,16 +44,16 @@ def run(args) -> int:
     result = segment_zones(t2, backend=args.backend, model=args.model, case_id=case_id,
                            progress=sub_progress(progress, 0.1, 0.98))
     with staged_output_dir(args.out) as stage:
-        write_outputs(result, stage)
+        written = write_outputs(result, stage, args.image_format)
         if args.png:
             contour_png(t2, result.zones, stage / "zones.png", f"{case_id} zones ({args.backend})")
     report = result.report
     vol = report["volumes_cm3"]
     print(f"zones of {case_id}: prostate {vol['prostate']:.1f} cm³, central gland {vol['central_gland']:.1f} cm³, "
-          f"peripheral zone {vol['peripheral_zone']:.1f} cm³ -> {Path(args.out) / 'zones.nrrd'}")
+          f"peripheral zone {vol['peripheral_zone']:.1f} cm³ -> {Path(args.out) / written['zones'].name}")
     for flag in report["qc"]["flags"]:
         print(f"QC: {flag}")
     for warning in report["warnings"]:
-        print(f"note: {warning}")
+        note(warning)
     progress(1.0, "zones done")
     return 0

@@ -6,7 +6,8 @@ probability map on the detector's own grid. `write_detection_outputs` writes
 - DIR/detections.json: prostate-cad-detections/1 (ARCHITECTURE.md), one case, with the model's
   name, version and intended use;
 - DIR/lesion-probability.nrrd: the probability map on the T2 grid (float32, 0 outside the
-  detector's field of view), referenced from detections.json;
+  detector's field of view), referenced from detections.json (.nii.gz or .mha with
+  `image_format`);
 
 in a staged folder, so a failure leaves nothing half-written.
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from ..formats import DetectionCase, DetectionSet, write_detections
+from ..image_files import with_format, write_image_file
 from ..models.package import ModelPackage
 from ..output_files import staged_output_dir
 
@@ -48,13 +50,14 @@ def model_entry(pkg: ModelPackage) -> dict:
 
 
 def write_detection_outputs(out_dir: str | os.PathLike, detections: DetectionCase, probability_t2: sitk.Image,
-                            pkg: ModelPackage) -> dict[str, Path]:
-    """Write DIR/detections.json and DIR/lesion-probability.nrrd (staged); afterwards
-    `detections.probability_map` points at the written map. Returns the paths by role."""
+                            pkg: ModelPackage, image_format: str = "nrrd") -> dict[str, Path]:
+    """Write DIR/detections.json and DIR/lesion-probability.nrrd (.nii.gz, .mha: `image_format`),
+    staged; afterwards `detections.probability_map` points at the written map. Returns the paths by role."""
     out = Path(out_dir)
+    name = with_format(PROBABILITY_FILE, image_format)
     with staged_output_dir(out) as stage:
-        sitk.WriteImage(sitk.Cast(probability_t2, sitk.sitkFloat32), str(stage / PROBABILITY_FILE), True)
-        staged = DetectionCase(detections.case_id, detections.detections, stage / PROBABILITY_FILE)
+        write_image_file(probability_t2, stage / name, pixel_type=sitk.sitkFloat32)
+        staged = DetectionCase(detections.case_id, detections.detections, stage / name)
         write_detections(DetectionSet([staged], model=model_entry(pkg)), stage / DETECTIONS_FILE)
-    detections.probability_map = out / PROBABILITY_FILE
-    return {"detections": out / DETECTIONS_FILE, "probability": out / PROBABILITY_FILE}
+    detections.probability_map = out / name
+    return {"detections": out / DETECTIONS_FILE, "probability": out / name}

@@ -1,7 +1,8 @@
 """The detections to evaluate: one detections file, or a folder of `prostate-cad detect` runs.
 
-A folder is read as every `detections.json` one level below it (`<folder>/<run>/detections.json`,
-as `detect --out <folder>/<case>` leaves them) plus its own, merged into one set. The runs must
+A folder holding its own `detections.json` (what a batch `detect` leaves: every finished case)
+is read as that file; otherwise as every `detections.json` one level below it
+(`<folder>/<run>/detections.json`, as `detect --out <folder>/<case>` leaves them), merged into one set. The runs must
 come from one model and name each case once.
 """
 
@@ -19,7 +20,9 @@ def load_detections(path: str | Path) -> DetectionSet:
     path = Path(path)
     if not path.is_dir():
         return read_detections(path)
-    files = sorted(path.glob(f"*/{DETECTIONS_FILE}")) + sorted(path.glob(DETECTIONS_FILE))
+    if (path / DETECTIONS_FILE).is_file():  # a batch's output folder: its merged file lists every run
+        return read_detections(path / DETECTIONS_FILE)
+    files = sorted(path.glob(f"*/{DETECTIONS_FILE}"))
     if not files:
         raise FormatError(f"{path}: no {DETECTIONS_FILE} in the folder or its sub-folders.")
     merged = DetectionSet([])

@@ -12,6 +12,7 @@ from typing import Any, Optional, Sequence
 import SimpleITK as sitk
 
 from ..formats import GroundTruthCase, GroundTruthSet, Lesion, write_ground_truth
+from ..image_files import with_format, write_image_file
 from ..output_files import staged_output_dir
 from .growing import Seed
 
@@ -21,16 +22,18 @@ GROUND_TRUTH_FILE = "ground-truth.json"
 
 def write_annotation(out_dir: str | Path, case_id: str, labels: sitk.Image, seeds: Sequence[Seed],
                      label_of: Optional[dict[int, int]] = None,
-                     extra_json: Optional[dict[str, Any]] = None) -> Path:
-    """Write out_dir/lesions.nrrd + ground-truth.json (and any `extra_json` files, name ->
-    object) in one staged step; returns the ground-truth path. `label_of` maps a seed id
-    to its label in `labels` (default: the seed id). The patient's GGG is the highest."""
+                     extra_json: Optional[dict[str, Any]] = None, image_format: str = "nrrd") -> Path:
+    """Write out_dir/lesions.nrrd (.nii.gz, .mha: `image_format`) + ground-truth.json (and any
+    `extra_json` files, name -> object) in one staged step; returns the ground-truth path.
+    `label_of` maps a seed id to its label in `labels` (default: the seed id). The patient's
+    GGG is the highest."""
     label_of = label_of or {}
     case = GroundTruthCase(case_id, [Lesion(s.id, s.ggg, s.center_lps, label_of.get(s.id, s.id)) for s in seeds],
                            patient_ggg=max(s.ggg for s in seeds))
     with staged_output_dir(out_dir) as stage:
-        sitk.WriteImage(sitk.Cast(labels, sitk.sitkUInt16), str(stage / LABELS_FILE), True)
-        case.lesion_mask = stage / LABELS_FILE
+        name = with_format(LABELS_FILE, image_format)
+        write_image_file(labels, stage / name, pixel_type=sitk.sitkUInt16)
+        case.lesion_mask = stage / name
         write_ground_truth(GroundTruthSet([case]), stage / GROUND_TRUTH_FILE)
         for name, content in (extra_json or {}).items():
             (stage / name).write_text(json.dumps(content, indent=1))

@@ -98,13 +98,18 @@ def segment_zones(t2: sitk.Image, backend: str = "taps", model: str | os.PathLik
     return ZonesResult(zones, report)
 
 
-def write_outputs(result: ZonesResult, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """zones.nrrd + zones.json into out_dir (callers stage the folder; see staged_output_dir)."""
+def write_outputs(result: ZonesResult, out_dir: str | os.PathLike, image_format: str = "nrrd") -> dict[str, Path]:
+    """zones.nrrd (.nii.gz, .mha: `image_format`) + zones.json naming it, into out_dir (callers
+    stage the folder; see staged_output_dir)."""
+    from ..image_files import with_format, write_image_file
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"zones": out / "zones.nrrd", "report": out / "zones.json"}
-    sitk.WriteImage(sitk.Cast(result.zones, sitk.sitkUInt8), str(paths["zones"]), True)
-    paths["report"].write_text(json.dumps(result.report, indent=1, ensure_ascii=False), encoding="utf-8")
+    name = with_format("zones.nrrd", image_format)
+    paths = {"zones": out / name, "report": out / "zones.json"}
+    write_image_file(result.zones, paths["zones"], pixel_type=sitk.sitkUInt8)
+    report = dict(result.report, label_map=name)
+    paths["report"].write_text(json.dumps(report, indent=1, ensure_ascii=False), encoding="utf-8")
     return paths
 
 

@@ -3,6 +3,7 @@
 figures written into out_dir). BENCHMARKS lists them in the order the report shows them."""
 
 BENCHMARKS = (
+    "batch",
     "case_loading",
     "detector",
     "evaluation",
