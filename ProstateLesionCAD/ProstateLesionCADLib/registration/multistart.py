@@ -13,7 +13,11 @@ How starts differ (all derived from `(seed, start_index)`, so a run is reproduci
   reaches the working region are perturbed (the others receive no metric gradient and stay
   zero, which keeps the transform smooth and the identity far from the prostate);
 - the metric uses every voxel of the working region (no random sampling), so the
-  initialisation is the only thing that differs between starts.
+  initialisation is the only thing that differs between starts. Settings can make a start
+  cheaper (`metric_fraction`: random samples seeded from (seed, start, level);
+  `metric_margin_mm`: only the gland plus a margin; `level_shrink`: coarser grids for the coarse
+  levels; `convergence_window`: early stop); README's registration section has what they cost
+  and gain.
 
 Each start runs coarse to fine: Mattes MI between gradient images smoothed with 3, then 1.5,
 then 1 mm, each level continuing the previous level's BSpline with a 4x smaller first step.
@@ -66,6 +70,20 @@ class RegistrationSettings:
     relaxation: float = 0.5
     init_translation_sd_mm: float = 2.0
     init_coefficient_sd_mm: float = 0.5
+    # What one metric evaluation costs (multilevel method). `metric_fraction`: None = every voxel;
+    # else that share of the fixed voxels, drawn at random once per level with a seed from
+    # (seed, start, level), so a start is reproducible. `metric_margin_mm`: None = the whole
+    # working region; else only the scoring regions (zones or prostate) dilated by that margin
+    # (the whole region when no mask is known). `level_shrink`: in-plane shrink factor of the
+    # fixed grid per level, coarse to fine (() = every level at the working spacing).
+    metric_fraction: Optional[float] = None
+    metric_margin_mm: Optional[float] = None
+    metric_mask_levels: Optional[int] = None  # how many of the finest levels use that mask (None: all)
+    level_shrink: tuple[int, ...] = ()
+    # Early stop: a level ends once its loss improved by less than `convergence_tolerance`
+    # (relative) over the last `convergence_window` iterations (0: every level runs `iterations`).
+    convergence_window: int = 0
+    convergence_tolerance: float = 1e-3
     # "multilevel" (ours) or "released" (the authors' reg_lib.py). The released method reads only
     # starts, histogram_bins, grid_spacing_mm, iterations (per level) and the fields below.
     method: str = "multilevel"
@@ -106,7 +124,8 @@ class RegistrationProblem:
     moving_features_mi: sitk.Image  # ADC gradient magnitude at the finest level, clipped/normalised
     domain: sitk.Image  # image whose physical extent is the BSpline domain (T2, small copy)
     regions: ScoringRegions
-    coarse_levels_mi: list[tuple[sitk.Image, sitk.Image]] = field(default_factory=list)  # (fixed, moving) before it
+    # what the optimiser sees, coarse to fine: (fixed, moving, fixed mask or None) per level
+    levels_mi: list[tuple[sitk.Image, sitk.Image, Optional[sitk.Image]]] = field(default_factory=list)
 
 
 @dataclass
@@ -180,10 +199,16 @@ def run_start(problem: RegistrationProblem | released.ReleasedProblem, settings:
     began, cpu_began = time.perf_counter(), time.process_time()
     transform, translation = initial_bspline(problem, settings, start_index, seed)
     trace: list[float] = []
-    levels = list(problem.coarse_levels_mi) + [(problem.fixed_features_mi, problem.moving_features_mi)]
+    levels = problem.levels_mi or [(problem.fixed_features_mi, problem.moving_features_mi, None)]
     try:
-        for level, (fixed, moving) in enumerate(levels):
+        for level, (fixed, moving, mask) in enumerate(levels):
             method = _level_method(settings, settings.step_mm * settings.level_step_factor ** level, transform, trace)
+            if mask is not None:
+                method.SetMetricFixedMask(mask)
+            if settings.metric_fraction is not None:
+                method.SetMetricSamplingStrategy(method.RANDOM)
+                method.SetMetricSamplingPercentage(float(settings.metric_fraction),
+                                                   _sampling_seed(seed, start_index, level))
             method.Execute(fixed, moving)
     except RuntimeError as exc:  # e.g. too few samples mapped inside the moving image
         return StartResult(start_index, None, None, None, len(trace), "failed", time.perf_counter() - began,
@@ -209,14 +234,19 @@ def _run_released_start(problem: released.ReleasedProblem, settings: Registratio
                        cpu_seconds=time.process_time() - cpu_began)
 
 
+def _sampling_seed(seed: int, start_index: int, level: int) -> int:
+    """ITK's sampling seed for one level of one start (never 0: ITK reads 0 as "wall clock")."""
+    return int(np.random.default_rng([int(seed), int(start_index), int(level)]).integers(1, 2 ** 31 - 1))
+
+
 def _level_method(settings: RegistrationSettings, step_mm: float, transform: sitk.BSplineTransform,
                   trace: list[float]) -> sitk.ImageRegistrationMethod:
     """The registration of one pyramid level, continuing `transform` in place."""
     method = sitk.ImageRegistrationMethod()
     method.SetNumberOfThreads(1)
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=settings.histogram_bins)
-    # Every voxel of the working region: ITK's random sampling made the descent drift
-    # (the metric got worse step after step on phantoms), and the region is small.
+    # Every voxel by default: ITK's random sampling made the descent drift on phantoms (the
+    # metric got worse step after step); `metric_fraction` asks for random samples (`run_start`).
     method.SetMetricSamplingStrategy(method.NONE)
     method.SetInterpolator(sitk.sitkLinear)
     # Gradient descent with a regular step along the normalised gradient, halved whenever the
@@ -232,7 +262,18 @@ def _level_method(settings: RegistrationSettings, step_mm: float, transform: sit
     method.SetShrinkFactorsPerLevel([1])
     method.SetSmoothingSigmasPerLevel([0.0])
     method.SetInitialTransform(transform, inPlace=True)
-    method.AddCommand(sitk.sitkIterationEvent, lambda: trace.append(method.GetMetricValue()))
+    first = len(trace)
+    window = settings.convergence_window
+
+    def on_iteration() -> None:
+        trace.append(method.GetMetricValue())
+        level_trace = trace[first:]
+        if window and len(level_trace) > window:
+            before, now = level_trace[-1 - window], level_trace[-1]
+            if before - now < settings.convergence_tolerance * abs(before):  # the loss falls as MI rises
+                method.StopRegistration()
+
+    method.AddCommand(sitk.sitkIterationEvent, on_iteration)
     return method
 
 

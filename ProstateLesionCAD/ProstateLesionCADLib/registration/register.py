@@ -193,6 +193,17 @@ def build_problem(t2: sitk.Image, adc: sitk.Image, zones: Optional[sitk.Image] =
     levels = [(normalise_for_mi(gradient_magnitude(fixed, sigma), union),
                normalise_for_mi(gradient_magnitude(moving, sigma))) for sigma in settings.gradient_sigmas_mm]
     fixed_score_grad = gradient_magnitude(fixed, settings.score_sigma_mm)
+    metric_mask = _metric_mask(fixed, union, regions.kind, settings)
+    shrink = list(settings.level_shrink) + [1] * (len(levels) - len(settings.level_shrink))
+    masked_from = 0 if settings.metric_mask_levels is None else len(levels) - int(settings.metric_mask_levels)
+    levels_mi = []
+    for index, ((fixed_level, moving_level), factor) in enumerate(zip(levels, shrink)):
+        mask = metric_mask if index >= masked_from else None
+        if factor > 1:  # the gradients are smoothed at this level's sigma: averaging them loses little
+            fixed_level = sitk.BinShrink(fixed_level, [int(factor), int(factor), 1])
+            mask = None if mask is None else sitk.Resample(mask, fixed_level, sitk.Transform(),
+                                                           sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+        levels_mi.append((fixed_level, moving_level, mask))
     # The BSpline domain: T2's full extent (a 1-voxel-thick copy would do, but keep geometry exact).
     domain = sitk.Image([int(v) for v in t2.GetSize()], sitk.sitkUInt8)
     domain.CopyInformation(t2)
@@ -200,8 +211,23 @@ def build_problem(t2: sitk.Image, adc: sitk.Image, zones: Optional[sitk.Image] =
                                fixed_features_mi=levels[-1][0],
                                moving_image=moving,
                                moving_features_mi=levels[-1][1],
-                               coarse_levels_mi=levels[:-1],
+                               levels_mi=levels_mi,
                                domain=domain, regions=regions)
+
+
+def _metric_mask(fixed: sitk.Image, union: np.ndarray, kind: str,
+                 settings: RegistrationSettings) -> Optional[sitk.Image]:
+    """Where the optimiser's metric is sampled: the scoring regions dilated by the preset's
+    margin, or None (the whole working region) without a margin or without a mask."""
+    if settings.metric_margin_mm is None or kind == "central":
+        return None
+    gland = sitk.GetImageFromArray(union.astype(np.uint8))
+    gland.CopyInformation(fixed)
+    distance = sitk.SignedMaurerDistanceMap(gland, insideIsPositive=False, squaredDistance=False,
+                                            useImageSpacing=True)
+    mask = sitk.Cast(distance <= float(settings.metric_margin_mm), sitk.sitkUInt8)
+    mask.CopyInformation(fixed)
+    return mask
 
 
 def _settings_for(preset: str | RegistrationSettings, starts: Optional[int]) -> RegistrationSettings:

@@ -215,7 +215,8 @@ def run(out_dir, progress) -> str:
             cell = f"{found['criterion']:.3f}"
             if "starts" in found:
                 cell += (f" ({found['starts']} starts, {found['chosen']}, score {found['score']}, "
-                         f"{found['cpu_s']:.0f} CPU s, {found['wall_s']:.0f} s on {found['workers']} processes)")
+                         f"{found['cpu_s']:.0f} CPU s, {found['cpu_s'] / max(1, found['starts']):.1f} per start, "
+                         f"{found['wall_s']:.0f} s on {found['workers']} processes)")
             row[result["case"]] = cell
         rows.append(row)
     text = ("Criterion: correlation of the T2 and registered-ADC gradient magnitudes (Gaussian "
@@ -232,11 +233,13 @@ def run(out_dir, progress) -> str:
         tre_rows = [{"candidate": name, "mean TRE mm": f"{sum(v) / len(v):.2f}",
                      "worst TRE mm": f"{max(v):.2f}",
                      "identity kept": "" if name == "identity" else f"{r['identity_kept'][name]} of {len(v)}",
-                     "CPU s": "" if name == "identity" else f"{r['cpu_s'][name]:.0f}"}
+                     "CPU s": "" if name == "identity" else f"{r['cpu_s'][name]:.0f}",
+                     "CPU s per start": "" if name == "identity" else f"{r['cpu_s'][name] / (len(v) * phantom_starts):.2f}"}
                     for name, v in r["tre"].items()]
         text += (f"\nTRE on {n_phantoms} phantoms (seeds 0–{n_phantoms - 1}, known {PHANTOM_DEFORMATION_MM:g} mm "
                  f"deformation; lesion centres and gland surface points), {phantom_starts} starts per preset:\n\n"
-                 + table(tre_rows, ["candidate", "mean TRE mm", "worst TRE mm", "identity kept", "CPU s"]))
+                 + table(tre_rows, ["candidate", "mean TRE mm", "worst TRE mm", "identity kept", "CPU s",
+                                   "CPU s per start"]))
     if notes:
         text += "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
     return text
