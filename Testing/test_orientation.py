@@ -9,6 +9,7 @@ describe exactly the same physical images before anything is compared."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import shutil
@@ -20,8 +21,9 @@ import SimpleITK as sitk
 
 from ProstateLesionCADLib import cli
 from ProstateLesionCADLib.demo.detector_model import DEMO_NAME, demo_phantom
-from ProstateLesionCADLib.orientation import CANONICAL, onto_grid, orientation_code, to_canonical
+from ProstateLesionCADLib.orientation import CANONICAL, canonical_case, onto_grid, orientation_code, to_canonical
 from ProstateLesionCADLib.phantoms.generate import write_phantom
+from ProstateLesionCADLib.study.loading import load_case
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -200,3 +202,16 @@ def test_canonical_order_is_lossless_and_leaves_today_s_inputs_untouched(repo_di
         back = onto_grid(canonical, copy)
         np.testing.assert_array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(copy))
         assert back.GetOrigin() == copy.GetOrigin() and back.GetDirection() == copy.GetDirection()
+
+
+def test_canonical_case_reorders_every_image_and_returns_a_canonical_case_itself(repo_dir):
+    case = load_case(repo_dir / "Resources" / "Sample" / "ProstateX-0000")
+    assert canonical_case(case) is case
+    perm, flip = COPIES["permuted"]
+    moved = dataclasses.replace(case, t2=reordered(case.t2, perm, flip), adc=reordered(case.adc, perm, flip),
+                                dwi={b: reordered(image, perm, flip) for b, image in case.dwi.items()})
+    back = canonical_case(moved)
+    assert back is not moved and back.used is moved.used and back.dwi_computed is moved.dwi_computed
+    for original, canonical in [(case.t2, back.t2), (case.adc, back.adc)] + [(case.dwi[b], back.dwi[b]) for b in case.dwi]:
+        assert orientation_code(canonical) == CANONICAL
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(canonical), sitk.GetArrayFromImage(original))

@@ -74,12 +74,15 @@ def array_onto_grid(array_zyx: np.ndarray, canonical: sitk.Image, reference: sit
 
 
 def _canonical_value(value: Any) -> Any:
+    """Images (alone, in a dict, list or tuple) in the canonical order; `value` itself when none changes."""
     if isinstance(value, sitk.Image):
         return to_canonical(value)
-    if isinstance(value, dict) and any(isinstance(v, sitk.Image) for v in value.values()):
-        return {k: _canonical_value(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)) and any(isinstance(v, sitk.Image) for v in value):
-        return type(value)(_canonical_value(v) for v in value)
+    if isinstance(value, dict):
+        new = {k: _canonical_value(v) for k, v in value.items()}
+        return value if all(new[k] is value[k] for k in value) else new
+    if isinstance(value, (list, tuple)):
+        items = [_canonical_value(v) for v in value]
+        return value if all(a is b for a, b in zip(items, value)) else type(value)(items)
     return value
 
 
@@ -90,11 +93,6 @@ def canonical_case(case: T) -> T:
     for f in dataclasses.fields(case):
         value = getattr(case, f.name)
         new = _canonical_value(value)
-        if new is not value and (not isinstance(new, (dict, list, tuple))
-                                 or any(a is not b for a, b in zip(_values(new), _values(value)))):
+        if new is not value:
             changes[f.name] = new
     return dataclasses.replace(case, **changes) if changes else case
-
-
-def _values(container) -> list:
-    return list(container.values()) if isinstance(container, dict) else list(container)
