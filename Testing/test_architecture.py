@@ -31,7 +31,7 @@ MODULE_FILES = {"ProstateLesionCAD": REPO / "ProstateLesionCAD" / "ProstateLesio
 
 LAYERS = [
     {"errors", "progress", "output_files", "resources", "device", "coordinates", "ggg_palette", "formats",
-     "image_files", "__init__"},
+     "image_files", "orientation", "__init__"},
     {"study", "models"},
     {"phantoms", "registration", "preprocessing", "lesions", "evaluation", "export"},
     {"zones", "detection"},

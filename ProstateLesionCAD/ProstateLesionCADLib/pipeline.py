@@ -16,6 +16,11 @@ the accuracy measurement and the bench:
 - outputs: `detection.outputs.write_detection_outputs` (detections.json and
   lesion-probability.nrrd, staged).
 
+Voxel order: every network and the detector's crop see the images in the canonical voxel
+order (orientation.py; the zones, the pre-processing and FocalNet reorient at their entry,
+registration is given the reoriented case here), and every output is on the user's T2 grid
+or in LPS, so a study written with flipped or permuted axes gives the same results.
+
 `run_pipeline` runs every stage and returns a `PipelineResult` with the detections and the
 intermediate products, so callers can write more files from them. `Pipeline` runs the same
 stages one at a time for callers that work between stages (the demo writes each stage's
@@ -38,6 +43,7 @@ from .detection.outputs import DetectorOutput, probability_on_t2, write_detectio
 from .errors import ModelError, ParameterError
 from .formats import DetectionCase
 from .models.package import ModelPackage, find_model
+from .orientation import canonical_case
 from .progress import ProgressCallback, silent, sub_progress
 from .study.case import Case
 
@@ -206,7 +212,8 @@ class Pipeline:
                     and r.case.adc is not None):
                 from .registration.register import register_case
 
-                scored_in = dataclasses.replace(r.case, zones=r.zones, prostate=r.prostate)
+                # Its random sampling and B-spline mesh follow the voxel order: use the canonical one.
+                scored_in = canonical_case(dataclasses.replace(r.case, zones=r.zones, prostate=r.prostate))
                 r.registration = register_case(scored_in, self.register_preset, self.registration_starts,
                                                progress=progress)
                 r.transform = r.registration.transform

@@ -3,7 +3,8 @@
 Pellicer-Valero 2022, Methods, "Pre-processing": every sequence is cropped to a region
 of 160×160×24 voxels at spacing (0.5, 0.5, 3) mm around the prostate. The crop grid
 here keeps the T2 direction (axes parallel to the T2 rows/columns/slices, as the
-published code, which resamples in the T2 voxel frame) and is placed so that:
+published code, which resamples in the T2 voxel frame; callers pass the T2 grid in the
+canonical voxel order of `orientation.py`) and is placed so that:
 
 * its centre — continuous index ((size - 1) / 2) = (79.5, 79.5, 11.5) — is the requested
   centre (the prostate centroid), then

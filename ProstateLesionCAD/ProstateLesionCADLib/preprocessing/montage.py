@@ -10,6 +10,7 @@ from typing import Optional
 import numpy as np
 import SimpleITK as sitk
 
+from ..orientation import to_canonical
 from .preprocess import Preprocessed
 
 
@@ -42,6 +43,7 @@ def save_montage(prep: Preprocessed, t2: Optional[sitk.Image], path: str | os.Pa
         ax.axis("off")
     ax = axes.flat[len(prep.channels)] if len(prep.channels) < axes.size else None
     if ax is not None and t2 is not None:
+        t2 = to_canonical(t2)  # the voxel order the crop geometry was placed in
         lo, hi = crop_box_on_t2(prep)
         center = prep.geometry.t2.lps_to_index(prep.geometry.grid_center_lps())
         k = int(np.clip(np.round(center[2]), 0, t2.GetSize()[2] - 1))

@@ -2,7 +2,8 @@
 
 Pellicer-Valero et al. 2022, Methods, "Pre-processing" (objective 1) and Equation 1:
 
-1. Every sequence is resampled into the T2 frame (T2 direction) at spacing
+1. Every sequence is resampled into the T2 frame (T2 direction; the T2 taken in the
+   canonical voxel order of `orientation.py`, so any voxel order gives the same input) at spacing
    (0.5, 0.5, 3) mm on a 160×160×24 grid centred on the prostate (`crop_geometry.py`);
    3rd-order B-spline for images, Gaussian label interpolation for masks.
 2. b-values are mapped to DWI_LOW (b400/b500) and DWI_HIGH (b800/b1000/b1400); a DCE
@@ -49,6 +50,7 @@ from .channels import (CHANNELS, IMAGE_CHANNELS, MASK_CHANNELS, choose_dwi_high,
                        dce_indices)
 from .crop_geometry import CROP_SIZE, CROP_SPACING, CropGeometry, Grid, resample
 from ..errors import CaseError, FormatError
+from ..orientation import canonical_case, to_canonical
 from ..output_files import atomic_file
 from ..progress import ProgressCallback, silent
 
@@ -151,7 +153,7 @@ def crop_geometry_for(case: Case, prostate: Optional[sitk.Image] = None, zones: 
         center, source = mask_centroid_lps(zones, "zonal"), "zones mask"
     else:
         center, source = fov_center_lps(case.t2), "field of view"
-    return CropGeometry.around(Grid.of(case.t2), center, source, size, spacing)
+    return CropGeometry.around(Grid.of(to_canonical(case.t2)), center, source, size, spacing)
 
 
 def _image_sources(case: Case) -> dict[str, tuple[Optional[sitk.Image], str, bool]]:
@@ -200,8 +202,11 @@ def preprocess(case: Case, prostate: Optional[sitk.Image] = None, zones: Optiona
     report = progress or silent
     if case.t2 is None:
         raise CaseError(f"Case {case.case_id} has no T2 image, which the pre-processing needs as reference.")
-    prostate = prostate if prostate is not None else case.prostate
-    zones = zones if zones is not None else case.zones
+    # The crop and every channel follow the T2 in the canonical voxel order (orientation.py),
+    # so the detector sees the same array whatever the voxel order of the files.
+    case = canonical_case(case)
+    prostate = to_canonical(prostate) if prostate is not None else case.prostate
+    zones = to_canonical(zones) if zones is not None else case.zones
     if zones is not None:
         zones = _zone_labels(zones)  # refuse bad labels before any work
 

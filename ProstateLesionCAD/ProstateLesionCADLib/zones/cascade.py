@@ -22,6 +22,7 @@ import SimpleITK as sitk
 from ..errors import ModelError
 from ..image_files import check_grid_size
 from ..models.package import ModelPackage, find_model
+from ..orientation import array_onto_grid, to_canonical
 from ..progress import ProgressCallback, silent
 from . import DEMO_MODEL
 from .postprocess import clean_gland, largest_component, zones_from_masks
@@ -142,8 +143,20 @@ class CascadeOutput:
 
 def run_cascade(nets: CascadeNets, t2: sitk.Image, prostate: Optional[sitk.Image] = None,
                 progress: Optional[ProgressCallback] = None) -> CascadeOutput:
-    """CNN-1 (unless `prostate` is given, e.g. from the TAPS backend), CNN-2, PZ = prostate − CG."""
+    """CNN-1 (unless `prostate` is given, e.g. from the TAPS backend), CNN-2, PZ = prostate − CG.
+
+    The networks see the T2 in the canonical voxel order (orientation.py); the masks are
+    returned on the T2's own grid."""
     progress = progress or silent
+    user_t2, t2 = t2, to_canonical(t2)
+    if prostate is not None:
+        prostate = to_canonical(prostate)
+    out = _run_canonical(nets, t2, prostate, progress)
+    return CascadeOutput(*(array_onto_grid(a, t2, user_t2) for a in (out.prostate, out.cg, out.zones)))
+
+
+def _run_canonical(nets: CascadeNets, t2: sitk.Image, prostate: Optional[sitk.Image],
+                   progress: ProgressCallback) -> CascadeOutput:
     grid = working_grid(t2, nets.spacing_xy)
     image = normalise(sitk.GetArrayFromImage(resample(t2, grid)))
     if prostate is None:

@@ -23,6 +23,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import ParameterError
+from ..orientation import onto_grid, to_canonical
 from ..progress import ProgressCallback, silent, sub_progress
 from . import BACKENDS
 
@@ -52,13 +53,16 @@ def _model_entry(card: dict) -> dict:
 def segment_zones(t2: sitk.Image, backend: str = "taps", model: str | os.PathLike = DEMO_MODEL,
                   case_id: str = "", progress: Optional[ProgressCallback] = None,
                   gland_model_path: Optional[Path] = None) -> ZonesResult:
-    """Zonal label map of `t2` (LPS SimpleITK image) with its report (volumes, models, QC flags)."""
+    """Zonal label map of `t2` (LPS SimpleITK image, any voxel order) on its own grid, with its
+    report (volumes, models, QC flags)."""
     from .taps_gland import check_t2, segment_gland
 
     progress = progress or silent
     if backend not in BACKENDS:
         raise ParameterError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}.")
     check_t2(t2)
+    # Every network below sees the canonical voxel order; zones.nrrd goes back onto the T2's grid.
+    user_t2, t2 = t2, to_canonical(t2)
     nets = load_cascade(model)  # fail early on a bad model, before the slow gland network
     models = {}
     if backend == "taps":
@@ -93,6 +97,7 @@ def segment_zones(t2: sitk.Image, backend: str = "taps", model: str | os.PathLik
         "models": models, "qc": {"ok": not flags, "flags": flags},
         "warnings": [DEMO_WARNING] if synthetic else [],
     }
+    zones = onto_grid(zones, user_t2)
     progress(1.0, f"zones: prostate {volumes['prostate']:.1f} cm³, CG {volumes['central_gland']:.1f} cm³, "
                   f"PZ {volumes['peripheral_zone']:.1f} cm³")
     return ZonesResult(zones, report)

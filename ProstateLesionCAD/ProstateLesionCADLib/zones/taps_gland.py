@@ -33,6 +33,7 @@ from scipy import ndimage
 
 from ..errors import CaseError, ModelError
 from ..image_files import check_grid_size
+from ..orientation import onto_grid, to_canonical
 from ..progress import ProgressCallback, silent
 
 from .postprocess import clean_gland
@@ -242,6 +243,9 @@ def segment_gland(t2: sitk.Image, model_path: Optional[Path] = None, progress: O
     """
     progress = progress or silent
     check_t2(t2)
+    # The network's own recipe orients to RAS, but the clean-up fills holes slice by slice
+    # and the QC names image faces: both run in the canonical voxel order (orientation.py).
+    user_t2, t2 = t2, to_canonical(t2)
     progress(0.0, "gland network: loading model")
     session = session or open_session(model_path)
     progress(0.05, "gland network: resampling T2 to 0.8 × 0.8 × 3 mm")
@@ -273,6 +277,7 @@ def segment_gland(t2: sitk.Image, model_path: Optional[Path] = None, progress: O
     out = sitk.GetImageFromArray(mask.astype(np.uint8))
     out.CopyInformation(t2)
     qc = check_gland(out)
+    out = onto_grid(out, user_t2)
     progress(1.0, f"gland network: {qc.volume_cm3:.1f} cm³")
     model = {"backend": BACKEND_NAME, "name": "TAPS prostate (lavlab-taps)", "version": taps_version(),
              "licence": "MIT", "file": str(model_path or taps_model_path())}

@@ -29,6 +29,7 @@ from skimage.feature import peak_local_max
 from ...errors import ModelError
 from ...formats import Detection, DetectionCase
 from ...models.package import ModelPackage
+from ...orientation import canonical_case, to_canonical
 from ...progress import ProgressCallback, silent
 from ..outputs import DetectorOutput
 from . import ordinal
@@ -157,7 +158,10 @@ class FocalNetModel:
                    pkg.name, pkg.version)
 
     def prepare(self, case, prostate=None, transform=None) -> SliceStack:
-        return prepare_case(case, self.size, self.fov_mm, prostate=prostate, transform=transform)
+        """The network's input slices, cut from the case in the canonical voxel order
+        (orientation.py): the same stack whatever the voxel order of the files."""
+        return prepare_case(canonical_case(case), self.size, self.fov_mm, prostate=to_canonical(prostate),
+                            transform=transform)
 
     def localise(self, prob: np.ndarray, stack: SliceStack, threshold: Optional[float] = None,
                  merge_mm: float = 0.0) -> DetectionCase:
