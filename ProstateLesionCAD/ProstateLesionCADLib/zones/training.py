@@ -28,6 +28,7 @@ import SimpleITK as sitk
 
 from ..image_files import read_image_file, same_grid
 from ..errors import CaseError, ParameterError
+from ..orientation import to_canonical
 from ..progress import ProgressCallback, silent
 
 from .cascade import (ARCHITECTURE, DEFAULT_SPACING_XY, SLICES, CascadeNets, build_net, normalise, resample,
@@ -59,6 +60,7 @@ def read_pair(image_path: str | os.PathLike, label_path: str | os.PathLike) -> t
 
 
 def prepare_case(name: str, t2: sitk.Image, zones: sitk.Image, spacing_xy: float) -> TrainingCase:
+    t2, zones = to_canonical(t2), to_canonical(zones)  # the voxel order the cascade sees at inference
     grid = working_grid(t2, spacing_xy)
     image = normalise(sitk.GetArrayFromImage(resample(t2, grid)))
     z = sitk.GetArrayFromImage(zones)

@@ -29,7 +29,6 @@ from skimage.feature import peak_local_max
 from ...errors import ModelError
 from ...formats import Detection, DetectionCase
 from ...models.package import ModelPackage
-from ...orientation import canonical_case, to_canonical
 from ...progress import ProgressCallback, silent
 from ..outputs import DetectorOutput
 from . import ordinal
@@ -159,9 +158,8 @@ class FocalNetModel:
 
     def prepare(self, case, prostate=None, transform=None) -> SliceStack:
         """The network's input slices, cut from the case in the canonical voxel order
-        (orientation.py): the same stack whatever the voxel order of the files."""
-        return prepare_case(canonical_case(case), self.size, self.fov_mm, prostate=to_canonical(prostate),
-                            transform=transform)
+        (prepare_case reorients): the same stack whatever the voxel order of the files."""
+        return prepare_case(case, self.size, self.fov_mm, prostate=prostate, transform=transform)
 
     def localise(self, prob: np.ndarray, stack: SliceStack, threshold: Optional[float] = None,
                  merge_mm: float = 0.0) -> DetectionCase:

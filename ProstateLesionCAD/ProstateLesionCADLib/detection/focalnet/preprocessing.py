@@ -28,6 +28,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ...errors import CaseError
+from ...orientation import canonical_case, to_canonical
 from . import ordinal
 
 FOV_MM = 80.0
@@ -149,7 +150,9 @@ def prepare_case(case, size: int = 64, fov_mm: float = FOV_MM, prostate: Optiona
     target classes follow `ordinal.ggg_to_class` (GGG0 benign lesions are non-lesion)."""
     if case.t2 is None:
         raise CaseError(f"Case {case.case_id} has no T2 series; FocalNet needs T2 and ADC.")
-    prostate = prostate if prostate is not None else case.prostate
+    # training and inference see the same voxel order, whatever the files' order
+    case, lesion_mask = canonical_case(case), to_canonical(lesion_mask)
+    prostate = to_canonical(prostate) if prostate is not None else case.prostate
     grid = crop_grid(case.t2, prostate, size, fov_mm)
     thresholds = t2_thresholds(case.t2)
     t2 = _resample(_smoothed_for(case.t2, grid), grid)
