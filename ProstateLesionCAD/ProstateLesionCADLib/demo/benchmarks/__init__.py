@@ -9,6 +9,7 @@ BENCHMARKS = (
     "focalnet",
     "lesion_growing",
     "phantoms",
+    "pipeline",
     "preprocessing",
     "registration",
     "zones",

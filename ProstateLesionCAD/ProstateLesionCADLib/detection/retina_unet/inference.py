@@ -157,6 +157,7 @@ class RetinaUNetDetector:
     """
 
     members_per_batch: Optional[int] = None
+    cuda_autocast: Optional[torch.dtype] = torch.float16  # None: float32 on CUDA too
 
     def __init__(self, pkg: ModelPackage, device: str = "auto"):
         self.pkg = pkg
@@ -201,7 +202,8 @@ class RetinaUNetDetector:
                         stacked: Optional["StackedMembers"] = None) -> list[tuple[torch.Tensor, ...]]:
         """Raw (class_logits, bbox_deltas, seg_logits) of each member on `batch`: one after
         the other, or in one call through `stacked`."""
-        amp = torch.autocast("cuda", dtype=torch.float16) if self.device.type == "cuda" else nullcontext()
+        amp = (torch.autocast("cuda", dtype=self.cuda_autocast) if self.device.type == "cuda" and self.cuda_autocast
+               else nullcontext())
         if stacked is None:
             outs = []
             for state in states:
