@@ -99,7 +99,7 @@ def write_paper_size_package(folder: str | Path, members: int = PAPER_SIZE_MEMBE
     torch.save(RetinaUNet(make_config()).state_dict(), weights)
     card = published_card([{"file": weights.name, "fold": i // 5, "rank": i % 5, "epoch": i}
                            for i in range(members)])
-    card.update(name="bench-paper-size-random", version="0",
+    card.update(format="prostate-cad-model/1", name="bench-paper-size-random", version="0",
                 intended_use="Benchmark only: random weights of the paper's network size.")
     card["files"] = [{"path": weights.name, "sha256": sha256_of(weights), "bytes": weights.stat().st_size}]
     (folder / "model.json").write_text(json.dumps(card, indent=1), encoding="utf-8")
