@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from ProstateLesionCADLib.demo.benchmarks.gpu import NoCudaDevice, require_cuda, run_gpu_bench
+from ProstateLesionCADLib.demo.benchmarks._gpu import NoCudaDevice, require_cuda, run_gpu_bench
 
 
 def test_script_without_a_gpu_says_so_and_installs_nothing(repo_dir, tmp_path):
@@ -33,7 +33,7 @@ def test_script_without_a_gpu_says_so_and_installs_nothing(repo_dir, tmp_path):
 def test_bench_without_cuda_fails_in_one_sentence(tmp_path):
     with pytest.raises(NoCudaDevice, match="needs a CUDA GPU"):
         require_cuda()
-    done = subprocess.run([sys.executable, "-m", "ProstateLesionCADLib.demo.benchmarks.gpu", "--out", str(tmp_path / "o")],
+    done = subprocess.run([sys.executable, "-m", "ProstateLesionCADLib.commands.bench_gpu", "--out", str(tmp_path / "o")],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("error: make bench-gpu needs a CUDA GPU") and done.stderr.strip().count("\n") == 0

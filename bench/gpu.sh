@@ -19,4 +19,4 @@ test -x "$VENV/bin/python" || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet -c requirements-lock.txt -e '.[dev]'
 # as in the Makefile: the pretrained gland model ships inside lavlab-taps, run with plain onnxruntime
 "$VENV/bin/python" -m pip install --quiet --no-deps -c requirements-lock.txt lavlab-taps
-exec "$VENV/bin/python" -m ProstateLesionCADLib.demo.benchmarks.gpu --out "$OUT" "$@"
+exec "$VENV/bin/python" -m ProstateLesionCADLib.commands.bench_gpu --out "$OUT" "$@"

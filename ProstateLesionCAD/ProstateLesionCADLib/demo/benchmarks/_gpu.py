@@ -4,7 +4,7 @@ autocast, the paper-size 25-member ensemble one member at a time and batched (fl
 autocast), and the whole pipeline (study folder -> detections.json) on the embedded sample
 and on a phantom, with times and memory.
 
-    python -m ProstateLesionCADLib.demo.benchmarks.gpu --out bench-output
+    python -m ProstateLesionCADLib.commands.bench_gpu --out bench-output
 
 Zonal segmentation (TAPS through onnxruntime, CNN-2) and registration run on the CPU in
 this version: their rows show what a GPU machine's CPU adds to the detector's time.
@@ -12,15 +12,13 @@ this version: their rows show what a GPU machine's CPU adds to the detector's ti
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import os
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Sequence
 
 from ...errors import CadError, ParameterError
 from ._measure import measure, table
@@ -195,26 +193,3 @@ def run_gpu_bench(out_dir: str | os.PathLike, device: str = "cuda", parts: Seque
     report = out / "REPORT-gpu.md"
     report.write_text("\n\n".join(s.strip() for s in sections) + "\n", encoding="utf-8")
     return report
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ProstateLesionCADLib.demo.benchmarks.gpu",
-                                     description="Every stage on a CUDA device; writes <out>/REPORT-gpu.md.")
-    parser.add_argument("--out", default="bench-output", help="folder for REPORT-gpu.md")
-    parser.add_argument("--device", default="cuda", help="cuda, cuda:N, or cpu to check this report's code")
-    parser.add_argument("--only", default=",".join(PARTS), help=f"comma-separated parts: {', '.join(PARTS)}")
-    parser.add_argument("--members", type=int, default=25, help="members of the paper-size ensemble")
-    args = parser.parse_args(argv)
-    try:
-        report = run_gpu_bench(args.out, args.device, [p.strip() for p in args.only.split(",") if p.strip()],
-                               args.members)
-    except CadError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(report.read_text(encoding="utf-8"))
-    print(f"written to {report}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
