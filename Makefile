@@ -56,6 +56,12 @@ slicer-api-list: $(STAMP512)
 bench: $(STAMP)
 	$(VENV)/bin/prostate-cad bench --out bench-output
 
+# on a machine with an NVIDIA GPU: its own .venv-gpu (CUDA PyTorch), every stage on the GPU,
+# bench-output/REPORT-gpu.md; stops with one sentence where there is no CUDA device
+.PHONY: bench-gpu
+bench-gpu:
+	bash bench/gpu.sh
+
 # lesion AUC of the demo detector on 96 held-out phantoms (192 lesions), with bootstrap CIs;
 # another held-out set: make accuracy ACCURACY_ARGS="--first-seed 30000"
 accuracy: $(STAMP)

@@ -31,6 +31,22 @@ def _cpu_device() -> Device:
     return Device("cpu", f"CPU ({os.cpu_count() or 1} cores)")
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity, capped by a cgroup (container)
+    CPU quota when one is set."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = open("/sys/fs/cgroup/cpu.max", encoding="ascii").read().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, int(-(-int(quota) // int(period)))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
 def detect_devices() -> tuple[list[Device], Optional[str]]:
     """All usable devices (CPU first) and a note when PyTorch itself is unavailable."""
     devices = [_cpu_device()]

@@ -10,6 +10,7 @@ BENCHMARKS = (
     "focalnet",
     "lesion_growing",
     "phantoms",
+    "pipeline",
     "preprocessing",
     "registration",
     "training",

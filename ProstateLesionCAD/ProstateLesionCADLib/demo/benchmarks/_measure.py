@@ -33,7 +33,13 @@ def measure(func: Callable[..., Any], *args, **kwargs) -> dict[str, Any]:
     proc = ctx.Process(target=_child, args=(child, func, args, kwargs))
     proc.start()
     child.close()
-    result, seconds, peak_mb, error = parent.recv()
+    start = time.perf_counter()
+    try:
+        result, seconds, peak_mb, error = parent.recv()
+    except EOFError:  # the child died without a word (e.g. killed when memory ran out)
+        proc.join()
+        return {"result": None, "seconds": time.perf_counter() - start, "peak_mb": float("nan"),
+                "error": f"the measuring process ended with exit code {proc.exitcode}"}
     proc.join()
     return {"result": result, "seconds": seconds, "peak_mb": peak_mb, "error": error}
 

@@ -36,20 +36,14 @@ def _paper_size(n_members: int) -> dict:
     import numpy as np
     import torch
 
-    from ...detection.retina_unet.anchors import anchors_tensor
     from ...detection.retina_unet.inference import RetinaUNetDetector
     from ...detection.retina_unet.network import RetinaUNet, make_config
 
     cfg = make_config()
     torch.manual_seed(0)
     state = RetinaUNet(cfg).state_dict()
-    det = RetinaUNetDetector.__new__(RetinaUNetDetector)  # an in-memory ensemble, no package on disk
-    det.pkg = type("P", (), {"name": "exp0-random", "card": {}})()
-    det.cfg, det.states = cfg, [({"fold": i // 5, "rank": i % 5, "epoch": i}, state) for i in range(n_members)]
-    det.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    det.net = RetinaUNet(cfg).to(det.device).eval()
-    det.anchors = anchors_tensor(cfg, det.device)
-    det.pooling, det.seg_mode, det.min_confidence = "mdt", "argmax_vote", cfg["min_confidence"]
+    members = [({"fold": i // 5, "rank": i % 5, "epoch": i}, state) for i in range(n_members)]
+    det = RetinaUNetDetector.from_states("exp0-random", cfg, members, "auto")  # in memory, no package on disk
     x = np.random.default_rng(0).normal(size=(8, 160, 160, 24)).astype(np.float32)
     out = det.predict(x)
     return {"timings": out.timings, "members": n_members, "detections": len(out.boxes),

@@ -27,7 +27,7 @@ from ...models.package import ModelPackage
 from ...progress import silent
 from .anchors import anchors_tensor
 from .decoding import refine_detections
-from .ensemble import member_id, members, network_config, read_member, wbc_pooling
+from .ensemble import StackedMembers, member_id, members, network_config, read_member, wbc_pooling
 from .network import RetinaUNet
 from .weighted_box_clustering import Box, weighted_box_clustering
 
@@ -116,12 +116,48 @@ def _device(choice: str) -> torch.device:
     return torch.device(resolve_device({"cuda": "gpu"}.get(choice, choice)).torch_name)
 
 
+def decode_member(class_logits: torch.Tensor, bbox_deltas: torch.Tensor, anchors: torch.Tensor,
+                  cfg: dict[str, Any], min_confidence: float) -> list[list[Box]]:
+    """`refine_detections` restricted to the anchors where some foreground class reaches
+    `min_confidence`: the same boxes, faster. The other anchors only ever give boxes below
+    the threshold, which `refine_detections` drops at the end; on the way they rank below
+    every box that survives, so neither the top-k, the NMS (a box only suppresses boxes
+    of lower score) nor the 30-best cut of the surviving boxes changes without them."""
+    probs = torch.softmax(class_logits.float(), dim=2)
+    usable = (probs[:, :, 1:] >= min_confidence).any(dim=2).any(dim=0)
+    idx = torch.nonzero(usable).flatten()
+    if idx.numel() == 0:
+        return [[] for _ in range(class_logits.shape[0])]
+    return refine_detections(class_logits[:, idx], bbox_deltas[:, idx], anchors[idx], cfg,
+                             min_confidence=min_confidence)
+
+
+def cpu_threads_for_torch() -> None:
+    """Never more torch threads than the cores this process may use (a container's CPU
+    quota or affinity can be far below the machine's core count, which torch counts)."""
+    from ...device import usable_cores
+
+    if torch.get_num_threads() > usable_cores():
+        torch.set_num_threads(usable_cores())
+
+
+# members per batched forward call on CUDA (StackedMembers); activations of five paper-size
+# members at float16 need about 2 GB
+CUDA_MEMBERS_PER_BATCH = 5
+
+
 class RetinaUNetDetector:
     """All members of a detector package, ready to predict on (C, Y, X, Z) arrays.
 
-    Members are read from disk one at a time during `predict` (25 published checkpoints
-    would take about 0.6 GB at once); `states` may also hold state_dicts directly.
+    Members are read from disk one at a time during `predict`, the next one while the
+    current one runs (25 published checkpoints would take about 0.6 GB at once); `states`
+    may also hold state_dicts directly. `members_per_batch` > 1 runs that many members in
+    one batched call (`ensemble.StackedMembers`); None: batches of CUDA_MEMBERS_PER_BATCH
+    on CUDA, one member at a time on the CPU (faster there).
     """
+
+    members_per_batch: Optional[int] = None
+    cuda_autocast: Optional[torch.dtype] = torch.float16  # None: float32 on CUDA too
 
     def __init__(self, pkg: ModelPackage, device: str = "auto"):
         self.pkg = pkg
@@ -134,9 +170,55 @@ class RetinaUNetDetector:
         ens = pkg.card.get("ensemble") or {}
         self.seg_mode = ens.get("segmentation_mode", "argmax_vote")
         self.min_confidence = float(ens.get("min_confidence", self.cfg["min_confidence"]))
+        if self.device.type == "cpu":
+            cpu_threads_for_torch()
+
+    @classmethod
+    def from_states(cls, name: str, cfg: dict[str, Any], states: list[tuple[dict[str, Any], dict]],
+                    device: str = "auto", pooling: str = "mdt", seg_mode: str = "argmax_vote",
+                    min_confidence: Optional[float] = None) -> "RetinaUNetDetector":
+        """An ensemble held in memory (no package on disk): (member card, state_dict) pairs."""
+        det = cls.__new__(cls)
+        det.pkg = ModelPackage(Path(name), {"name": name})
+        det.cfg, det.states = cfg, list(states)
+        det.device = _device(device)
+        det.net = RetinaUNet(cfg).to(det.device).eval()
+        det.anchors = anchors_tensor(cfg, det.device)
+        det.pooling, det.seg_mode = pooling, seg_mode
+        det.min_confidence = float(cfg["min_confidence"] if min_confidence is None else min_confidence)
+        if det.device.type == "cpu":
+            cpu_threads_for_torch()
+        return det
+
+    def batch_size(self) -> int:
+        if self.members_per_batch:
+            return max(1, int(self.members_per_batch))
+        return CUDA_MEMBERS_PER_BATCH if self.device.type == "cuda" else 1
+
+    def _read(self, chunk: list[tuple[dict[str, Any], Optional[dict]]]) -> list[dict]:
+        return [state if state is not None else read_member(self.pkg, member) for member, state in chunk]
+
+    def forward_members(self, states: list[dict], batch: torch.Tensor,
+                        stacked: Optional["StackedMembers"] = None) -> list[tuple[torch.Tensor, ...]]:
+        """Raw (class_logits, bbox_deltas, seg_logits) of each member on `batch`: one after
+        the other, or in one call through `stacked`."""
+        amp = (torch.autocast("cuda", dtype=self.cuda_autocast) if self.device.type == "cuda" and self.cuda_autocast
+               else nullcontext())
+        if stacked is None:
+            outs = []
+            for state in states:
+                self.net.load_state_dict(state)
+                with torch.inference_mode(), amp:
+                    outs.append(self.net(batch))
+            return outs
+        with torch.inference_mode(), amp:
+            cls, deltas, seg = stacked(stacked.stack(states, self.device), batch)
+        return [(cls[k], deltas[k], seg[k]) for k in range(len(states))]
 
     def predict(self, x: np.ndarray, tta: bool = False,
                 progress: Optional[Callable[[float, str], None]] = None) -> EnsembleOutput:
+        from concurrent.futures import ThreadPoolExecutor
+
         progress = progress or silent
         expected = (self.cfg["n_channels"], *self.cfg["patch_size"])
         if tuple(x.shape) != tuple(expected):
@@ -144,41 +226,49 @@ class RetinaUNetDetector:
         flips = TTA_FLIPS if tta else ((),)
         batch = torch.stack([torch.flip(torch.from_numpy(x), [d - 1 for d in f]) if f else torch.from_numpy(x)
                              for f in flips]).to(self.device)
-        amp = torch.autocast("cuda", dtype=torch.float16) if self.device.type == "cuda" else nullcontext()
         boxes: list[Box] = []
         seg_sum = torch.zeros(tuple(self.cfg["patch_size"]), dtype=torch.float32, device=self.device)
         timings = {"loading weights": 0.0, "network": 0.0, "decoding": 0.0, "wbc": 0.0}
         y, xx, _ = self.cfg["patch_size"]
-        for i, (member, state) in enumerate(self.states):
-            progress(i / len(self.states), f"ensemble member {i + 1}/{len(self.states)} "
-                                           f"(fold {member.get('fold')}, epoch {member.get('epoch')})")
-            tl = time.perf_counter()
-            self.net.load_state_dict(state if state is not None else read_member(self.pkg, member))
-            t0 = time.perf_counter()
-            timings["loading weights"] += t0 - tl
-            with torch.no_grad(), amp:
-                cls, deltas, seg = self.net(batch)
-            t1 = time.perf_counter()
-            per_aug = refine_detections(cls.float(), deltas.float(), self.anchors, self.cfg,
-                                        min_confidence=self.min_confidence)
-            for a, (flip, found) in enumerate(zip(flips, per_aug)):
-                mid = member_id(member, a, self.pooling)
-                for b in found:
-                    c = list(b.coords)
-                    if 2 in flip:  # undo the y mirror: voxel i <-> Y - 1 - i
-                        c[0], c[2] = y - 1 - c[2], y - 1 - c[0]
-                    if 3 in flip:
-                        c[1], c[3] = xx - 1 - c[3], xx - 1 - c[1]
-                    boxes.append(Box(c, b.score, b.cls, mid, b.class_probs))
-                s = seg[a].float()
-                if flip:
-                    s = torch.flip(s, [d - 1 for d in flip])
-                if self.seg_mode == "softmax_mean":
-                    seg_sum += torch.softmax(s, dim=0)[1:].sum(0)
-                else:  # toolkit: argmax label map per model, then the mean over models
-                    seg_sum += (torch.argmax(s, dim=0) > 0).float()
-            timings["network"] += t1 - t0
-            timings["decoding"] += time.perf_counter() - t1
+        size = self.batch_size()
+        chunks = [self.states[i:i + size] for i in range(0, len(self.states), size)]
+        stacked = StackedMembers(self.net) if size > 1 else None
+        with ThreadPoolExecutor(max_workers=1) as reader:  # reads the next members while these run
+            pending = reader.submit(self._read, chunks[0])
+            for c, chunk in enumerate(chunks):
+                member = chunk[0][0]
+                progress(c * size / len(self.states), f"ensemble member {c * size + 1}/{len(self.states)} "
+                                                      f"(fold {member.get('fold')}, epoch {member.get('epoch')})")
+                tl = time.perf_counter()
+                states = pending.result()
+                if c + 1 < len(chunks):
+                    pending = reader.submit(self._read, chunks[c + 1])
+                t0 = time.perf_counter()
+                timings["loading weights"] += t0 - tl
+                outs = self.forward_members(states, batch, stacked)
+                t1 = time.perf_counter()
+                timings["network"] += t1 - t0
+                with torch.inference_mode():
+                    for (member, _), (cls, deltas, seg) in zip(chunk, outs):
+                        per_aug = decode_member(cls.float(), deltas.float(), self.anchors, self.cfg,
+                                                self.min_confidence)
+                        for a, (flip, found) in enumerate(zip(flips, per_aug)):
+                            mid = member_id(member, a, self.pooling)
+                            for b in found:
+                                co = list(b.coords)
+                                if 2 in flip:  # undo the y mirror: voxel i <-> Y - 1 - i
+                                    co[0], co[2] = y - 1 - co[2], y - 1 - co[0]
+                                if 3 in flip:
+                                    co[1], co[3] = xx - 1 - co[3], xx - 1 - co[1]
+                                boxes.append(Box(co, b.score, b.cls, mid, b.class_probs))
+                            s = seg[a].float()
+                            if flip:
+                                s = torch.flip(s, [d - 1 for d in flip])
+                            if self.seg_mode == "softmax_mean":
+                                seg_sum += torch.softmax(s, dim=0)[1:].sum(0)
+                            else:  # toolkit: argmax label map per model, then the mean over models
+                                seg_sum += (torch.argmax(s, dim=0) > 0).float()
+                timings["decoding"] += time.perf_counter() - t1
         n_pred = len(self.states) * len(flips)
         t2 = time.perf_counter()
         merged = weighted_box_clustering(boxes, n_ens=n_pred, iou_threshold=float(self.cfg["wcs_iou"]))
