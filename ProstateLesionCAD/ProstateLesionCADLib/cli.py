@@ -18,7 +18,7 @@ import sys
 from types import ModuleType
 from typing import Callable, Optional, Sequence
 
-from . import __version__
+from . import __version__, cancellation
 from .commands import (bench, demo, detect, evaluate, export, grow, load, models, phantoms, preprocess, register,
                        train, zones)
 from .errors import CadError
@@ -74,10 +74,14 @@ def run_tool(module: ModuleType, argv: Optional[Sequence[str]] = None) -> int:
 
 def _run(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     try:
-        return int(run(args) or 0)
+        with cancellation.handling_signals():  # SIGTERM/SIGINT: stop workers, remove staging folders and locks
+            return int(run(args) or 0)
     except CadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except cancellation.Cancelled as exc:
+        print(f"error: {exc}.", file=sys.stderr)
+        return exc.exit_status
     except KeyboardInterrupt:
         print("error: interrupted.", file=sys.stderr)
         return 130

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._output_args import add_overwrite_argument, writes_output
+
 HELP = "Detect lesions in a case with a detector model; writes detections.json and lesion-probability.nrrd."
 
 
@@ -9,6 +11,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("path", help="case: DICOM folder, folder with case.json, or a case JSON file")
     parser.add_argument("--model", required=True, help="detector model package: installed name or folder")
     parser.add_argument("--out", required=True, help="output folder")
+    add_overwrite_argument(parser)
     parser.add_argument("--drop", default="", help="comma-separated sequences to blank, e.g. KTRANS,DCE (ablation)")
     parser.add_argument("--tta", action="store_true", help="mirror test-time augmentation (y, x, both)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -22,6 +25,7 @@ def add_arguments(parser) -> None:
                         help="automatic zonal segmentation when --zones is not given (see prostate-cad zones)")
 
 
+@writes_output()
 def run(args) -> int:
     from ..image_files import read_image_file
     from ..pipeline import check_options, detector_package, run_pipeline

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._output_args import add_overwrite_argument, writes_output
+
 HELP = ("Evaluate detections against ground truth as in Pellicer-Valero et al. 2022 (Table 1): "
         "metrics.json, ROC plots, report.md; optional FocalNet-style FROC.")
 
@@ -19,6 +21,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--detections", required=True, help="detections JSON (prostate-cad-detections/1)")
     parser.add_argument("--ground-truth", required=True, help="ground-truth JSON (prostate-cad-ground-truth/1)")
     parser.add_argument("--out", required=True, help="output folder (metrics.json, scores.json, ROC PNGs, report.md)")
+    add_overwrite_argument(parser)
     parser.add_argument("--criteria", default="1,2,3", help="significance criteria GGG>=k to evaluate (default 1,2,3)")
     parser.add_argument("--distance-mm", type=float, default=15.0, help="lesion matching radius in mm (default 15)")
     parser.add_argument("--k", type=float, default=2.0, dest="k_match",
@@ -48,6 +51,7 @@ def add_arguments(parser) -> None:
                              "(default), score them as without detections (empty), or leave them out (skip)")
 
 
+@writes_output()
 def run(args) -> int:
     from ..evaluation.evaluate import evaluate
     from ..evaluation.froc import HitRule

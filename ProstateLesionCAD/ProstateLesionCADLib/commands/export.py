@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from ._output_args import add_overwrite_argument, writes_output
+
+# what it adds to --out (export/): a run's folder keeps its other files
+EXPORT_NAMES = ("segmentation.dcm", "measurement-report.dcm", "segmentation.seg.nrrd")
+
 HELP = ("Write a run's lesions (detections.json) and zones as a DICOM SEG, a DICOM SR measurement report "
         "and a Slicer .seg.nrrd on the study's T2 grid.")
 
@@ -13,6 +18,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--zones", default=None, metavar="FILE", help="zones label map (1 = CG, 2 = PZ) on any grid")
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="output folder (segmentation.dcm, measurement-report.dcm, segmentation.seg.nrrd)")
+    add_overwrite_argument(parser)
     parser.add_argument("--dicom-seg", action="store_true", help="write the DICOM Segmentation")
     parser.add_argument("--dicom-sr", action="store_true",
                         help="write the DICOM SR measurement report (TID 1500; writes the SEG it refers to as well)")
@@ -22,6 +28,7 @@ def add_arguments(parser) -> None:
                         help="leave out detections scoring below this (default 0: every detection)")
 
 
+@writes_output(keep_other_files=True, names=EXPORT_NAMES)
 def run(args) -> int:
     from ..export import export_results
     from ..progress import ConsoleProgress

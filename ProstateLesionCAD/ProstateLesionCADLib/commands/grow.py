@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from ._output_args import add_overwrite_argument, writes_output
+
+# what it adds to --out (lesions.annotation_files and grow.json): a case folder's other files stay
+ANNOTATION_NAMES = ("lesions.nrrd", "ground-truth.json", "grow.json")
+
 HELP = "Grow lesion masks from seed points (ground-truth JSON or CSV x,y,z,ggg[,id] in LPS mm)."
 
 
@@ -9,6 +14,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("path", help="case: DICOM folder, case folder or case.json")
     parser.add_argument("--seeds", required=True, help="ground-truth JSON or CSV with x,y,z,ggg[,id] (LPS mm)")
     parser.add_argument("--out", required=True, help="output folder (lesions.nrrd, ground-truth.json, grow.json)")
+    add_overwrite_argument(parser)
     parser.add_argument("--case-id", default=None, help="which case of a multi-case seed JSON")
     parser.add_argument("--prostate", default=None, help="prostate mask (or zones label map) on any grid: "
                                                          "clips leaks out of the gland")
@@ -17,6 +23,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--max-volume-cc", type=float, default=10.0, help="clip a lesion larger than this (cm3)")
 
 
+@writes_output(keep_other_files=True, names=ANNOTATION_NAMES)
 def run(args) -> int:
     from pathlib import Path
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional
 
+from ._output_args import add_overwrite_argument, writes_output
+
 if TYPE_CHECKING:
     from ..study.case import Case, SeriesInfo
 
@@ -19,6 +21,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--ktrans", default=None, metavar="FILE", help="Ktrans map (NRRD/NIfTI/MHA) for the KTRANS role")
     parser.add_argument("--export", default=None, metavar="DIR",
                         help="write the loaded case as compressed NRRD per role + case.json into DIR")
+    add_overwrite_argument(parser)
 
 
 def parse_choices(items: list[str]) -> dict[str, str]:
@@ -90,6 +93,7 @@ def unused_lines(case: Case) -> list[str]:
     return lines
 
 
+@writes_output("export")
 def run(args) -> int:
     from ..study.loading import load_case
     from ..progress import ConsoleProgress, sub_progress

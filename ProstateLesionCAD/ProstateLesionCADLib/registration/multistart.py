@@ -34,6 +34,7 @@ from typing import Callable, Optional
 import numpy as np
 import SimpleITK as sitk
 
+from ..cancellation import ignore_interrupt, stop_processes
 from . import released
 from .scoring import Score, ScoringRegions, score_transform
 
@@ -253,6 +254,7 @@ _WORKER_STATE: dict = {}
 
 
 def _init_worker(problem: RegistrationProblem, settings: RegistrationSettings, seed: int) -> None:
+    ignore_interrupt()  # Ctrl-C reaches the whole terminal group: the parent stops the workers
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
     _WORKER_STATE.update(problem=problem, settings=settings, seed=seed)
 
@@ -288,11 +290,24 @@ def run_starts(problem: RegistrationProblem, settings: RegistrationSettings, sta
             sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(previous)
     else:
         # spawn, not fork: ITK's thread pool does not survive a fork safely.
-        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                                    initializer=_init_worker, initargs=(problem, settings, seed)) as pool:
+        pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                                      initializer=_init_worker, initargs=(problem, settings, seed))
+        try:
             futures = [pool.submit(_worker_start, i) for i in range(starts)]
             for future in cf.as_completed(futures):
                 results.append(future.result())
                 if on_done:
                     on_done(results[-1], len(results))
+        except BaseException:
+            _stop_pool(pool)  # cancelled or failed: the queued starts must not run on
+            raise
+        pool.shutdown(wait=True)
     return sorted(results, key=lambda r: r.index)
+
+
+def _stop_pool(pool: cf.ProcessPoolExecutor) -> None:
+    """Drop the queued starts and end the running ones now (a plain shutdown would wait for all)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # before shutdown forgets them
+    pool.shutdown(wait=False, cancel_futures=True)
+    stop_processes(processes)
+    pool.shutdown(wait=True)

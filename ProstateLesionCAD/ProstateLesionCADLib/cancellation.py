@@ -1,0 +1,150 @@
+"""Stop a command at once on SIGTERM or SIGINT, with its worker processes, leaving nothing half-written.
+
+`handling_signals()` (around every command of the command line) makes both signals do the
+same thing: first stop every worker process this process started through `multiprocessing`
+(registration starts, data-loader workers, a benchmark's measuring child) and, when this
+process leads its own process group (a terminal job), send the group SIGTERM; then raise
+`Cancelled` in the main thread. `Cancelled` is a BaseException, so `except Exception`
+blocks do not swallow it and every `finally` on the way out runs: the staging folders and
+locks of `output_files` are removed there. The command line turns it into one line on
+stderr and exit status 128 + signal number (130 for SIGINT, 143 for SIGTERM). A second
+signal while the first unwinds is ignored, so the clean-up is not cut short (SIGKILL still
+ends everything).
+
+`deferred()` lets a few lines that must not be split finish first (publishing an output
+folder with two renames); a signal that arrives meanwhile
+stops the workers at once and raises `Cancelled` right after the block.
+
+The Slicer panel starts each command in a process group of its own and cancels the whole
+group (ProstateLesionCADSlicer/process_tree.py); in a terminal, Ctrl-C reaches the whole
+foreground group. Worker processes therefore ignore SIGINT (`ignore_interrupt`, their
+initialiser) and end by the SIGTERM their parent sends, silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import threading
+from typing import Iterator, Sequence
+
+SIGNALS = tuple(s for s in (getattr(signal, "SIGTERM", None), getattr(signal, "SIGINT", None)) if s is not None)
+JOIN_S = 1.0  # how long stopped workers get to end before they are killed
+
+
+class Cancelled(BaseException):
+    """The command was asked to stop by a signal."""
+
+    def __init__(self, signum: int):
+        self.signum = int(signum)
+        super().__init__(f"cancelled by {signal.Signals(self.signum).name}")
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum
+
+
+_state: dict = {"cancelling": False, "deferring": 0, "pending": None}
+
+
+def stop_workers(join_s: float = JOIN_S) -> None:
+    """Terminate this process's children: the live ones multiprocessing lists (killed if they
+    linger) and, on Linux, any other child, such as a worker still being sent its start-up
+    data (which would otherwise print a traceback when the data stops halfway)."""
+    for pid in _child_pids():
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+    stop_processes(multiprocessing.active_children(), join_s)
+
+
+def _child_pids() -> list[int]:
+    """Process ids whose parent is this process (Linux /proc; elsewhere none)."""
+    me, found = os.getpid(), []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return found
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2:].split()  # after "pid (name) ": state, ppid, ...
+        if len(fields) > 1 and fields[1] == str(me).encode():
+            found.append(int(entry))
+    return found
+
+
+def stop_processes(children: Sequence, join_s: float = JOIN_S) -> None:
+    """Terminate these multiprocessing processes, killing those still alive after `join_s`."""
+    for child in children:
+        with contextlib.suppress(Exception):
+            child.terminate()
+    for child in children:
+        with contextlib.suppress(Exception):
+            child.join(join_s)
+            if child.is_alive():
+                child.kill()
+                child.join(join_s)
+
+
+def _stop_own_group() -> None:
+    """When this process leads its process group (a terminal job, a Slicer step), SIGTERM the
+    group: it reaches descendants multiprocessing does not list yet (a worker being started)."""
+    if hasattr(os, "killpg") and os.getpgrp() == os.getpid():
+        with contextlib.suppress(OSError):
+            os.killpg(os.getpid(), signal.SIGTERM)  # this process ignores it: already cancelling
+
+
+def _handler(signum, frame) -> None:
+    if _state["cancelling"]:
+        return  # already unwinding: let the clean-up finish
+    _state["cancelling"] = True
+    stop_workers()
+    _stop_own_group()
+    if _state["deferring"]:
+        _state["pending"] = signum  # raised when the deferred block ends
+        return
+    raise Cancelled(signum)
+
+
+@contextlib.contextmanager
+def handling_signals() -> Iterator[None]:
+    """While the block runs, SIGTERM and SIGINT cancel this process (main thread only; elsewhere,
+    nothing changes); the previous handlers come back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _state.update(cancelling=False, pending=None)
+    previous = {signum: signal.signal(signum, _handler) for signum in SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def ignore_interrupt() -> None:
+    """For a worker process: leave SIGINT to the parent, which stops the workers itself."""
+    if hasattr(signal, "SIGINT"):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Let the block finish before a signal cancels: the workers still stop at once, but
+    `Cancelled` is raised when the block ends. Only for short blocks that cannot wait on a
+    child process (publishing a folder with two renames): a blocked pipe write would never end."""
+    _state["deferring"] += 1
+    try:
+        yield
+    finally:
+        _state["deferring"] -= 1
+        if not _state["deferring"] and _state["pending"] is not None:
+            signum, _state["pending"] = _state["pending"], None
+            raise Cancelled(signum)
