@@ -224,7 +224,11 @@ def staged_output_dir(out_dir: str | os.PathLike, overwrite: Optional[bool] = No
         try:
             yield stage
             if keep:
-                _check(target, overwrite, keep, [p.name for p in stage.iterdir()])
+                try:
+                    names = [p.name for p in stage.iterdir()]
+                except OSError as exc:
+                    raise _fail(target, exc) from None
+                _check(target, overwrite, keep, names)
                 _publish_files(stage, target)
             else:
                 _check(target, overwrite, keep)
