@@ -109,6 +109,15 @@ def test_a_failure_in_the_middle_of_publishing_leaves_the_old_contents(tmp_path)
             (stage / "old.txt").write_text("new")
             shutil.rmtree(stage)
     assert _snapshot(out) == {"old.txt": b"old"} and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    # a full disk while writing (Linux's /dev/full answers every write with ENOSPC): one sentence, old contents kept
+    if Path("/dev/full").exists():
+        with pytest.raises(OutputError, match="no space left on device"):
+            with staged_output_dir(out, overwrite=True) as stage:
+                (stage / "new.txt").write_text("new")
+                with open("/dev/full", "w") as full:
+                    full.write("x" * 100_000)
+                    full.flush()
+        assert _snapshot(out) == {"old.txt": b"old"} and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     # an exception in the writer: nothing published, nothing left beside
     with pytest.raises(RuntimeError):
         with staged_output_dir(tmp_path / "new" / "deeper") as stage:

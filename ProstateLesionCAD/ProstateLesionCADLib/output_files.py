@@ -26,6 +26,7 @@ inside it then find the claim and stage into the same target.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import shutil
@@ -92,6 +93,8 @@ def _lock_path(target: Path) -> Path:
 def _pid_alive(pid: int) -> bool:
     if pid <= 0:
         return False
+    if os.name == "nt":  # os.kill(pid, 0) would send CTRL_C_EVENT there
+        return _windows_pid_alive(pid)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -99,6 +102,20 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True  # someone else's live process
     return True
+
+
+def _windows_pid_alive(pid: int) -> bool:
+    import ctypes
+
+    kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+    handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+    if not handle:
+        return kernel32.GetLastError() == 5  # access denied: it exists
+    try:
+        code = ctypes.c_ulong()
+        return bool(kernel32.GetExitCodeProcess(handle, ctypes.byref(code))) and code.value == 259  # STILL_ACTIVE
+    finally:
+        kernel32.CloseHandle(handle)
 
 
 def _holder(lock: Path) -> Optional[int]:
@@ -222,7 +239,12 @@ def staged_output_dir(out_dir: str | os.PathLike, overwrite: Optional[bool] = No
         except OSError as exc:
             raise OutputError(f"The output folder {target} cannot be written: {_reason(exc)}.") from None
         try:
-            yield stage
+            try:
+                yield stage
+            except OSError as exc:
+                if _is_output_fault(exc):  # e.g. a full disk while writing the outputs
+                    raise _fail(target, exc) from None
+                raise
             if keep:
                 try:
                     names = [p.name for p in stage.iterdir()]
@@ -235,6 +257,14 @@ def staged_output_dir(out_dir: str | os.PathLike, overwrite: Optional[bool] = No
                 _publish_folder(stage, target)
         finally:
             shutil.rmtree(stage, ignore_errors=True)
+
+
+_WRITE_FAULTS = {errno.ENOSPC, errno.EROFS, errno.EFBIG, errno.EIO, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def _is_output_fault(exc: OSError) -> bool:
+    """A fault of the disk being written (full, read-only, quota), not of the writer's inputs."""
+    return exc.errno in _WRITE_FAULTS
 
 
 def _aside(target: Path, what: str) -> Path:
