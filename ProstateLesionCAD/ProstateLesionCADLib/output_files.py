@@ -233,12 +233,14 @@ def staged_output_dir(out_dir: str | os.PathLike, overwrite: Optional[bool] = No
             stack.enter_context(output_claim(target, overwrite, keep))
         else:
             _check(target, overwrite, keep)
+        stage = None
         try:
-            stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
-            os.chmod(stage, 0o777 & ~_umask())  # mkdtemp makes 0700; give the folder the user's usual mode
-        except OSError as exc:
-            raise OutputError(f"The output folder {target} cannot be written: {_reason(exc)}.") from None
-        try:
+            try:
+                with deferred():  # a signal right after mkdtemp must not leave the folder behind
+                    stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+                os.chmod(stage, 0o777 & ~_umask())  # mkdtemp makes 0700; give the folder the user's usual mode
+            except OSError as exc:
+                raise OutputError(f"The output folder {target} cannot be written: {_reason(exc)}.") from None
             try:
                 yield stage
             except OSError as exc:
@@ -256,7 +258,8 @@ def staged_output_dir(out_dir: str | os.PathLike, overwrite: Optional[bool] = No
                 _check(target, overwrite, keep)
                 _publish_folder(stage, target)
         finally:
-            shutil.rmtree(stage, ignore_errors=True)
+            if stage is not None:
+                shutil.rmtree(stage, ignore_errors=True)
 
 
 _WRITE_FAULTS = {errno.ENOSPC, errno.EROFS, errno.EFBIG, errno.EIO, getattr(errno, "EDQUOT", errno.ENOSPC)}

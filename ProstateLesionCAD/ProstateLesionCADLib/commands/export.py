@@ -18,7 +18,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--zones", default=None, metavar="FILE", help="zones label map (1 = CG, 2 = PZ) on any grid")
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="output folder (segmentation.dcm, measurement-report.dcm, segmentation.seg.nrrd)")
-    add_overwrite_argument(parser)
+    add_overwrite_argument(parser, help="replace the SEG, SR and .seg.nrrd if --out holds them (default: refuse); "
+                                        "its other files always stay")
     parser.add_argument("--dicom-seg", action="store_true", help="write the DICOM Segmentation")
     parser.add_argument("--dicom-sr", action="store_true",
                         help="write the DICOM SR measurement report (TID 1500; writes the SEG it refers to as well)")

@@ -14,7 +14,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("path", help="case: DICOM folder, case folder or case.json")
     parser.add_argument("--seeds", required=True, help="ground-truth JSON or CSV with x,y,z,ggg[,id] (LPS mm)")
     parser.add_argument("--out", required=True, help="output folder (lesions.nrrd, ground-truth.json, grow.json)")
-    add_overwrite_argument(parser)
+    add_overwrite_argument(parser, help="replace lesions.nrrd, ground-truth.json and grow.json if --out holds them "
+                                        "(default: refuse); its other files always stay")
     parser.add_argument("--case-id", default=None, help="which case of a multi-case seed JSON")
     parser.add_argument("--prostate", default=None, help="prostate mask (or zones label map) on any grid: "
                                                          "clips leaks out of the gland")
