@@ -189,3 +189,36 @@ def test_a_second_writer_to_the_same_folder_is_refused(tmp_path, capsys):
     (tmp_path / ".eval2.lock").write_text(dead.stdout)
     assert cli.main(_evaluate(gt, dets, tmp_path / "eval2")) == 0
     assert (tmp_path / "eval2" / "metrics.json").is_file() and _hidden(tmp_path) == []
+
+
+WRITING_VERBS = {  # argv with {out}; the inputs need not exist: the output folder is checked first
+    "detect": ["detect", "case", "--model", "m", "--out", "{out}"],
+    "register": ["register", "case", "--out", "{out}"],
+    "zones": ["zones", "case", "--out", "{out}"],
+    "preprocess": ["preprocess", "case", "--out", "{out}"],
+    "evaluate": ["evaluate", "--detections", "d.json", "--ground-truth", "g.json", "--out", "{out}"],
+    "export": ["export", "case", "--out", "{out}"],
+    "grow": ["grow", "case", "--seeds", "s.csv", "--out", "{out}"],
+    "phantoms": ["phantoms", "--out", "{out}"],
+    "demo": ["demo", "--out", "{out}"],
+    "bench": ["bench", "--out", "{out}"],
+    "load --export": ["load", "case", "--export", "{out}"],
+    "train detector": ["train", "detector", "--data", "d", "--ground-truth", "g", "--split", "s", "--out", "{out}"],
+    "train zones": ["train", "zones", "--images", "a", "--labels", "b", "--out", "{out}"],
+    "train focalnet": ["train", "focalnet", "--phantoms", "2", "--out", "{out}"],
+    "models import-mdt": ["models", "import-mdt", "exp", "--out", "{out}"],
+    "models fetch-published": ["models", "fetch-published", "--out", "{out}"],
+}
+ADDED_FILE = {"export": "segmentation.dcm", "grow": "ground-truth.json"}  # verbs adding files to a user's folder
+
+
+@pytest.mark.parametrize("verb", list(WRITING_VERBS))
+def test_every_writing_verb_refuses_earlier_results_before_any_work(tmp_path, capsys, verb):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ADDED_FILE.get(verb, "earlier-result.json")).write_text("earlier")
+    argv = [a.replace("{out}", str(out)) for a in WRITING_VERBS[verb]]
+    _refused(capsys, argv, str(out), "--overwrite")
+    assert _snapshot(out) == {ADDED_FILE.get(verb, "earlier-result.json"): b"earlier"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert cli.build_parser().parse_args(argv + ["--overwrite"]).overwrite is True
