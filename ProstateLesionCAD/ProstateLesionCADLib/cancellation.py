@@ -46,7 +46,7 @@ class Cancelled(BaseException):
         return 128 + self.signum
 
 
-_state: dict = {"cancelling": False, "deferring": 0, "pending": None}
+_state: dict = {"cancelling": False, "deferring": 0, "pending": None, "signal": None, "quiet": 0}
 
 
 def stop_workers(join_s: float = JOIN_S) -> None:
@@ -104,12 +104,14 @@ def _stop_own_group() -> None:
 def _handler(signum, frame) -> None:
     if _state["cancelling"]:
         return  # already unwinding: let the clean-up finish
-    _state["cancelling"] = True
+    _state.update(cancelling=True, signal=signum)
     stop_workers()
     _stop_own_group()
     if _state["deferring"]:
         _state["pending"] = signum  # raised when the deferred block ends
         return
+    if _state["quiet"]:
+        return  # raise_if_cancelled() raises it after the block
     raise Cancelled(signum)
 
 
@@ -120,13 +122,38 @@ def handling_signals() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    _state.update(cancelling=False, pending=None)
+    _state.update(cancelling=False, pending=None, signal=None)
     previous = {signum: signal.signal(signum, _handler) for signum in SIGNALS}
     try:
         yield
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        _state.update(cancelling=False, pending=None, signal=None)
+
+
+@contextlib.contextmanager
+def quiet_signals() -> Iterator[None]:
+    """Around a call into C++ code that runs Python callbacks and would print and drop an
+    exception raised in them (an ITK registration's iteration event): a signal stops the
+    workers and is remembered; call `raise_if_cancelled()` after the block."""
+    _state["quiet"] += 1
+    try:
+        yield
+    finally:
+        _state["quiet"] -= 1
+
+
+def cancelled() -> bool:
+    """Whether a signal asked this process to stop (for code that must stop a C++ loop itself)."""
+    return _state["signal"] is not None
+
+
+def raise_if_cancelled() -> None:
+    """Raise `Cancelled` if a signal came: after a `quiet_signals()` block, and before anything
+    is published (whatever code a signal interrupted, nothing appears after a cancel)."""
+    if _state["signal"] is not None:
+        raise Cancelled(_state["signal"])
 
 
 def ignore_interrupt() -> None:

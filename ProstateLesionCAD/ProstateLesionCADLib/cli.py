@@ -75,7 +75,9 @@ def run_tool(module: ModuleType, argv: Optional[Sequence[str]] = None) -> int:
 def _run(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
     try:
         with cancellation.handling_signals():  # SIGTERM/SIGINT: stop workers, remove staging folders and locks
-            return int(run(args) or 0)
+            status = int(run(args) or 0)
+            cancellation.raise_if_cancelled()
+            return status
     except CadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
-from .cancellation import deferred
+from .cancellation import deferred, raise_if_cancelled
 from .errors import CadError
 
 
@@ -247,6 +247,7 @@ def staged_output_dir(out_dir: str | os.PathLike, overwrite: Optional[bool] = No
                 if _is_output_fault(exc):  # e.g. a full disk while writing the outputs
                     raise _fail(target, exc) from None
                 raise
+            raise_if_cancelled()  # a cancel the writer's code did not pass on publishes nothing
             if keep:
                 try:
                     names = [p.name for p in stage.iterdir()]

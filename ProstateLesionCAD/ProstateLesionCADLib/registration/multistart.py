@@ -34,7 +34,7 @@ from typing import Callable, Optional
 import numpy as np
 import SimpleITK as sitk
 
-from ..cancellation import ignore_interrupt, stop_processes
+from ..cancellation import cancelled, ignore_interrupt, quiet_signals, raise_if_cancelled, stop_processes
 from . import released
 from .scoring import Score, ScoringRegions, score_transform
 
@@ -185,7 +185,9 @@ def run_start(problem: RegistrationProblem | released.ReleasedProblem, settings:
     try:
         for level, (fixed, moving) in enumerate(levels):
             method = _level_method(settings, settings.step_mm * settings.level_step_factor ** level, transform, trace)
-            method.Execute(fixed, moving)
+            with quiet_signals():  # ITK would print and drop the exception raised in its callback
+                method.Execute(fixed, moving)
+            raise_if_cancelled()
     except RuntimeError as exc:  # e.g. too few samples mapped inside the moving image
         return StartResult(start_index, None, None, None, len(trace), "failed", time.perf_counter() - began,
                            translation, error=str(exc).strip().splitlines()[-1][:300], loss_trace=trace,
@@ -233,8 +235,14 @@ def _level_method(settings: RegistrationSettings, step_mm: float, transform: sit
     method.SetShrinkFactorsPerLevel([1])
     method.SetSmoothingSigmasPerLevel([0.0])
     method.SetInitialTransform(transform, inPlace=True)
-    method.AddCommand(sitk.sitkIterationEvent, lambda: trace.append(method.GetMetricValue()))
+    method.AddCommand(sitk.sitkIterationEvent, lambda: _iteration(method, trace))
     return method
+
+
+def _iteration(method: sitk.ImageRegistrationMethod, trace: list[float]) -> None:
+    trace.append(method.GetMetricValue())
+    if cancelled():  # a signal came during Execute (in this process: --workers 1): stop at once
+        method.StopRegistration()
 
 
 def score_problem(problem: RegistrationProblem | released.ReleasedProblem, settings: RegistrationSettings,
@@ -284,6 +292,7 @@ def run_starts(problem: RegistrationProblem, settings: RegistrationSettings, sta
         try:
             for i in range(starts):
                 results.append(run_start(problem, settings, i, seed))
+                raise_if_cancelled()
                 if on_done:
                     on_done(results[-1], len(results))
         finally:
