@@ -53,7 +53,8 @@ _claims: dict[Path, _Claim] = {}  # target -> the claim a command holds on it (w
 
 
 def _target(out: str | os.PathLike) -> Path:
-    return Path(os.path.abspath(os.fspath(out)))
+    """The folder itself: a symbolic link is followed, so the renames act on what it names."""
+    return Path(os.path.realpath(os.fspath(out)))
 
 
 def _reason(exc: OSError) -> str:
@@ -73,7 +74,10 @@ def _check(target: Path, overwrite: bool, keep_other_files: bool, names: Sequenc
         raise OutputError(f"The output folder {target} cannot be written: no permission to write in {ancestor}.")
     if not target.is_dir() or overwrite:
         return
-    present = sorted(p.name for p in target.iterdir())
+    try:
+        present = sorted(p.name for p in target.iterdir())
+    except OSError as exc:
+        raise OutputError(f"The output folder {target} cannot be read: {_reason(exc)}.") from None
     if keep_other_files:
         clashes = [n for n in names if n in present]
         if clashes:
