@@ -27,6 +27,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 from typing import Iterator, Sequence
 
@@ -147,6 +148,56 @@ def quiet_signals() -> Iterator[None]:
 def cancelled() -> bool:
     """Whether a signal asked this process to stop (for code that must stop a C++ loop itself)."""
     return _state["signal"] is not None
+
+
+def start_quiet_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker (before a process pool) with its output going
+    nowhere: after a cancel it would print warnings about the semaphores of the stopped pool
+    after the command's one line, and hold the command's output pipe open after it ended."""
+    from multiprocessing import resource_tracker
+
+    tracker = getattr(resource_tracker, "_resource_tracker", None)
+    if tracker is None or getattr(tracker, "_fd", None) is not None or not hasattr(os, "dup2"):
+        return
+    saved = []
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        for fd in (1, 2):
+            saved.append((fd, os.dup(fd)))
+            os.dup2(devnull, fd)
+        os.close(devnull)
+        tracker.ensure_running()
+    except OSError:
+        pass
+    finally:
+        for fd, copy in saved:
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
+def end_helpers() -> None:
+    """After a cancel: end multiprocessing's resource tracker now, not only once this process
+    has exited, so that when the command ends every process it started has ended."""
+    import gc
+    from multiprocessing import resource_tracker
+
+    gc.collect()  # the stopped pool's queues unregister their semaphores first
+    stop = getattr(getattr(resource_tracker, "_resource_tracker", None), "_stop", None)
+    if stop is not None:
+        with contextlib.suppress(Exception):
+            stop()
+
+
+def exit_now(status: int) -> None:
+    """End this process at once after a cancel (its clean-up done): no interpreter teardown
+    (thread pools, module finalisers), which can take a noticeable time after a large run."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)
 
 
 def raise_if_cancelled() -> None:

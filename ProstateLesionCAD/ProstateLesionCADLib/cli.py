@@ -60,7 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    return _run(args._run, args)
+    status = _run(args._run, args)
+    if argv is None and status > 128:  # the command line process was cancelled: clean-up done, end now
+        cancellation.exit_now(status)
+    return status
 
 
 def run_tool(module: ModuleType, argv: Optional[Sequence[str]] = None) -> int:
@@ -83,10 +86,12 @@ def _run(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> 
         return 2
     except cancellation.Cancelled as exc:
         print(f"error: {exc}.", file=sys.stderr)
-        return exc.exit_status
+        status = exc.exit_status
     except KeyboardInterrupt:
         print("error: interrupted.", file=sys.stderr)
         return 130
+    cancellation.end_helpers()  # outside the except block, so that the unwound frames are freed
+    return status
 
 
 if __name__ == "__main__":

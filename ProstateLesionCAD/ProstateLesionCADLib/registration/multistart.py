@@ -34,7 +34,8 @@ from typing import Callable, Optional
 import numpy as np
 import SimpleITK as sitk
 
-from ..cancellation import cancelled, ignore_interrupt, quiet_signals, raise_if_cancelled, stop_processes
+from ..cancellation import (cancelled, ignore_interrupt, quiet_signals, raise_if_cancelled, start_quiet_resource_tracker,
+                            stop_processes)
 from . import released
 from .scoring import Score, ScoringRegions, score_transform
 
@@ -299,6 +300,7 @@ def run_starts(problem: RegistrationProblem, settings: RegistrationSettings, sta
             sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(previous)
     else:
         # spawn, not fork: ITK's thread pool does not survive a fork safely.
+        start_quiet_resource_tracker()
         pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                                       initializer=_init_worker, initargs=(problem, settings, seed))
         try:
