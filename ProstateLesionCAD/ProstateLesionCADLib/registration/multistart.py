@@ -34,8 +34,8 @@ from typing import Callable, Optional
 import numpy as np
 import SimpleITK as sitk
 
-from ..cancellation import (cancelled, ignore_interrupt, quiet_signals, raise_if_cancelled, start_quiet_resource_tracker,
-                            stop_processes)
+from ..cancellation import (cancelled, ignore_interrupt, quiet_signals, raise_if_cancelled,
+                            start_quiet_resource_tracker, stop_processes)
 from . import released
 from .scoring import Score, ScoringRegions, score_transform
 
