@@ -43,7 +43,7 @@ $(STAMP512): pyproject.toml requirements-lock.txt
 	touch $(STAMP512)
 
 demo: $(STAMP)
-	$(VENV)/bin/prostate-cad demo --out demo-output
+	$(VENV)/bin/prostate-cad demo --out demo-output --overwrite
 
 test: $(STAMP) $(STAMP512)
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
@@ -54,7 +54,7 @@ slicer-api-list: $(STAMP512)
 	$(PY512) Testing/slicer_api.py --write
 
 bench: $(STAMP)
-	$(VENV)/bin/prostate-cad bench --out bench-output
+	$(VENV)/bin/prostate-cad bench --out bench-output --overwrite
 
 # on a machine with an NVIDIA GPU: its own .venv-gpu (CUDA PyTorch), every stage on the GPU,
 # bench-output/REPORT-gpu.md; stops with one sentence where there is no CUDA device
@@ -65,7 +65,7 @@ bench-gpu:
 # lesion AUC of the demo detector on 96 held-out phantoms (192 lesions), with bootstrap CIs;
 # another held-out set: make accuracy ACCURACY_ARGS="--first-seed 30000"
 accuracy: $(STAMP)
-	$(PY) -m ProstateLesionCADLib.commands.accuracy --out accuracy-output $(ACCURACY_ARGS)
+	$(PY) -m ProstateLesionCADLib.commands.accuracy --out accuracy-output --overwrite $(ACCURACY_ARGS)
 
 clean:
 	rm -rf $(VENV) $(VENV512) demo-output bench-output accuracy-output

@@ -5,7 +5,7 @@ of imports comes back to where it started.
 Layers, lowest first (a module may import its own layer and the ones below it):
 
   foundation   errors, progress, output_files, resources, device, coordinates, ggg_palette,
-               formats, image_files
+               formats, image_files, cancellation
   data         study/, models/
   stages       phantoms/, registration/, preprocessing/, lesions/, evaluation/, export/
   models run   zones/, detection/
@@ -31,7 +31,7 @@ MODULE_FILES = {"ProstateLesionCAD": REPO / "ProstateLesionCAD" / "ProstateLesio
 
 LAYERS = [
     {"errors", "progress", "output_files", "resources", "device", "coordinates", "ggg_palette", "formats",
-     "image_files", "orientation", "__init__"},
+     "image_files", "orientation", "cancellation", "__init__"},
     {"study", "models"},
     {"phantoms", "registration", "preprocessing", "lesions", "evaluation", "export"},
     {"zones", "detection"},

@@ -78,12 +78,12 @@ def test_staged_output_leaves_nothing_on_failure_and_keeps_user_files(tmp_path):
     out.mkdir()
     (out / "mine.txt").write_text("user")
     with pytest.raises(RuntimeError):
-        with staged_output_dir(out) as stage:
+        with staged_output_dir(out, keep_other_files=True) as stage:
             (stage / "half.nrrd").write_text("x")
             raise RuntimeError("boom")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     assert sorted(p.name for p in out.iterdir()) == ["mine.txt"]
-    with staged_output_dir(out) as stage:
+    with staged_output_dir(out, keep_other_files=True) as stage:
         (stage / "sub").mkdir()
         (stage / "sub" / "a.json").write_text("{}")
     assert (out / "sub" / "a.json").is_file() and (out / "mine.txt").read_text() == "user"

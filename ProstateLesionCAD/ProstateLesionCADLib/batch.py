@@ -26,6 +26,7 @@ from typing import Any, Callable, Optional, Sequence
 from .detection.outputs import DETECTIONS_FILE
 from .errors import CadError, FormatError, ParameterError
 from .models.package import ModelPackage
+from .output_files import output_claim
 from .pipeline import load_detector, run_pipeline
 from .progress import ProgressCallback, silent, sub_progress
 from .study.case import Case
@@ -257,11 +258,12 @@ def _error_sentence(exc: BaseException) -> str:
 
 def detect_cases(cases: Sequence[BatchCase], package: ModelPackage, out_root: str | os.PathLike, *,
                  register_preset: Optional[str] = "paper", zones_backend: str = "taps", drop: Sequence[str] = (),
-                 tta: bool = False, device: str = "auto", image_format: str = "nrrd",
+                 tta: bool = False, device: str = "auto", image_format: str = "nrrd", overwrite: bool = False,
                  progress: Optional[ProgressCallback] = None,
                  on_case: Optional[Callable[[CaseOutcome], None]] = None) -> BatchReport:
     """Run the pipeline on every case into out_root/<case name>/; see the module docstring.
 
+    `overwrite`: finished cases run again too, each case folder replaced as a whole.
     `on_case(outcome)` is called as each case ends (e.g. to print its notes at once).
     The detector is loaded on the first case that needs it; a package that cannot be loaded
     stops the batch (every case would fail the same way).
@@ -277,7 +279,7 @@ def detect_cases(cases: Sequence[BatchCase], package: ModelPackage, out_root: st
 
         out = out_root / item.name
         start = time.perf_counter()
-        if is_finished(out):
+        if is_finished(out) and not overwrite:
             outcome = CaseOutcome(item.name, SKIPPED, _detections_in(out), 0.0, out_dir=str(out))
             report(1.0, "finished before, skipped")
         else:
@@ -285,10 +287,11 @@ def detect_cases(cases: Sequence[BatchCase], package: ModelPackage, out_root: st
                 detector = load_detector(package, device)
             try:
                 case = item.load_case(sub_progress(report, 0.0, 0.1))
-                result = run_pipeline(case, package, out, register_preset=register_preset,
-                                      zones_backend=zones_backend, drop=drop, tta=tta, device=device,
-                                      detector=detector, progress=sub_progress(report, 0.1, 1.0),
-                                      image_format=image_format)
+                with output_claim(out, overwrite):  # a case folder is replaced only when asked
+                    result = run_pipeline(case, package, out, register_preset=register_preset,
+                                          zones_backend=zones_backend, drop=drop, tta=tta, device=device,
+                                          detector=detector, progress=sub_progress(report, 0.1, 1.0),
+                                          image_format=image_format)
                 outcome = CaseOutcome(item.name, DONE, len(result.detections.detections),
                                       time.perf_counter() - start, out_dir=str(out), notes=list(result.messages))
             except Exception as exc:  # any failure of one case is recorded and the batch goes on

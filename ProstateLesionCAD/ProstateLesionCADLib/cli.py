@@ -21,7 +21,7 @@ import sys
 from types import ModuleType
 from typing import Callable, Optional, Sequence
 
-from . import __version__
+from . import __version__, cancellation
 from .commands import (bench, demo, detect, evaluate, export, grow, load, models, phantoms, preprocess, register,
                        train, zones)
 from .errors import CadError
@@ -82,7 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    return _run(args._run, args)
+    status = _run(args._run, args)
+    if argv is None and status > 128:  # the command line process was cancelled: clean-up done, end now
+        cancellation.exit_now(status)
+    return status
 
 
 def run_tool(module: ModuleType, argv: Optional[Sequence[str]] = None) -> int:
@@ -101,10 +104,16 @@ def _run(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> 
     before = verbosity()  # restored afterwards: in-process callers (tests, scripts) run several commands
     set_verbosity(_verbosity_of(args))
     try:
-        return int(run(args) or 0)
+        with cancellation.handling_signals():  # SIGTERM/SIGINT: stop workers, remove staging folders and locks
+            status = int(run(args) or 0)
+            cancellation.raise_if_cancelled()
+            return status
     except CadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except cancellation.Cancelled as exc:
+        print(f"error: {exc}.", file=sys.stderr)
+        status = exc.exit_status
     except KeyboardInterrupt:
         print("error: interrupted.", file=sys.stderr)
         return 130
@@ -114,6 +123,8 @@ def _run(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> 
         return 2
     finally:
         set_verbosity(before)
+    cancellation.end_helpers()  # outside the except block, so that the unwound frames are freed
+    return status
 
 
 if __name__ == "__main__":

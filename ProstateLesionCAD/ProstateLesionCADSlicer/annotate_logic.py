@@ -400,8 +400,11 @@ class AnnotateLogic:
         out.CopyInformation(t2)
         return out
 
-    def export(self, seeds_node, t2_node, out_dir, case_id: Optional[str] = None) -> Path:
-        """Write out_dir/lesions.nrrd and out_dir/ground-truth.json (DESIGN.md) for training; returns the JSON path."""
+    def export(self, seeds_node, t2_node, out_dir, case_id: Optional[str] = None, overwrite: bool = True) -> Path:
+        """Write out_dir/lesions.nrrd and out_dir/ground-truth.json (DESIGN.md) for training; returns the JSON path.
+        The folder's other files stay. Export is the annotator saving the segments as they are now, so
+        by default it replaces the two files an earlier export of the folder wrote (both or neither);
+        `overwrite=False` refuses a folder that holds them."""
         if t2_node is None or seeds_node is None or seeds_node.GetNumberOfControlPoints() == 0:
             raise CaseError("Select a T2 volume and a seed list with at least one point to export.")
         ungraded = sorted(self.seed_number(seeds_node, pid) for pid in self.point_ids(seeds_node)
@@ -413,4 +416,4 @@ class AnnotateLogic:
         labels = self.label_map(seeds_node, t2_node)
         seeds = sorted((self.seed(seeds_node, pid) for pid in self.point_ids(seeds_node)), key=lambda s: s.id)
         case_id = case_id or parameters(self.scene).case_id or t2_node.GetName()
-        return write_annotation(out_dir, case_id, labels, seeds)
+        return write_annotation(out_dir, case_id, labels, seeds, overwrite=overwrite)

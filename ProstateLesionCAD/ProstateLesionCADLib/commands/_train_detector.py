@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ._output_args import add_overwrite_argument, writes_output
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("--data", required=True, help="folder of pre-processed cases (one sub-folder per case id)")
     parser.add_argument("--ground-truth", required=True, help="ground-truth JSON with lesion masks and GGG")
     parser.add_argument("--split", required=True, help="split file (prostate-cad-split/1); created when absent")
     parser.add_argument("--out", required=True, help="model package folder to write")
+    add_overwrite_argument(parser)
     parser.add_argument("--config", default=None, help="JSON {network: {...}, training: {...}, channels: [...], "
                         "crop_size: [x,y,z], spacing: [x,y,z], name, version, intended_use}")
     parser.add_argument("--unlabeled", default="", help="comma-separated case ids without GGG (seg + boxes only)")
@@ -51,6 +54,7 @@ def _folds(text):
         raise ParameterError(f"--folds must be comma-separated fold numbers, got {text!r}.") from None
 
 
+@writes_output()
 def run(args) -> int:
     from ..detection.retina_unet.train_detector import train_detector
     from ..progress import ConsoleProgress

@@ -6,6 +6,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ._output_args import add_overwrite_argument, writes_output
+
 SYNTHETIC_USE = ("Demonstration and testing only: trained on synthetic phantoms (no patient data); "
                  "not for clinical use, not a medical device.")
 
@@ -16,6 +18,7 @@ def add_arguments(parser) -> None:
     src.add_argument("--cases", default=None, help="folder with one case sub-folder per case id (DICOM or case.json)")
     parser.add_argument("--ground-truth", default=None, help="ground-truth JSON with lesion masks and GGG (with --cases)")
     parser.add_argument("--out", required=True, help="model package folder to write")
+    add_overwrite_argument(parser)
     parser.add_argument("--loss", default="fl+mfl", choices=("ce", "fl", "fl+mfl"), help="training loss (default fl+mfl)")
     parser.add_argument("--steps", type=int, default=600, help="training steps (default 600)")
     parser.add_argument("--batch-size", type=int, default=16)
@@ -52,6 +55,7 @@ def _settings(args):
                          lr=args.lr, patch=args.patch, seed=args.seed, mfl_warmup=args.mfl_warmup, network=network)
 
 
+@writes_output()
 def run(args) -> int:
     from ..detection.focalnet.package import train_package
     from ..detection.focalnet.phantom_data import phantom_cases, study_cases

@@ -4,12 +4,14 @@ A sub-verb of `train` (commands/train.py), not a verb of its own: hence the unde
 
 from __future__ import annotations
 
+from ._output_args import add_overwrite_argument, writes_output
 
 def add_arguments(parser) -> None:
     parser.add_argument("--images", nargs="+", required=True, metavar="FILE", help="T2 volumes (NRRD/NIfTI/MHA)")
     parser.add_argument("--labels", nargs="+", required=True, metavar="FILE",
                         help="zone label maps on the same grids, in the same order (1 = CG, 2 = PZ)")
     parser.add_argument("--out", required=True, metavar="PACKAGE", help="folder of the model package to write")
+    add_overwrite_argument(parser)
     parser.add_argument("--name", default="zones-cascade", help="model name in model.json")
     parser.add_argument("--steps", type=int, default=600, help="training iterations (default 600)")
     parser.add_argument("--batch", type=int, default=8, help="2.5D slices per iteration (default 8)")
@@ -27,6 +29,7 @@ def add_arguments(parser) -> None:
                              "images and settings match; with --resume, exit 2 when there is nothing to continue)")
 
 
+@writes_output()
 def run(args) -> int:
     from ..zones.training import train_zones
 

@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from ._output_args import add_overwrite_argument, writes_output
+
 HELP = ("Lesion-level AUC (GGG>=1, >=2, >=3, bootstrap CIs) of a detector on held-out demo phantoms; "
         "writes detections.json, ground-truth.json and evaluation/ into --out.")
 
@@ -20,12 +22,14 @@ def add_arguments(parser) -> None:
 
     parser.add_argument("--model", default=None, help="detector package name or folder (default: the demo model)")
     parser.add_argument("--out", type=Path, required=True)
+    add_overwrite_argument(parser)
     parser.add_argument("--phantoms", type=int, default=96)
     parser.add_argument("--bootstrap", type=int, default=1000)
     parser.add_argument("--first-seed", type=int, default=FIRST_SEED,
                         help="seed of the first held-out phantom (another set: 30000 was the demo model's confirmation)")
 
 
+@writes_output()
 def run(args) -> int:
     from ..demo.accuracy import measure
     from ..demo.detector_model import DEMO_NAME

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from ._output_args import add_overwrite_argument, writes_output
+
 HELP = ("Run the whole pipeline on the embedded sample: zones, registration, pre-processed channels (NRRD + "
         "montage), lesion detection with the demo model; write a summary.")
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--out", default="demo-output", help="output folder (default: demo-output)")
+    add_overwrite_argument(parser)
     parser.add_argument("--case", default=None,
                         help="another case (DICOM folder or case JSON/folder) instead of the embedded sample")
     parser.add_argument("--registration-starts", type=int, default=None,
                         help="number of registration starts (default: the fast preset's 8)")
 
 
+@writes_output()
 def run(args) -> int:
     from ..demo.run import run_demo
     from ..errors import ParameterError

@@ -6,6 +6,8 @@ from __future__ import annotations
 import sys
 import time
 
+from ._output_args import add_overwrite_argument, writes_output
+
 HELP = ("Detect lesions in a case (or several: folders of studies, list files) with a detector model; "
         "writes detections.json and lesion-probability.nrrd.")
 
@@ -18,6 +20,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--model", required=True, help="detector model package: installed name or folder")
     parser.add_argument("--out", required=True,
                         help="output folder (several cases: one subfolder per case; finished ones are skipped)")
+    add_overwrite_argument(parser, "replace earlier results: one case: the output folder's contents; several "
+                           "cases: run every case again, finished ones too (default: refuse / skip them)")
     parser.add_argument("--drop", default="", help="comma-separated sequences to blank, e.g. KTRANS,DCE (ablation)")
     parser.add_argument("--tta", action="store_true", help="mirror test-time augmentation (y, x, both)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -47,6 +51,7 @@ def run(args) -> int:
     return _run_batch(args, paths)
 
 
+@writes_output()
 def _run_one(args, path) -> int:
     from ..image_files import read_image_file
     from ..pipeline import check_options, detector_package, run_pipeline
@@ -86,6 +91,7 @@ def _run_one(args, path) -> int:
 def _run_batch(args, paths) -> int:
     from ..batch import detect_cases, discover_cases
     from ..errors import ParameterError
+    from ..output_files import output_claim
     from ..pipeline import check_options, detector_package
     from ..progress import ConsoleProgress, detail, note
 
@@ -103,9 +109,12 @@ def _run_batch(args, paths) -> int:
         for message in outcome.notes:
             note(f"{outcome.case}: {message}")
 
-    report = detect_cases(cases, pkg, args.out, register_preset=register_preset, zones_backend=args.zones_backend,
-                          drop=drop, tta=args.tta, device=args.device, image_format=args.image_format,
-                          progress=ConsoleProgress(), on_case=ended)
+    # the batch adds case folders to --out (a stopped batch resumes there), so its other files stay
+    with output_claim(args.out, args.overwrite, keep_other_files=True):
+        report = detect_cases(cases, pkg, args.out, register_preset=register_preset,
+                              zones_backend=args.zones_backend, drop=drop, tta=args.tta, device=args.device,
+                              image_format=args.image_format, overwrite=args.overwrite,
+                              progress=ConsoleProgress(), on_case=ended)
     if args.json:
         _print_json(report)
     else:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from ._output_args import add_overwrite_argument, writes_output
+
 HELP = ("Evaluate detections against ground truth as in Pellicer-Valero et al. 2022 (Table 1): "
         "metrics.json, ROC plots, report.md; optional FocalNet-style FROC.")
 
@@ -22,6 +24,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--ground-truth", required=True,
                         help="ground-truth JSON (prostate-cad-ground-truth/1) or a PI-CAI archive folder (marksheet + delineations)")
     parser.add_argument("--out", required=True, help="output folder (metrics.json, scores.json, ROC PNGs, report.md)")
+    add_overwrite_argument(parser)
     parser.add_argument("--criteria", default="1,2,3", help="significance criteria GGG>=k to evaluate (default 1,2,3)")
     parser.add_argument("--distance-mm", type=float, default=15.0, help="lesion matching radius in mm (default 15)")
     parser.add_argument("--k", type=float, default=2.0, dest="k_match",
@@ -61,6 +64,7 @@ def add_arguments(parser) -> None:
                         help="print the metrics as JSON (the content of metrics.json) instead of the report")
 
 
+@writes_output()
 def run(args) -> int:
     from ..evaluation.evaluate import evaluate
     from ..evaluation.froc import HitRule

@@ -3,6 +3,11 @@ or (--picai) as a PI-CAI detection map with its case-level likelihood."""
 
 from __future__ import annotations
 
+from ._output_args import add_overwrite_argument, writes_output
+
+# what it adds to --out (export/): a run's folder keeps its other files
+EXPORT_NAMES = ("segmentation.dcm", "measurement-report.dcm", "segmentation.seg.nrrd")
+
 HELP = ("Write a run's lesions (detections.json) and zones as a DICOM SEG, a DICOM SR measurement report "
         "and a Slicer .seg.nrrd on the study's T2 grid.")
 
@@ -14,6 +19,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--zones", default=None, metavar="FILE", help="zones label map (1 = CG, 2 = PZ) on any grid")
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="output folder (segmentation.dcm, measurement-report.dcm, segmentation.seg.nrrd)")
+    add_overwrite_argument(parser, help="replace the SEG, SR and .seg.nrrd if --out holds them (default: refuse); "
+                                        "its other files always stay")
     parser.add_argument("--dicom-seg", action="store_true", help="write the DICOM Segmentation")
     parser.add_argument("--dicom-sr", action="store_true",
                         help="write the DICOM SR measurement report (TID 1500; writes the SEG it refers to as well)")
@@ -30,6 +37,7 @@ def add_arguments(parser) -> None:
                         help="PI-CAI: detections with predicted GGG >= this are candidates (default 2, csPCa)")
 
 
+@writes_output(keep_other_files=True, names=EXPORT_NAMES)
 def run(args) -> int:
     from ..export import export_results
     from ..progress import ConsoleProgress, note

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from ._output_args import add_overwrite_argument, writes_output
+
+# what it adds to --out (lesions.annotation_files and grow.json): a case folder's other files stay
+ANNOTATION_NAMES = ("lesions.nrrd", "ground-truth.json", "grow.json")
+
 HELP = "Grow lesion masks from seed points (ground-truth JSON or CSV x,y,z,ggg[,id] in LPS mm)."
 
 
@@ -9,6 +14,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("path", help="case: DICOM folder, case folder or case.json")
     parser.add_argument("--seeds", required=True, help="ground-truth JSON or CSV with x,y,z,ggg[,id] (LPS mm)")
     parser.add_argument("--out", required=True, help="output folder (lesions.nrrd, ground-truth.json, grow.json)")
+    add_overwrite_argument(parser, help="replace lesions.nrrd, ground-truth.json and grow.json if --out holds them "
+                                        "(default: refuse); its other files always stay")
     parser.add_argument("--case-id", default=None, help="which case of a multi-case seed JSON")
     parser.add_argument("--prostate", default=None, help="prostate mask (or zones label map) on any grid: "
                                                          "clips leaks out of the gland")
@@ -19,6 +26,7 @@ def add_arguments(parser) -> None:
                         help="file format of the lesion label map (default nrrd); ground-truth.json names the file")
 
 
+@writes_output(keep_other_files=True, names=ANNOTATION_NAMES)
 def run(args) -> int:
     from pathlib import Path
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional
 
+from ._output_args import add_overwrite_argument, writes_output
+
 if TYPE_CHECKING:
     from ..study.case import Case, SeriesInfo
 
@@ -28,6 +30,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--ktrans", default=None, metavar="FILE", help="Ktrans map (NRRD/NIfTI/MHA) for the KTRANS role")
     parser.add_argument("--export", default=None, metavar="DIR",
                         help="write the loaded case as compressed NRRD per role + case.json into DIR")
+    add_overwrite_argument(parser)
 
 
 def parse_choices(items: list[str]) -> dict[str, str]:
@@ -145,6 +148,7 @@ def print_plan(args, files: Optional[list[str]], choose: dict, progress) -> int:
     return 0
 
 
+@writes_output("export")
 def run(args) -> int:
     import sys
 

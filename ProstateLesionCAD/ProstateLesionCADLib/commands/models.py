@@ -6,6 +6,7 @@ The library side lives in models.catalog (list, install) and detection.retina_un
 
 from __future__ import annotations
 
+from ._output_args import add_overwrite_argument, writes_output
 from ._subverbs import SubVerb, add_subverbs, run_subverb
 
 HELP = "Manage model packages: list, install from a file or URL, import-mdt, fetch-published."
@@ -54,6 +55,7 @@ def run_install(args) -> int:
 def add_import_mdt_arguments(parser) -> None:
     parser.add_argument("folder", help="MDT experiment folder with fold_<n>/<epoch>_best_checkpoint/params.pth")
     parser.add_argument("--out", required=True, help="model package folder to write")
+    add_overwrite_argument(parser)
     parser.add_argument("--config", default=None,
                         help="JSON file of network config overrides (default: the published exp0 network)")
 
@@ -77,6 +79,7 @@ def _network_config(path):
     return make_config(**overrides)
 
 
+@writes_output()
 def run_import_mdt(args) -> int:
     from ..detection.retina_unet.mdt_import import import_mdt
     from ..detection.retina_unet.published import PUBLISHED_RANKING
@@ -96,14 +99,20 @@ def add_fetch_published_arguments(parser) -> None:
     parser.add_argument("--lfs-base-url", default=None, help="Git LFS media URL, if the repository uses LFS")
     parser.add_argument("--cache", default=None, help="download cache folder (default: per-user cache)")
     parser.add_argument("--out", default=None, help="model package folder (default: per-user model folder)")
+    add_overwrite_argument(parser)
 
 
 def run_fetch_published(args) -> int:
+    from ..detection.retina_unet.mdt_import import PUBLISHED_PACKAGE_NAME
     from ..detection.retina_unet.published import fetch_published
+    from ..resources import user_models_dir
+    from ..output_files import output_claim
     from ..progress import ConsoleProgress
 
-    pkg = fetch_published(args.out, base_url=args.base_url, cache_dir=args.cache, lfs_base_url=args.lfs_base_url,
-                          progress=ConsoleProgress())
+    out = args.out or user_models_dir() / PUBLISHED_PACKAGE_NAME
+    with output_claim(out, args.overwrite):
+        pkg = fetch_published(out, base_url=args.base_url, cache_dir=args.cache, lfs_base_url=args.lfs_base_url,
+                              progress=ConsoleProgress())
     print(f"published model {pkg.name!r} installed at {pkg.root}")
     return 0
 

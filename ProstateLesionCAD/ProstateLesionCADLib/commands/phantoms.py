@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._output_args import add_overwrite_argument, writes_output
+
 HELP = "Write N synthetic mpMRI phantoms (one folder per case) and one ground-truth JSON for all."
 
 
@@ -9,6 +11,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--n", type=int, default=10, help="number of cases (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the set; same seed, same cases")
     parser.add_argument("--out", required=True, help="output folder (one sub-folder per case + ground-truth.json)")
+    add_overwrite_argument(parser)
     parser.add_argument("--format", choices=("nrrd", "dicom", "picai"), default="nrrd",
                         help="nrrd: one file per role + case.json; dicom: Siemens-like DICOM series; picai: a PI-CAI "
                              "archive (images/<patient>/*.mha, marksheet, csPCa delineations; no DCE/Ktrans)")
@@ -42,6 +45,7 @@ def _spacing(args) -> dict:
     return {"spacing": (args.spacing_xy, args.spacing_xy, 3.0)}
 
 
+@writes_output()
 def run(args) -> int:
     from ..phantoms.generate import make_phantom_set
     from ..progress import ConsoleProgress

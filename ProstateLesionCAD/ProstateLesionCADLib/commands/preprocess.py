@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._output_args import add_overwrite_argument, writes_output
+
 HELP = ("Resample a case to the detector's 11-channel 160x160x24 input at 0.5x0.5x3 mm "
         "(NRRD per channel, channels.npy, preprocessed.json).")
 
@@ -9,6 +11,7 @@ HELP = ("Resample a case to the detector's 11-channel 160x160x24 input at 0.5x0.
 def add_arguments(parser) -> None:
     parser.add_argument("path", help="a case: DICOM folder (any depth) or a case JSON / folder of role images")
     parser.add_argument("--out", required=True, help="output folder")
+    add_overwrite_argument(parser)
     parser.add_argument("--prostate", default=None, help="prostate mask (NRRD/NIfTI/MHA) to centre the crop on")
     parser.add_argument("--zones", default=None, help="zonal mask (1 = CG, 2 = PZ) for the CG/PZ channels")
     parser.add_argument("--ktrans", default=None, help="Ktrans map file (ProstateX ships it apart from the DICOM)")
@@ -39,6 +42,7 @@ def _read_mask(path: str, what: str):
     return image
 
 
+@writes_output()
 def run(args) -> int:
     from ..study.loading import load_case
     from ..output_files import staged_output_dir

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._output_args import add_overwrite_argument, writes_output
+
 HELP = ("Register ADC and DWI to T2 (multi-start BSpline, never worse than none) and write transform.h5, "
         "the registered ADC/DWI and registration.json.")
 
@@ -9,6 +11,7 @@ HELP = ("Register ADC and DWI to T2 (multi-start BSpline, never worse than none)
 def add_arguments(parser) -> None:
     parser.add_argument("path", help="DICOM folder, folder holding case.json, or a case .json file")
     parser.add_argument("--out", required=True, help="output folder")
+    add_overwrite_argument(parser)
     parser.add_argument("--preset", default="paper", choices=["paper", "fast", "released"],
                         help="paper: 50 starts on a 1 mm grid (default); fast: 8 starts on a 1.5 mm grid; "
                              "released: the authors' released code (50 runs differing in random sampling)")
@@ -22,6 +25,7 @@ def add_arguments(parser) -> None:
                         help="use this ITK transform (T2 -> ADC/DWI, e.g. corrected in Slicer) instead of registering")
 
 
+@writes_output()
 def run(args) -> int:
     from ..image_files import read_image_file
     from ..study.loading import load_case

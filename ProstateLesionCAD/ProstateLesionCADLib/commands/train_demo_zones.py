@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sys
 
+from ._output_args import add_overwrite_argument, writes_output
+
 HELP = "Train the bundled zones demo model (zonal cascade on synthetic phantoms) into a model package folder."
 
 
@@ -16,6 +18,7 @@ def add_arguments(parser) -> None:
     from ..demo.zones_model import DEMO_CASES, DEMO_RECIPE, DEMO_TRAIN_SEED
 
     parser.add_argument("--out", required=True, metavar="DIR", help="folder of the model package to write")
+    add_overwrite_argument(parser)
     parser.add_argument("--cases", type=int, default=DEMO_CASES,
                         help=f"phantoms to train and validate on (default {DEMO_CASES})")
     parser.add_argument("--steps", type=int, default=DEMO_RECIPE["steps"],
@@ -24,6 +27,7 @@ def add_arguments(parser) -> None:
                         help=f"phantom-set seed (default {DEMO_TRAIN_SEED}, the shipped model's)")
 
 
+@writes_output()
 def run(args) -> int:
     from ..demo.zones_model import train_demo_cascade
     from ..progress import ConsoleProgress

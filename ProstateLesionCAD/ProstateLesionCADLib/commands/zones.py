@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._output_args import add_overwrite_argument, writes_output
+
 from ..zones import BACKENDS, DEMO_MODEL
 
 HELP = ("Segment the prostate zones of a study's T2 (DICOM folder, case folder/.json, or a T2 image file): "
@@ -11,6 +13,7 @@ HELP = ("Segment the prostate zones of a study's T2 (DICOM folder, case folder/.
 def add_arguments(parser) -> None:
     parser.add_argument("path", help="DICOM folder, folder with case.json, case .json, or a T2 image file (NRRD/NIfTI/MHA)")
     parser.add_argument("--out", required=True, metavar="DIR", help="output folder (zones.nrrd, zones.json)")
+    add_overwrite_argument(parser)
     parser.add_argument("--backend", choices=BACKENDS, default="taps",
                         help="prostate from the pretrained TAPS network (default) or from the cascade's CNN-1")
     parser.add_argument("--model", default=DEMO_MODEL, metavar="NAME|PATH",
@@ -20,6 +23,7 @@ def add_arguments(parser) -> None:
                         help="file format of the label map (default nrrd); zones.json names the file")
 
 
+@writes_output()
 def run(args) -> int:
     from pathlib import Path
 

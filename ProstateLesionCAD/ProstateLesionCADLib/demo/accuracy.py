@@ -71,6 +71,6 @@ def score_phantoms(phantoms, model: str, out: Path, bootstrap: int, device: str 
     write_ground_truth(GroundTruthSet([p.ground_truth for p in phantoms]), out / "ground-truth.json")
     metrics = evaluate(read_detections(out / "detections.json"), read_ground_truth(out / "ground-truth.json"),
                        bootstrap=bootstrap, with_dice=False, progress=sub_progress(progress, 0.9, 1.0))
-    with staged_output_dir(out / "evaluation") as stage:
+    with staged_output_dir(out / "evaluation", overwrite=True) as stage:  # rewritten with detections.json
         write_report(metrics, stage)
     return json.loads((out / "evaluation" / "metrics.json").read_text())

@@ -6,7 +6,8 @@ detector, the fast registration preset) and write each stage's files; the others
 sample and draw figures. `add_step(step, before=...)` inserts a step. Every step reports
 progress and appends the files it wrote to `state.outputs`. All files are written into a
 staged folder that replaces nothing until every step has succeeded
-(`output_files.staged_output_dir`).
+(`output_files.staged_output_dir`); an earlier demo's folder is replaced only with
+`overwrite` (`prostate-cad demo --overwrite`).
 """
 
 from __future__ import annotations
@@ -172,9 +173,10 @@ def _write_summary(state: DemoState) -> None:
 
 def run_demo(out_dir: str | os.PathLike, case_dir: Optional[str | os.PathLike] = None,
              steps: Optional[list[DemoStep]] = None, progress: Optional[ProgressCallback] = None,
-             options: Optional[dict[str, Any]] = None) -> DemoState:
+             options: Optional[dict[str, Any]] = None, overwrite: Optional[bool] = None) -> DemoState:
     """Run the demo steps on `case_dir` (default: the embedded sample) into `out_dir`;
-    `options` seed `state.results` (e.g. {"registration_starts": 2})."""
+    `options` seed `state.results` (e.g. {"registration_starts": 2}). A non-empty `out_dir`
+    is replaced only with `overwrite` (unset: as the command's --overwrite says)."""
     from ..errors import CaseError
     from ..resources import sample_case_dir
 
@@ -188,7 +190,7 @@ def run_demo(out_dir: str | os.PathLike, case_dir: Optional[str | os.PathLike] =
     steps = steps if steps is not None else default_steps()
     total = sum(s.weight for s in steps) or 1.0
     done = 0.0
-    with staged_output_dir(out_dir) as stage:
+    with staged_output_dir(out_dir, overwrite) as stage:
         state = DemoState(out=stage, case_dir=case_path, results=dict(options or {}))
         for number, step in enumerate(steps, 1):
             start = done / total

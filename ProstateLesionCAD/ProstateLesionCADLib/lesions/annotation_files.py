@@ -22,15 +22,17 @@ GROUND_TRUTH_FILE = "ground-truth.json"
 
 def write_annotation(out_dir: str | Path, case_id: str, labels: sitk.Image, seeds: Sequence[Seed],
                      label_of: Optional[dict[int, int]] = None,
-                     extra_json: Optional[dict[str, Any]] = None, image_format: str = "nrrd") -> Path:
+                     extra_json: Optional[dict[str, Any]] = None, image_format: str = "nrrd",
+                     overwrite: Optional[bool] = None) -> Path:
     """Write out_dir/lesions.nrrd (.nii.gz, .mha: `image_format`) + ground-truth.json (and any
     `extra_json` files, name -> object) in one staged step; returns the ground-truth path.
     `label_of` maps a seed id to its label in `labels` (default: the seed id). The patient's
-    GGG is the highest."""
+    GGG is the highest. The folder's other files stay (it may be the case's own folder); files
+    of the same name are replaced only with `overwrite` (unset: as the command's --overwrite says)."""
     label_of = label_of or {}
     case = GroundTruthCase(case_id, [Lesion(s.id, s.ggg, s.center_lps, label_of.get(s.id, s.id)) for s in seeds],
                            patient_ggg=max(s.ggg for s in seeds))
-    with staged_output_dir(out_dir) as stage:
+    with staged_output_dir(out_dir, overwrite, keep_other_files=True) as stage:
         name = with_format(LABELS_FILE, image_format)
         write_image_file(labels, stage / name, pixel_type=sitk.sitkUInt16)
         case.lesion_mask = stage / name

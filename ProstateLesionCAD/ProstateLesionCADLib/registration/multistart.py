@@ -38,6 +38,8 @@ from typing import Callable, Optional
 import numpy as np
 import SimpleITK as sitk
 
+from ..cancellation import (cancelled, ignore_interrupt, quiet_signals, raise_if_cancelled,
+                            start_quiet_resource_tracker, stop_processes)
 from . import released
 from .scoring import Score, ScoringRegions, score_transform
 
@@ -209,7 +211,9 @@ def run_start(problem: RegistrationProblem | released.ReleasedProblem, settings:
                 method.SetMetricSamplingStrategy(method.RANDOM)
                 method.SetMetricSamplingPercentage(float(settings.metric_fraction),
                                                    _sampling_seed(seed, start_index, level))
-            method.Execute(fixed, moving)
+            with quiet_signals():  # ITK would print and drop the exception raised in its callback
+                method.Execute(fixed, moving)
+            raise_if_cancelled()
     except RuntimeError as exc:  # e.g. too few samples mapped inside the moving image
         return StartResult(start_index, None, None, None, len(trace), "failed", time.perf_counter() - began,
                            translation, error=str(exc).strip().splitlines()[-1][:300], loss_trace=trace,
@@ -267,6 +271,9 @@ def _level_method(settings: RegistrationSettings, step_mm: float, transform: sit
 
     def on_iteration() -> None:
         trace.append(method.GetMetricValue())
+        if cancelled():  # a signal came during Execute (in this process: --workers 1): stop at once
+            method.StopRegistration()
+            return
         level_trace = trace[first:]
         if window and len(level_trace) > window:
             before, now = level_trace[-1 - window], level_trace[-1]
@@ -294,6 +301,7 @@ _WORKER_STATE: dict = {}
 
 
 def _init_worker(problem: RegistrationProblem, settings: RegistrationSettings, seed: int) -> None:
+    ignore_interrupt()  # Ctrl-C reaches the whole terminal group: the parent stops the workers
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
     _WORKER_STATE.update(problem=problem, settings=settings, seed=seed)
 
@@ -323,17 +331,32 @@ def run_starts(problem: RegistrationProblem, settings: RegistrationSettings, sta
         try:
             for i in range(starts):
                 results.append(run_start(problem, settings, i, seed))
+                raise_if_cancelled()
                 if on_done:
                     on_done(results[-1], len(results))
         finally:
             sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(previous)
     else:
         # spawn, not fork: ITK's thread pool does not survive a fork safely.
-        with cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                                    initializer=_init_worker, initargs=(problem, settings, seed)) as pool:
+        start_quiet_resource_tracker()
+        pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                                      initializer=_init_worker, initargs=(problem, settings, seed))
+        try:
             futures = [pool.submit(_worker_start, i) for i in range(starts)]
             for future in cf.as_completed(futures):
                 results.append(future.result())
                 if on_done:
                     on_done(results[-1], len(results))
+        except BaseException:
+            _stop_pool(pool)  # cancelled or failed: the queued starts must not run on
+            raise
+        pool.shutdown(wait=True)
     return sorted(results, key=lambda r: r.index)
+
+
+def _stop_pool(pool: cf.ProcessPoolExecutor) -> None:
+    """Drop the queued starts and end the running ones now (a plain shutdown would wait for all)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # before shutdown forgets them
+    pool.shutdown(wait=False, cancel_futures=True)
+    stop_processes(processes)
+    pool.shutdown(wait=True)

@@ -1,0 +1,83 @@
+"""SIGTERM and SIGINT stop a command at once (cancellation.py): a real `prostate-cad register
+--workers 2` is signalled while its registration worker processes run; within 2 s no process
+it started remains, it exits with 128 + signal and one line on stderr, and its output folder
+and the folder around it hold what they held before (no staging folder, no lock)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+psutil = pytest.importorskip("psutil")
+
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
+
+
+def _command(repo_dir: Path, out: Path, workers: int) -> list[str]:
+    script = Path(sys.executable).with_name("prostate-cad")
+    head = [str(script)] if script.is_file() else [sys.executable, "-m", "ProstateLesionCADLib"]
+    return head + ["register", str(repo_dir / "Resources" / "Sample" / "ProstateX-0000"), "--out", str(out),
+                   "--overwrite", "--preset", "fast", "--workers", str(workers)]
+
+
+def _workers(root) -> list:
+    try:
+        return [p for p in root.children(recursive=True) if "spawn_main" in " ".join(p.cmdline())]
+    except psutil.Error:
+        return []
+
+
+def _running(process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.parametrize("signum, own_group, workers", [(signal.SIGTERM, False, 2), (signal.SIGINT, True, 2),
+                                                        (signal.SIGTERM, False, 1)],
+                         ids=["SIGTERM-to-the-process", "SIGINT-to-a-group-leader", "SIGTERM-in-process-starts"])
+def test_a_signal_stops_register_and_its_workers_at_once(tmp_path, repo_dir, signum, own_group, workers):
+    """workers=1 runs the starts in the command's own process: ITK's optimiser is stopped from
+    its iteration callback."""
+    out = tmp_path / "registration"
+    out.mkdir()
+    (out / "earlier.txt").write_text("an earlier run")  # prior contents, replaced only on success
+    (tmp_path / "neighbour.txt").write_text("not ours")
+    proc = subprocess.Popen(_command(repo_dir, out, workers), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=own_group)
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
+    try:
+        root = psutil.Process(proc.pid)
+        deadline = time.monotonic() + 120
+        while len(_workers(root)) < (workers if workers > 1 else 0) or not any("process(es)" in x for x in lines):
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "the registration starts never began"
+            time.sleep(0.05)
+        time.sleep(0.5)  # the starts are running
+        tree = [root, *root.children(recursive=True)]  # workers and multiprocessing's resource tracker
+        assert (tmp_path / ".registration.lock").read_text().strip() == str(proc.pid)
+        sent = time.monotonic()
+        proc.send_signal(signum)
+        while any(_running(p) for p in tree):
+            assert time.monotonic() - sent < 2.0, f"still running 2 s after {signum.name}: " \
+                                                  f"{[p for p in tree if _running(p)]}"
+            time.sleep(0.02)
+        err = proc.stderr.read()
+        assert proc.wait(5) == 128 + signum
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert err == f"error: cancelled by {signum.name}.\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["neighbour.txt", "registration"]
+    assert sorted(p.name for p in out.iterdir()) == ["earlier.txt"]
+    assert (out / "earlier.txt").read_text() == "an earlier run"
