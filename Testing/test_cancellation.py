@@ -53,13 +53,14 @@ def test_a_signal_stops_register_and_its_workers_at_once(tmp_path, repo_dir, sig
     (tmp_path / "neighbour.txt").write_text("not ours")
     proc = subprocess.Popen(_command(repo_dir, out, workers), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=own_group)
-    lines: list[str] = []
-    threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
+    lines: list[str] = []  # stderr: progress lines, then the one error sentence
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
     try:
         root = psutil.Process(proc.pid)
         deadline = time.monotonic() + 120
         while len(_workers(root)) < (workers if workers > 1 else 0) or not any("process(es)" in x for x in lines):
-            assert proc.poll() is None, proc.stderr.read()
+            assert proc.poll() is None, "".join(lines)
             assert time.monotonic() < deadline, "the registration starts never began"
             time.sleep(0.05)
         time.sleep(0.5)  # the starts are running
@@ -71,13 +72,13 @@ def test_a_signal_stops_register_and_its_workers_at_once(tmp_path, repo_dir, sig
             assert time.monotonic() - sent < 2.0, f"still running 2 s after {signum.name}: " \
                                                   f"{[p for p in tree if _running(p)]}"
             time.sleep(0.02)
-        err = proc.stderr.read()
         assert proc.wait(5) == 128 + signum
+        reader.join(5)
     finally:
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
-    assert err == f"error: cancelled by {signum.name}.\n"
+    assert [line for line in lines if not line.startswith("PROGRESS ")] == [f"error: cancelled by {signum.name}.\n"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["neighbour.txt", "registration"]
     assert sorted(p.name for p in out.iterdir()) == ["earlier.txt"]
     assert (out / "earlier.txt").read_text() == "an earlier run"

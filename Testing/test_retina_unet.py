@@ -113,7 +113,7 @@ def test_import_mdt_rejects_wrong_topology_and_corrupt_file(mdt_dir, tmp_path, c
     _write_mdt_experiment(exp, {(0, 1): weights})
     out = tmp_path / "pkg"
     # default (exp0) configuration: the tiny checkpoint's shapes do not fit
-    assert cli.main(["models", "import-mdt", str(exp), "--out", str(out)]) == 2
+    assert cli.main(["-q", "models", "import-mdt", str(exp), "--out", str(out)]) == 2  # -q: the error alone
     err = capsys.readouterr().err
     assert "params.pth" in err and "not a Retina U-Net checkpoint" in err and err.count("\n") == 1
     assert not out.exists()

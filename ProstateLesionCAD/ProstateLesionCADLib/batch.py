@@ -287,7 +287,9 @@ def detect_cases(cases: Sequence[BatchCase], package: ModelPackage, out_root: st
                 detector = load_detector(package, device)
             try:
                 case = item.load_case(sub_progress(report, 0.0, 0.1))
-                with output_claim(out, overwrite):  # a case folder is replaced only when asked
+                # <out>/<case>/ is the batch's own: a folder that is not finished (damaged, or an
+                # earlier run's) is replaced; finished ones were skipped unless `overwrite`
+                with output_claim(out, overwrite=True):
                     result = run_pipeline(case, package, out, register_preset=register_preset,
                                           zones_backend=zones_backend, drop=drop, tta=tta, device=device,
                                           detector=detector, progress=sub_progress(report, 0.1, 1.0),

@@ -29,14 +29,14 @@ def writes_output(option: str = "out", keep_other_files: bool = False, names: Se
 
     def decorate(run: Callable) -> Callable:
         @functools.wraps(run)
-        def checked_run(args) -> int:
+        def checked_run(args, *more) -> int:
             out = getattr(args, option.replace("-", "_"), None)
             if out is None:
-                return run(args)
+                return run(args, *more)
             from ..output_files import output_claim
 
             with output_claim(out, getattr(args, "overwrite", False), keep_other_files, names):
-                return run(args)
+                return run(args, *more)
 
         return checked_run
 
