@@ -51,8 +51,9 @@ class DetectionSet:
 class Lesion:
     id: int
     ggg: int
-    center_lps: tuple[float, float, float]
+    center_lps: tuple[float, float, float]  # what matching measures to; annotations: the mask's box centre
     label: Optional[int] = None
+    seed_lps: Optional[tuple[float, float, float]] = None  # the clicked/listed point a mask was grown from
 
 
 @dataclass
@@ -187,9 +188,11 @@ def read_ground_truth(path: str | Path) -> GroundTruthSet:
             if not isinstance(d, dict) or "center_lps" not in d or "ggg" not in d:
                 raise FormatError(f"{path}: {where} needs 'center_lps' and 'ggg'.")
             label = d.get("label")
+            seed = d.get("seed_lps")
             lesions.append(Lesion(int(d.get("id", j + 1)), _ggg(d["ggg"], f"{where} 'ggg'", path),
                                   _point(d["center_lps"], f"{where} 'center_lps'", path),
-                                  int(label) if label is not None else None))
+                                  int(label) if label is not None else None,
+                                  _point(seed, f"{where} 'seed_lps'", path) if seed is not None else None))
         pg = entry.get("patient_ggg")
         cases.append(GroundTruthCase(cid, lesions, _ggg(pg, f"case {cid!r} 'patient_ggg'", path) if pg is not None else None,
                                      _relative(path, entry.get("lesion_mask"))))
@@ -242,6 +245,8 @@ def ground_truth_to_dict(gt: GroundTruthSet, json_path: Path) -> dict:
             item: dict[str, Any] = {"id": l.id, "ggg": l.ggg, "center_lps": [round(float(v), 4) for v in l.center_lps]}
             if l.label is not None:
                 item["label"] = l.label
+            if l.seed_lps is not None:
+                item["seed_lps"] = [round(float(v), 4) for v in l.seed_lps]
             entry["lesions"].append(item)
         out["cases"].append(entry)
     return out
