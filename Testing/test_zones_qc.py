@@ -78,3 +78,22 @@ def test_zones_json_holds_the_split_checks(tmp_path, capsys):
     assert split["cg_components"] >= 1 and 0 <= split["pz_posterior_share"] <= 1
     printed = capsys.readouterr().out
     assert all(f"QC: {flag}" in printed for flag in report["qc"]["flags"])
+
+
+def test_one_piece_cg_keeps_one_body_without_holes():
+    from ProstateLesionCADLib.zones.postprocess import one_piece_cg
+
+    prostate = np.zeros((3, 30, 30), bool)
+    prostate[:, 2:28, 2:28] = True
+    cg = np.zeros_like(prostate)
+    cg[:, 8:20, 8:20] = True  # the body, one 3D component
+    cg[1, 12:15, 12:15] = False  # a hole on the middle slice
+    cg[1, 8:10, 22:24] = True  # an in-plane piece joined in 3D through the next slice ...
+    cg[2, 8:10, 19:24] = True  # ... which belongs to the body there
+    cg[0, 24:27, 24:27] = True  # a separate 3D island
+    cg[0, 0:2, 0:2] = True  # outside the prostate
+    out = one_piece_cg(cg, prostate)
+    assert not out[0, 24:27, 24:27].any() and not out[0, 0:2, 0:2].any()
+    assert not out[1, 8:10, 22:24].any() and out[2, 8:10, 19:24].all()
+    assert out[1, 12:15, 12:15].all()  # the hole is CG again
+    assert out[:, 8:20, 8:20].all() and not (out & ~prostate).any()
