@@ -140,8 +140,13 @@ def test_ggg_edits_follow_into_names_colours_and_export(scene_setup, tmp_path):
     gt = read_ground_truth(json_path).by_case()["P1"]
     assert [(les.id, les.ggg, les.label) for les in gt.lesions] == [(1, 2, 1), (2, 3, 2)]
     assert gt.patient_ggg == 3
+    exported = sitk.GetArrayFromImage(sitk.ReadImage(str(gt.lesion_mask)))
     for les, c in zip(gt.lesions, CENTRES):
-        assert np.allclose(les.center_lps, t2.TransformIndexToPhysicalPoint(c), atol=1e-3)
+        assert np.allclose(les.seed_lps, t2.TransformIndexToPhysicalPoint(c), atol=1e-3)
+        # center_lps: the middle of the exported segment's bounding box, what lesion matching measures to
+        k, j, i = np.nonzero(exported == les.label)
+        middle = [(i.min() + i.max()) / 2, (j.min() + j.max()) / 2, (k.min() + k.max()) / 2]
+        assert np.allclose(les.center_lps, t2.TransformContinuousIndexToPhysicalPoint(middle), atol=1e-3)
     labels = sitk.ReadImage(str(gt.lesion_mask))
     assert labels.GetSize() == t2.GetSize()
     assert np.allclose(labels.GetOrigin(), t2.GetOrigin()) and np.allclose(labels.GetSpacing(), t2.GetSpacing())

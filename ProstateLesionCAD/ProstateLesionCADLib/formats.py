@@ -51,8 +51,9 @@ class DetectionSet:
 class Lesion:
     id: int
     ggg: int
-    center_lps: tuple[float, float, float]
+    center_lps: tuple[float, float, float]  # what matching measures to; annotations: the mask's box centre
     label: Optional[int] = None
+    seed_lps: Optional[tuple[float, float, float]] = None  # the clicked/listed point a mask was grown from
 
 
 @dataclass
@@ -223,10 +224,12 @@ def read_ground_truth(path: str | Path) -> GroundTruthSet:
             if not isinstance(d, dict) or "center_lps" not in d or "ggg" not in d:
                 raise FormatError(f"{path}: {where} needs 'center_lps' and 'ggg'.")
             label = d.get("label")
+            seed = d.get("seed_lps")
             lesions.append(Lesion(_whole(d.get("id", j + 1), f"{where} 'id'", path),
                                   _ggg(d["ggg"], f"{where} 'ggg'", path),
                                   _point(d["center_lps"], f"{where} 'center_lps'", path),
-                                  _whole(label, f"{where} 'label'", path) if label is not None else None))
+                                  _whole(label, f"{where} 'label'", path) if label is not None else None,
+                                  _point(seed, f"{where} 'seed_lps'", path) if seed is not None else None))
         pg = entry.get("patient_ggg")
         cases.append(GroundTruthCase(cid, lesions, _ggg(pg, f"case {cid!r} 'patient_ggg'", path) if pg is not None else None,
                                      _relative(path, entry.get("lesion_mask"), f"case {cid!r} 'lesion_mask'")))
@@ -279,6 +282,8 @@ def ground_truth_to_dict(gt: GroundTruthSet, json_path: Path) -> dict:
             item: dict[str, Any] = {"id": l.id, "ggg": l.ggg, "center_lps": [round(float(v), 4) for v in l.center_lps]}
             if l.label is not None:
                 item["label"] = l.label
+            if l.seed_lps is not None:
+                item["seed_lps"] = [round(float(v), 4) for v in l.seed_lps]
             entry["lesions"].append(item)
         out["cases"].append(entry)
     return out

@@ -74,7 +74,9 @@ def _retina_load(pkg: ModelPackage, device: str):
 
 def _retina_prepare(detector, case: Case, prostate, zones, transform, progress):
     from .preprocessing.preprocess import preprocess
-    return preprocess(case, prostate, zones, dwi_adc_transform=transform, progress=progress)
+    # the published package asks for the released code's ADC blur; the demo packages were trained without it
+    blur = bool((detector.pkg.card.get("preprocessing") or {}).get("released_adc_blur", False))
+    return preprocess(case, prostate, zones, dwi_adc_transform=transform, progress=progress, released_adc_blur=blur)
 
 
 def _retina_detect(detector, prep, pipeline: "Pipeline", progress) -> DetectorOutput:

@@ -38,6 +38,11 @@ def run(args) -> int:
 
     metrics = measure(args.model or DEMO_NAME, args.out, args.phantoms, args.bootstrap, ConsoleProgress(), args.first_seed)
     print(markdown_report(metrics), end="")
+    held = metrics["heldout_phantoms"]
+    if held["skipped_seeds"]:
+        print(f"{len(held['skipped_seeds'])} of {held['scored'] + len(held['skipped_seeds'])} held-out phantoms "
+              f"skipped: their lesions do not fit in the gland (seeds "
+              f"{', '.join(map(str, held['skipped_seeds']))})")
     for key in ("GGG>=1", "GGG>=2", "GGG>=3"):
         lesion = metrics[key]["lesion"]
         ci = lesion.get("auc_ci") or {}

@@ -23,24 +23,46 @@ def heldout_grades(n_phantoms: int) -> list[list[int]]:
     return [list(pairs[i % len(pairs)]) for i in range(n_phantoms)]
 
 
+def heldout_phantoms(n_phantoms: int, first_seed: int = FIRST_SEED, progress=None) -> tuple[list, list[int]]:
+    """The held-out phantoms of seeds first_seed .. first_seed + n_phantoms - 1 (grades from
+    `heldout_grades`, lesion centres at least 15 mm apart) and the seeds left out because their
+    lesions do not fit in the gland (as training leaves them out: `drawable_demo_phantom`)."""
+    from ..progress import silent
+    from .detector_model import drawable_demo_phantom
+
+    progress = progress or silent
+    phantoms, skipped = [], []
+    for i, ggg in enumerate(heldout_grades(n_phantoms)):
+        progress(i / n_phantoms, f"drawing held-out phantom {i + 1}/{n_phantoms}")
+        seed = first_seed + i
+        phantom = drawable_demo_phantom(seed, case_id=f"HeldOut-{seed}", ggg=ggg, min_lesion_distance_mm=15.0)
+        if phantom is None:
+            skipped.append(seed)
+        else:
+            phantoms.append(phantom)
+    return phantoms, skipped
+
+
 def measure(model: str, out: Path, n_phantoms: int = 96, bootstrap: int = 1000, progress=None,
             first_seed: int = FIRST_SEED) -> dict:
     """Detect on `n_phantoms` held-out phantoms with the detector package `model` (name or folder),
-    write out/detections.json, out/ground-truth.json and out/evaluation/metrics.json; return the metrics."""
+    write out/detections.json, out/ground-truth.json and out/evaluation/metrics.json; return the
+    metrics with "heldout_phantoms": how many were scored and the seeds skipped as not drawable."""
     from ..errors import ParameterError
     from ..progress import silent, sub_progress
-    from .detector_model import demo_phantom
 
     if n_phantoms < 1:
         raise ParameterError(f"--phantoms must be at least 1, got {n_phantoms}.")
     progress = progress or silent
-    phantoms = []  # drawing them takes ~0.3 s each: report it, not half a minute of silence
-    for i, ggg in enumerate(heldout_grades(n_phantoms)):
-        progress(0.1 * i / n_phantoms, f"drawing held-out phantom {i + 1}/{n_phantoms}")
-        seed = first_seed + i
-        phantoms.append(demo_phantom(seed, case_id=f"HeldOut-{seed}", ggg=ggg, min_lesion_distance_mm=15.0))
+    # drawing them takes ~0.3 s each: report it, not half a minute of silence
+    phantoms, skipped = heldout_phantoms(n_phantoms, first_seed, sub_progress(progress, 0.0, 0.1))
+    if not phantoms:
+        raise ParameterError(f"none of the {n_phantoms} held-out phantoms from seed {first_seed} can be drawn "
+                             f"(their lesions do not fit in the gland); use another --first-seed.")
     # "auto": the detector's own device choice (first GPU, else CPU)
-    return score_phantoms(phantoms, model, out, bootstrap, "auto", sub_progress(progress, 0.1, 1.0))
+    metrics = score_phantoms(phantoms, model, out, bootstrap, "auto", sub_progress(progress, 0.1, 1.0))
+    metrics["heldout_phantoms"] = {"scored": len(phantoms), "skipped_seeds": skipped}
+    return metrics
 
 
 def score_phantoms(phantoms, model: str, out: Path, bootstrap: int, device: str = "cpu", progress=None) -> dict:

@@ -1,7 +1,12 @@
 """The files of a lesion annotation: `lesions.nrrd` (one label per lesion on the T2 grid) and
-`ground-truth.json` (prostate-cad-ground-truth/1: each lesion's id, GGG, LPS centre and
-label), written together or not at all. `prostate-cad grow` and the panel's Export both
-write them, so training reads one format whichever way the annotation was made."""
+`ground-truth.json` (prostate-cad-ground-truth/1: each lesion's id, GGG, label, `center_lps` = the
+centre of its mask's bounding box and `seed_lps` = the point it was grown from), written together
+or not at all. `prostate-cad grow` and the panel's Export both write them, so training reads one
+format whichever way the annotation was made.
+
+The box centre, not the seed, is the lesion's centre because the authors' released evaluation
+(`match_lesions`) measures the distance from a detection to the centre of the ground-truth
+lesion's box: a seed clicked near a lesion's edge would otherwise move a hit out of the 15 mm."""
 
 from __future__ import annotations
 
@@ -30,8 +35,10 @@ def write_annotation(out_dir: str | Path, case_id: str, labels: sitk.Image, seed
     GGG is the highest. The folder's other files stay (it may be the case's own folder); files
     of the same name are replaced only with `overwrite` (unset: as the command's --overwrite says)."""
     label_of = label_of or {}
-    case = GroundTruthCase(case_id, [Lesion(s.id, s.ggg, s.center_lps, label_of.get(s.id, s.id)) for s in seeds],
-                           patient_ggg=max(s.ggg for s in seeds))
+    centres = mask_box_centres(labels)
+    lesions = [Lesion(s.id, s.ggg, centres.get(label_of.get(s.id, s.id), s.center_lps), label_of.get(s.id, s.id),
+                      seed_lps=tuple(float(v) for v in s.center_lps)) for s in seeds]
+    case = GroundTruthCase(case_id, lesions, patient_ggg=max(s.ggg for s in seeds))
     with staged_output_dir(out_dir, overwrite, keep_other_files=True) as stage:
         name = with_format(LABELS_FILE, image_format)
         write_image_file(labels, stage / name, pixel_type=sitk.sitkUInt16)
@@ -40,3 +47,18 @@ def write_annotation(out_dir: str | Path, case_id: str, labels: sitk.Image, seed
         for name, content in (extra_json or {}).items():
             (stage / name).write_text(json.dumps(content, indent=1))
     return Path(out_dir) / GROUND_TRUTH_FILE
+
+
+def mask_box_centres(labels: sitk.Image) -> dict[int, tuple[float, float, float]]:
+    """LPS centre of each label's voxel bounding box (the middle of its first and last voxel
+    along each image axis), as the released evaluation takes a ground-truth lesion's centre.
+    A label without voxels (a lesion hidden under a lower-numbered overlapping one) has none:
+    its seed stays its centre."""
+    stats = sitk.LabelShapeStatisticsImageFilter()
+    stats.Execute(sitk.Cast(labels, sitk.sitkUInt16))
+    centres = {}
+    for label in stats.GetLabels():
+        box = stats.GetBoundingBox(label)  # start index (x, y, z), then size
+        middle = [box[d] + (box[d + 3] - 1) / 2.0 for d in range(3)]
+        centres[int(label)] = tuple(float(v) for v in labels.TransformContinuousIndexToPhysicalPoint(middle))
+    return centres

@@ -25,7 +25,8 @@ def read_seeds(path: str | Path, case_id: Optional[str] = None) -> list[Seed]:
                 raise FormatError(f"{path}: no case {case_id!r} in the seed file.")
         if len(cases) != 1:
             raise FormatError(f"{path}: holds {len(cases)} cases; say which one to grow (case id).")
-        return [Seed(l.id, l.center_lps, l.ggg) for l in cases[0].lesions]
+        # an annotation written by grow/Export keeps the point it was grown from as seed_lps
+        return [Seed(l.id, l.seed_lps or l.center_lps, l.ggg) for l in cases[0].lesions]
     return _read_csv(path)
 
 

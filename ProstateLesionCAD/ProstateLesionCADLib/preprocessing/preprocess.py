@@ -21,7 +21,10 @@ published weights); `normalise_over="crop"` gives the paper's literal reading.
 Outside the T2 field of view every channel is 0 (the T2 frame defines the study, as in
 the released code, which resamples everything onto the T2 grid before cropping).
 ADC values below 0 (B-spline undershoot; ADC is non-negative) are set to 0, as the
-released code does. Its extra blur of ADC maps whose 40th percentile is 0 is not done.
+released code does. Its extra blur of ADC maps whose 40th percentile is 0 (on the T2 grid,
+mostly empty background: Gaussian of variance 2 mm², at most 16 voxels wide) is done only when
+asked (`released_adc_blur`, set by a detector package whose `preprocessing` settings request it,
+as the published model's do), so the demo models' inputs stay as they were trained.
 
 Crop centre: the centroid of the prostate mask (given, or the case's), else of the
 zonal mask, else the centre of the T2 field of view: axial prostate T2 is planned with
@@ -156,6 +159,22 @@ def crop_geometry_for(case: Case, prostate: Optional[sitk.Image] = None, zones: 
     return CropGeometry.around(Grid.of(to_canonical(case.t2)), center, source, size, spacing)
 
 
+def blur_sparse_adc(adc: sitk.Image, t2_grid: Grid, transform: Optional[sitk.Transform],
+                    description: str) -> tuple[sitk.Image, Optional[sitk.Transform], str]:
+    """The released code's ADC step (preprocessing_lib.py): on the T2 grid, negatives set to 0, and
+    when the 40th percentile is then 0 (an ADC map mostly empty in the T2 frame), a Gaussian blur
+    of variance 2 mm² (sigma sqrt(2) mm, kernel at most 16 voxels). Returns (image, transform,
+    description) for the channel loop: the blurred ADC already on the T2 grid (transform applied,
+    so None), or the ADC, transform and description unchanged when its 40th percentile is above 0."""
+    on_t2 = sitk.Maximum(resample(adc, t2_grid, "bspline", transform), 0.0)
+    p40, p99 = np.percentile(sitk.GetArrayViewFromImage(on_t2), [40, 99])
+    # "0" up to the B-spline's tails in empty background (values around 1e-28, not exactly 0)
+    if p40 > 1e-6 * p99:
+        return adc, transform, description
+    blurred = sitk.DiscreteGaussian(on_t2, variance=2.0, maximumKernelWidth=16, useImageSpacing=True)
+    return blurred, None, f"{description}, blurred (variance 2 mm²: its 40th percentile is 0, as the released code)"
+
+
 def _image_sources(case: Case) -> dict[str, tuple[Optional[sitk.Image], str, bool]]:
     """channel -> (image or None, description, is diffusion-derived)."""
     out: dict[str, tuple[Optional[sitk.Image], str, bool]] = {"T2": (case.t2, "T2", False)}
@@ -188,7 +207,8 @@ def preprocess(case: Case, prostate: Optional[sitk.Image] = None, zones: Optiona
                center_lps: Optional[Sequence[float]] = None,
                dwi_adc_transform: Optional[sitk.Transform] = None,
                normalise_over: str = "t2",
-               progress: Optional[ProgressCallback] = None) -> Preprocessed:
+               progress: Optional[ProgressCallback] = None,
+               released_adc_blur: bool = False) -> Preprocessed:
     """Pre-process a case into the 11-channel detector input (see the module docstring).
 
     prostate / zones: masks (any grid; zones 1 = CG, 2 = PZ); default: the case's own.
@@ -196,6 +216,7 @@ def preprocess(case: Case, prostate: Optional[sitk.Image] = None, zones: Optiona
     dwi_adc_transform: an ADC->T2 registration result (T2 points -> DWI/ADC points),
         applied to DWI_LOW, DWI_HIGH and ADC as the paper's registration step does.
     normalise_over: "t2" (whole T2-grid volume, as the released code) or "crop".
+    released_adc_blur: blur a mostly-zero ADC as the released code does (`blur_sparse_adc`).
     """
     if normalise_over not in ("t2", "crop"):
         raise ValueError(f"normalise_over must be 't2' or 'crop', not {normalise_over!r}")
@@ -228,6 +249,9 @@ def preprocess(case: Case, prostate: Optional[sitk.Image] = None, zones: Optiona
             report((i + 1) / 11 * 0.9, f"{name}: missing, all-zero channel")
             continue
         transform = dwi_adc_transform if diffusion else None
+        if name == "ADC" and released_adc_blur:
+            image, transform, description = blur_sparse_adc(image, t2_grid, transform, description)
+            sources[name] = description
         native = transform is None and t2_grid.same_as(image)
         on_t2 = None
         if native:

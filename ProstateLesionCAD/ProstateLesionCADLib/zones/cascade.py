@@ -25,7 +25,7 @@ from ..models.package import ModelPackage, find_model
 from ..orientation import array_onto_grid, to_canonical
 from ..progress import ProgressCallback, silent
 from . import DEMO_MODEL
-from .postprocess import clean_gland, largest_component, zones_from_masks
+from .postprocess import clean_gland, one_piece_cg, zones_from_masks
 
 ARCHITECTURE = "dense-residual-unet-2.5d"
 DEFAULT_SPACING_XY = 1.0
@@ -175,6 +175,6 @@ def _run_canonical(nets: CascadeNets, t2: sitk.Image, prostate: Optional[sitk.Im
     cg = to_t2_grid(c, grid, t2) > 0.5
     cg &= prostate_t2
     if cg.any():
-        cg = largest_component(cg) & prostate_t2
+        cg = one_piece_cg(cg, prostate_t2)
     progress(1.0, "cascade: done")
     return CascadeOutput(prostate_t2, cg, zones_from_masks(prostate_t2, cg))

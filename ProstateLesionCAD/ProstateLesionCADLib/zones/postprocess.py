@@ -63,3 +63,20 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     b = np.asarray(b) > 0
     total = int(a.sum()) + int(b.sum())
     return 1.0 if total == 0 else 2.0 * int((a & b).sum()) / total
+
+
+def one_piece_cg(cg: np.ndarray, prostate: np.ndarray) -> np.ndarray:
+    """Central gland as one body: its largest 3D component, on every slice only the in-plane piece
+    joined to that slice's largest, with in-plane holes filled (the PZ never lies inside the CG);
+    clipped to the prostate. Arrays are (z, y, x)."""
+    cg = largest_component(cg)
+    out = np.zeros_like(cg)
+    for k in np.flatnonzero(cg.any(axis=(1, 2))):
+        labels, count = ndimage.label(cg[k], structure=np.ones((3, 3), dtype=bool))
+        if count > 1:
+            sizes = np.bincount(labels.ravel())[1:]
+            out[k] = labels == (int(np.argmax(sizes)) + 1)
+        else:
+            out[k] = cg[k]
+        out[k] = ndimage.binary_fill_holes(out[k])
+    return out & (np.asarray(prostate) > 0)

@@ -29,7 +29,7 @@ from . import BACKENDS
 
 from .cascade import DEMO_MODEL, load_cascade, run_cascade
 from .postprocess import CG_LABEL, PZ_LABEL
-from .qc import check_gland, voxel_volume_cm3
+from .qc import check_gland, check_zone_split, voxel_volume_cm3
 
 ZONES_FORMAT = "prostate-cad-zones/1"
 DEMO_WARNING = ("The central-gland/peripheral-zone split comes from a demo model trained on synthetic "
@@ -89,12 +89,14 @@ def segment_zones(t2: sitk.Image, backend: str = "taps", model: str | os.PathLik
         flags.append("no peripheral zone is left: the central gland fills the prostate")
     elif not 0.1 <= cg_fraction <= 0.9:
         flags.append(f"the central gland is {100 * cg_fraction:.0f}% of the prostate (expected 10–90%)")
+    split = check_zone_split(zones)  # a fragmented CG/PZ split is flagged, not silently kept
+    flags += split.pop("flags")
     synthetic = "synthetic" in str(nets.card.get("intended_use", "")).lower()
     report = {
         "format": ZONES_FORMAT, "case_id": case_id, "backend": backend, "label_map": "zones.nrrd",
         "labels": {str(CG_LABEL): "central gland", str(PZ_LABEL): "peripheral zone"},
         "volumes_cm3": {k: round(val, 2) for k, val in volumes.items()},
-        "models": models, "qc": {"ok": not flags, "flags": flags},
+        "models": models, "qc": {"ok": not flags, "flags": flags, "zone_split": split},
         "warnings": [DEMO_WARNING] if synthetic else [],
     }
     zones = onto_grid(zones, user_t2)

@@ -165,6 +165,7 @@ def published_card(members: list[dict[str, Any]]) -> dict[str, Any]:
                              "if negative, then (v - p1) / (p99 - p1 + 1e-6); no clipping; masks 0/1",
             "crop": "160x160x24 voxels at 0.5x0.5x3 mm centred on the prostate-mask centroid",
             "adc": "negative values set to 0; Gaussian blur (variance 2 mm^2) when its 40th percentile is 0",
+            "released_adc_blur": True,  # read by the pipeline: preprocess(..., released_adc_blur=True)
             "dwi_low": "b400 or b500", "dwi_high": "b800",
             "registration": "DWI and ADC registered to T2 (registration preset 'released' follows the authors' "
                             "reg_lib.py); Ktrans not registered",
