@@ -13,7 +13,7 @@ import SimpleITK as sitk
 from ProstateLesionCADLib import cli
 from ProstateLesionCADLib.study.loading import load_case
 from ProstateLesionCADLib.errors import CaseError
-from ProstateLesionCADLib.formats import DetectionSet, read_detections
+from ProstateLesionCADLib.formats import read_detections
 from ProstateLesionCADLib.models.package import find_model
 from ProstateLesionCADLib.phantoms.generate import write_phantom
 from ProstateLesionCADLib.demo.detector_model import DEMO_NAME, demo_phantom

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ._output_args import add_overwrite_argument, writes_output
+from ._training_args import add_workers_and_resume
 
 
 def add_arguments(parser) -> None:
@@ -20,12 +21,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--unlabeled", default="", help="comma-separated case ids without GGG (seg + boxes only)")
     parser.add_argument("--folds", default=None, help="comma-separated folds to train (default: all)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    parser.add_argument("--workers", default="auto",
-                        help="processes that make the augmented batches (default auto: one per core but one, "
-                             "at most 8; 0 = in the training process); the weights do not depend on it")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the interrupted training kept beside --out (this happens by itself when "
-                             "its configuration matches; with --resume, exit 2 when there is nothing to continue)")
+    add_workers_and_resume(parser, "its configuration matches")
 
 
 def _config(path) -> dict:

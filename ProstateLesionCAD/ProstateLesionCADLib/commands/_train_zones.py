@@ -5,6 +5,8 @@ A sub-verb of `train` (commands/train.py), not a verb of its own: hence the unde
 from __future__ import annotations
 
 from ._output_args import add_overwrite_argument, writes_output
+from ._training_args import add_workers_and_resume
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("--images", nargs="+", required=True, metavar="FILE", help="T2 volumes (NRRD/NIfTI/MHA)")
@@ -21,12 +23,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--val-every", type=int, default=100, help="validate every N iterations")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
-    parser.add_argument("--workers", default="auto",
-                        help="processes that make the augmented batches (default auto: one per core but one, "
-                             "at most 8; 0 = in the training process); the weights do not depend on it")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the interrupted training kept beside --out (this happens by itself when "
-                             "images and settings match; with --resume, exit 2 when there is nothing to continue)")
+    add_workers_and_resume(parser, "images and settings match")
 
 
 @writes_output()
