@@ -227,6 +227,9 @@ def test_zone_labels_are_named_unwrapped_with_their_file(phantom, tmp_path, caps
     assert "44" not in message
     _refused(capsys, ["preprocess", phantom, "--zones", tmp_path / "zones-300.nrrd", "--out", tmp_path / "o" / "out"],
              tmp_path / "zones-300.nrrd", "7, 300", out=tmp_path / "o" / "out")
+    _refused(capsys, ["detect", phantom, "--model", "demo-retina-unet-phantoms", "--no-register", "--zones",
+                      tmp_path / "zones-300.nrrd", "--out", tmp_path / "o" / "out"],
+             tmp_path / "zones-300.nrrd", "7, 300", out=tmp_path / "o" / "out")
     case = _variant(phantom, tmp_path, "zones-in-case")
     shutil.copy(tmp_path / "zones-300.nrrd", case / "zones.nrrd")
     _refused(capsys, ["load", case], case / "zones.nrrd", "7, 300")

@@ -66,7 +66,7 @@ def _run_one(args, path) -> int:
     check_options(pkg, drop, register_preset, args.zones_backend)  # e.g. --drop T2, before any work
     start = time.perf_counter()
     case = load_case(path, progress=sub_progress(progress, 0.0, 0.1))
-    zones = read_image_file(args.zones, "zones image", label=True) if args.zones else None
+    zones = read_image_file(args.zones, "zones image", label=True, max_label=2) if args.zones else None
     prostate = read_image_file(args.prostate, "prostate image", label=True) if args.prostate else None
     transform = read_transform(args.transform, case.t2) if args.transform else None
     result = run_pipeline(case, pkg, args.out, zones=zones, prostate=prostate, transform=transform,
