@@ -11,6 +11,8 @@ offered are those of the library's capabilities table (ProstateLesionCADLib.capa
 from __future__ import annotations
 
 import re
+import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -46,6 +48,7 @@ class CadLogic:
     def __init__(self, scene):
         self.scene = scene
         self.capabilities = panel_steps()  # step name -> capabilities.Step
+        self.kept_run: Optional[Path] = None  # the last detection step's outputs, kept for an export
 
     @property
     def params(self) -> CadParameters:
@@ -296,6 +299,21 @@ class CadLogic:
         if p.zones is None or p.t2 is None:
             return None
         return self.zonal_logic().zones_image(p.zones, p.t2)
+
+    def keep_detection_run(self, out_dir) -> Path:
+        """A finished detection step's outputs copied out of its folder, which the runner removes, so that the
+        detections and their probability map stay readable for an export; the previously kept run goes.
+        Returns the kept detections.json."""
+        kept = Path(tempfile.mkdtemp(prefix="ProstateLesionCAD-run-"))
+        try:
+            shutil.copytree(Path(out_dir), kept, dirs_exist_ok=True)
+        except BaseException:
+            shutil.rmtree(kept, ignore_errors=True)
+            raise
+        if self.kept_run is not None:
+            shutil.rmtree(self.kept_run, ignore_errors=True)
+        self.kept_run = kept
+        return kept / "detections.json"
 
     def load_detections(self, path, case_id: Optional[str] = None, zones: Optional[sitk.Image] = None) -> tuple:
         """A detections file (DESIGN.md format) -> segmentation, ROIs and table for one case."""

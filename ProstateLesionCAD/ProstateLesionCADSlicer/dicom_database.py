@@ -2,7 +2,8 @@
 
 Three parts, so that only the first needs a running Slicer:
 
-- **Database access** (`study_files`, `study_of_volume`, `study_of_series`, `database_studies`): thin calls on
+- **Database access** (`study_files`, `study_of_volume`, `volume_study_files`, `study_of_series`,
+  `database_studies`): thin calls on
   a ctkDICOMDatabase (`slicer.app.dicomDatabase()` in Slicer), the methods Slicer 5.12's
   DICOMLib/DICOMUtils.py itself calls (patients, studiesForPatient, nameForPatient,
   seriesForStudy, filesForSeries, fileForInstance, fileValue).
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 INSTANCE_UIDS_ATTRIBUTE = "DICOM.instanceUIDs"  # set by Slicer's DICOM plugins: SOPInstanceUIDs, one per slice
 SERIES_UID_ATTRIBUTE = "ProstateLesionCAD.SeriesInstanceUID"
 STUDY_UID_TAG = "0020,000D"
+SERIES_UID_TAG = "0020,000E"
 FILE_LIST = "study-files.txt"
 TIME_UNIT = "s"
 
@@ -81,6 +83,18 @@ def study_of_volume(database, node) -> str:
         if study:
             return study
     raise CaseError(f"The DICOM database does not hold the images of '{node.GetName()}' (import them first).")
+
+
+def volume_study_files(database, node) -> tuple[list[str], str]:
+    """The files of the study a volume loaded from the DICOM database belongs to, and its own SeriesInstanceUID."""
+    study = study_of_volume(database, node)
+    series = node.GetAttribute(SERIES_UID_ATTRIBUTE) or ""
+    if not series:
+        first = database.fileForInstance(node.GetAttribute(INSTANCE_UIDS_ATTRIBUTE).split()[0])
+        series = database.fileValue(first, SERIES_UID_TAG) if first else ""
+    if not series:
+        raise CaseError(f"The DICOM database does not say which series '{node.GetName()}' belongs to.")
+    return study_files(database, study), series
 
 
 def study_of_series(database, series_uids: Sequence[str]) -> Optional[str]:
