@@ -20,8 +20,8 @@ from ProstateLesionCADLib import ggg_palette, requirements
 from ProstateLesionCADLib.errors import CaseError
 from ProstateLesionCADLib.models import catalog as model_catalog
 from ProstateLesionCADLib.study.case_json import read_case_json
-from ProstateLesionCADSlicer import (background_process, dependencies, dicom_database, sample_data, self_test_steps,
-                                     slicer_version)
+from ProstateLesionCADSlicer import (background_process, dependencies, dicom_database, dicom_export, sample_data,
+                                     self_test_steps, slicer_version)
 from ProstateLesionCADSlicer.annotate_logic import TABLE_COLUMNS as SEED_COLUMNS, AnnotateLogic
 from ProstateLesionCADSlicer.cad_logic import PANEL_STEPS, CadLogic
 from ProstateLesionCADSlicer.parameters import CRITERIA, get_parameter_node
@@ -136,6 +136,7 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.zonesButton.connect("clicked()", lambda: self.startStep("zones"))
         self.ui.detectButton.connect("clicked()", lambda: self.startStep("detection"))
         self.ui.loadDetectionsButton.connect("clicked()", self.onLoadDetections)
+        self.ui.exportDicomButton.connect("clicked()", self.onExportToDatabase)
         self.ui.cancelButton.connect("clicked()", self.onCancel)
         self.ui.installDependenciesButton.connect("clicked()", self.onInstallDependencies)
         self.ui.lesionTableView.connect("clicked(QModelIndex)", self.onTableClicked)
@@ -173,6 +174,7 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._timer.stop()
         self.stopStudyLoad()
         self.logic.runner.stop()
+        self.cad.forget_kept_run()
         self.stopDeviceProbe()
         self._regrowTimer.stop()
         self.removeObservers()
@@ -251,6 +253,9 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             ready = offered and hasT2 and not running and (step != "detection" or bool(self._packages))
             button.enabled = ready
             button.toolTip = tip if not offered else (tip if hasT2 else "Select a T2 volume first.")
+        offered, tip = dicom_export.export_availability(self.cad.params, self.dicomDatabase() is not None)
+        self.ui.exportDicomButton.enabled = offered and not running
+        self.ui.exportDicomButton.toolTip = tip
         self.ui.resetRegistrationButton.enabled = self.cad.params.registration_transform is not None and not running
         self.ui.cancelButton.enabled = self.logic.runner.running
         self.ui.installDependenciesButton.enabled = not running
@@ -511,6 +516,11 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         shown = self.cad.apply_filter()
         self.ui.detectStatusLabel.text = f"{len(infos)} detections, {len(shown)} shown at {self.cad.params.criterion}."
 
+    def onExportToDatabase(self):
+        database = self.dicomDatabase()
+        with slicer.util.tryWithErrorDisplay("Could not start the export to the DICOM database.", waitCursor=True):
+            self.launch(dicom_export.STEP, lambda work: dicom_export.panel_export_command(self.cad, work, database))
+
     # ------------------------------------------------------------ annotate (seeds -> grown lesions)
 
     def onSeedsNodeChanged(self, node):
@@ -679,7 +689,11 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.cad.load_zones_result(out)
             self.ui.zonesStatusLabel.text = "Zones ready: correct them in Segment Editor if needed."
         elif step == "detection":
-            self.showDetections(out / "detections.json")
+            self.showDetections(self.cad.keep_detection_run(out))
+        elif step == dicom_export.STEP:
+            files = dicom_export.import_into_database(out, self.dicomDatabase())
+            self.ui.detectStatusLabel.text = (f"Imported {' and '.join(f.name for f in files)} into the DICOM database "
+                                              "(a new series in the T2's study).")
         elif step == "install":
             self.refreshModels()
             self.ui.modelCardLabel.text = "Installed. " + self.ui.modelCardLabel.text

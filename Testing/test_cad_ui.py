@@ -94,6 +94,22 @@ def test_module_code_refers_only_to_widgets_of_the_expected_class(app):
     assert root.find("widget").get("class") == "qMRMLWidget"
 
 
+def test_detection_section_offers_the_export_to_the_dicom_database(app):
+    from PySide6.QtUiTools import QUiLoader
+    from PySide6.QtWidgets import QPushButton
+
+    loaded = QUiLoader().load(str(UI))
+    button = loaded.findChild(QPushButton, "exportDicomButton")
+    assert button is not None and button.text() == "Export to DICOM database"
+    assert button.parentWidget() is loaded.findChild(QPushButton, "detectButton").parentWidget()
+    assert "DICOM SEG and SR" in button.toolTip()
+    source = MODULE.read_text(encoding="utf-8")
+    # wired to the step, and offered (with the reason as tooltip when not) by the glue's availability
+    assert 'self.ui.exportDicomButton.connect("clicked()", self.onExportToDatabase)' in source
+    assert "dicom_export.export_availability(self.cad.params" in source
+    assert "self.ui.exportDicomButton.toolTip = tip" in source
+
+
 def _imports(path: Path) -> set[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     found = set()

@@ -104,7 +104,9 @@ def panel(t2_entry, tmp_path):
     cad.load_detections(kept)
     cad.zones_from_label_image(_zones(grid))
     yield cad
-    shutil.rmtree(cad.kept_run, ignore_errors=True)
+    kept = cad.kept_run
+    cad.forget_kept_run()
+    assert not kept.exists() and cad.kept_run is None
 
 
 def test_offered_only_with_dicom_instances_an_open_database_and_detections(panel, tmp_path):

@@ -315,6 +315,12 @@ class CadLogic:
         self.kept_run = kept
         return kept / "detections.json"
 
+    def forget_kept_run(self) -> None:
+        """Remove the kept detection run (the panel is closing)."""
+        if self.kept_run is not None:
+            shutil.rmtree(self.kept_run, ignore_errors=True)
+            self.kept_run = None
+
     def load_detections(self, path, case_id: Optional[str] = None, zones: Optional[sitk.Image] = None) -> tuple:
         """A detections file (DESIGN.md format) -> segmentation, ROIs and table for one case."""
         dset = formats.read_detections(path)
