@@ -194,3 +194,13 @@ def test_the_step_writes_a_seg_and_sr_on_the_t2_instances_through_the_runner(pan
         update.cleanup()
     with pytest.raises(FormatError, match="the export wrote no segmentation.dcm or measurement-report.dcm"):
         dicom_export.exported_files(tmp_path)
+
+
+def test_a_study_read_from_a_dicom_folder_is_exported_from_that_folder(panel, study, tmp_path):
+    p = panel.params
+    p.t2 = image_to_volume_node(panel.scene, volume_node_to_image(p.t2), f"{CASE} T2 (project loader)")
+    p.dicom_folder = str(study)  # as CadLogic.load_study leaves it: the project's loader read this folder
+    work = tmp_path / "work"
+    work.mkdir()
+    argv = dicom_export.panel_export_command(panel, work, None, python="python")
+    assert argv[3:6] == ["export", str(study), "--detections"] and not (work / "study-case.json").exists()
