@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -317,8 +317,12 @@ def grow_lesion(t2: sitk.Image, seed: Seed, sequences: dict[str, Optional[sitk.I
 
 def grow_lesions(t2: sitk.Image, seeds: Sequence[Seed], sequences: dict[str, Optional[sitk.Image]],
                  prostate: Optional[sitk.Image] = None, params: Optional[GrowParams] = None,
-                 progress: Optional[ProgressCallback] = None, zones: Optional[sitk.Image] = None) -> tuple[sitk.Image, list[GrownLesion]]:
+                 progress: Optional[ProgressCallback] = None, zones: Optional[sitk.Image] = None,
+                 grow_one: Optional[Callable] = None) -> tuple[sitk.Image, list[GrownLesion]]:
     """Grow every seed into a label map on the T2 grid (label i+1 for seeds[i]).
+
+    `grow_one` grows one lesion with `grow_lesion`'s arguments and result (default
+    `grow_lesion`; lesions.grow_methods names the other rules).
 
     Where two grown lesions overlap, the voxel keeps the label of the earlier seed; the later
     lesion's volume counts only its own voxels and it is flagged `overlaps_earlier_lesion`, or
@@ -331,7 +335,7 @@ def grow_lesions(t2: sitk.Image, seeds: Sequence[Seed], sequences: dict[str, Opt
     reports = []
     for i, seed in enumerate(seeds):
         progress(i / len(seeds), f"growing lesion {seed.id}")
-        mask, (start, size), report = grow_lesion(t2, seed, sequences, i + 1, prostate, params, zones)
+        mask, (start, size), report = (grow_one or grow_lesion)(t2, seed, sequences, i + 1, prostate, params, zones)
         z0, y0, x0 = start[2], start[1], start[0]
         window = labels[z0:z0 + size[2], y0:y0 + size[1], x0:x0 + size[0]]
         own = (window == 0) & mask
