@@ -135,10 +135,10 @@ def test_short_cross_validation_writes_a_package(tmp_path):
     assert {m["fold"] for m in one.card["ensemble"]["members"]} == {1}
     fold1 = tmp_path / ".pkg.training" / "fold_1"
     assert len(list(fold1.glob("epoch_*.pt"))) == 2
-    # then all folds: fold 1 is reused, not trained again
+    # then all folds: fold 1 is reused, not trained again; the one-fold package is replaced
     said = []
     pkg = cross_validate(cases, split, tmp_path / "pkg", CFG, CHANNELS, settings, card,
-                         progress=lambda f, msg: said.append(msg))
+                         progress=lambda f, msg: said.append(msg), overwrite=True)
     assert any(m.startswith("fold 1: reusing") for m in said) and not any(m.startswith("fold 0: reusing") for m in said)
     assert not any(m.startswith("fold 1 epoch") for m in said)
     pkg = load_model_package(tmp_path / "pkg")

@@ -119,12 +119,13 @@ def cross_validate(cases: Sequence[TrainingCase], split: dict[str, Any], out: st
                    channels: Sequence[str], settings: dict[str, Any], card: dict[str, Any],
                    folds: Optional[Sequence[int]] = None, device: str = "auto",
                    progress: Optional[Callable[[float, str], None]] = None, workers: int = 0,
-                   resume: bool = False) -> Optional[ModelPackage]:
+                   resume: bool = False, overwrite: Optional[bool] = None) -> Optional[ModelPackage]:
     """Train the folds and write the model package at `out` (rank 0 only). The folds' work
     folder `.<out>.training` beside `out` keeps finished folds and the checkpoint of an
     interrupted one, which later calls reuse and continue; `resume=True` refuses to start
     when it holds nothing of this configuration. `workers`: processes making the augmented
-    batches (0: this process)."""
+    batches (0: this process). An existing package at `out` (e.g. of fewer folds) is replaced
+    only with `overwrite` (unset: as the command's --overwrite says)."""
     from ...device import resolve_device
     from .inference import RetinaUNetDetector
     from .training import _dist
@@ -158,7 +159,7 @@ def cross_validate(cases: Sequence[TrainingCase], split: dict[str, Any], out: st
     if rank != 0:
         return None
     members, files = [], []
-    with staged_output_dir(out) as stage:
+    with staged_output_dir(out, overwrite) as stage:
         (stage / "members").mkdir()
         for res in results:
             for r, (epoch, score) in enumerate(res.ranking):
