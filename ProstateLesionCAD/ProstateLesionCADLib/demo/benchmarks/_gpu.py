@@ -56,9 +56,10 @@ def _device_lines(device: str) -> list[str]:
 
 
 def _reference_dir() -> Path:
+    """The published network's test vectors kept in the repository (Testing/data/reference)."""
     from ...resources import resources_dir
 
-    return Path(os.environ.get("PROSTATE_CAD_SHARED", resources_dir().parent.parent / "shared")) / "reference"
+    return resources_dir().parent / "Testing" / "data" / "reference"
 
 
 def _test_vectors(device: str) -> dict:
