@@ -228,6 +228,36 @@ def _to_image(array: np.ndarray, ref: sitk.Image) -> sitk.Image:
     return img
 
 
+def seed_region(t2: sitk.Image, seed: Seed, params: GrowParams
+                ) -> tuple[tuple[float, ...], list[int], list[int], list[int], sitk.Image, sitk.Image]:
+    """The seed's point and T2 voxel index, its T2 region (start, size, the region itself) and the
+    isotropic working grid over it; CaseError when the seed lies outside the T2."""
+    point = tuple(float(v) for v in seed.center_lps)
+    cont = t2.TransformPhysicalPointToContinuousIndex(point)
+    if not all(-0.5 <= cont[d] <= t2.GetSize()[d] - 0.5 for d in range(3)):
+        raise CaseError(f"Seed {seed.id} at LPS ({point[0]:.1f}, {point[1]:.1f}, {point[2]:.1f}) mm lies outside the T2 image.")
+    seed_index = [int(round(c)) for c in cont]
+    start, size = _roi(t2, seed_index, params)
+    ref = sitk.RegionOfInterest(t2, size, start)
+    return point, seed_index, start, size, ref, _working_grid(ref, params.working_spacing_mm)
+
+
+def within_margin(gland: np.ndarray, params: GrowParams) -> np.ndarray:
+    """The working-grid voxels within `prostate_margin_mm` of the gland (or zone) mask: where a
+    grown lesion may lie."""
+    radius = max(1, int(round(params.prostate_margin_mm / params.working_spacing_mm)))
+    return sitk.GetArrayFromImage(sitk.BinaryDilate(sitk.GetImageFromArray(gland.astype(np.uint8)), [radius] * 3)) > 0
+
+
+def mask_on_t2_region(mask: np.ndarray, work: sitk.Image, ref: sitk.Image, seed_index: list[int],
+                      start: list[int]) -> tuple[np.ndarray, float]:
+    """A working-grid mask back on the seed's T2 region (linear interpolation, half-way threshold;
+    the seed voxel always in) and its volume in cm³."""
+    back = sitk.GetArrayFromImage(sitk.Resample(_to_image(mask, work), ref, sitk.Transform(), sitk.sitkLinear)) >= 0.5
+    back[tuple(seed_index[d] - start[d] for d in (2, 1, 0))] = True  # the seed is always part of its lesion
+    return back, float(back.sum() * np.prod(ref.GetSpacing()) / 1000.0)
+
+
 def grow_lesion(t2: sitk.Image, seed: Seed, sequences: dict[str, Optional[sitk.Image]], label: int = 1,
                 prostate: Optional[sitk.Image] = None, params: Optional[GrowParams] = None,
                 zones: Optional[sitk.Image] = None) -> tuple[np.ndarray, tuple[list[int], list[int]], GrownLesion]:
@@ -241,14 +271,7 @@ def grow_lesion(t2: sitk.Image, seed: Seed, sequences: dict[str, Optional[sitk.I
     """
     params = params or GrowParams()
     params.validate()
-    point = tuple(float(v) for v in seed.center_lps)
-    cont = t2.TransformPhysicalPointToContinuousIndex(point)
-    if not all(-0.5 <= cont[d] <= t2.GetSize()[d] - 0.5 for d in range(3)):
-        raise CaseError(f"Seed {seed.id} at LPS ({point[0]:.1f}, {point[1]:.1f}, {point[2]:.1f}) mm lies outside the T2 image.")
-    seed_index = [int(round(c)) for c in cont]
-    start, size = _roi(t2, seed_index, params)
-    ref = sitk.RegionOfInterest(t2, size, start)
-    work = _working_grid(ref, params.working_spacing_mm)
+    point, seed_index, start, size, ref, work = seed_region(t2, seed, params)
     seed_work = work.TransformPhysicalPointToIndex(point)
     seed_np = tuple(int(min(max(seed_work[d], 0), work.GetSize()[d] - 1)) for d in (2, 1, 0))
 
@@ -296,9 +319,7 @@ def grow_lesion(t2: sitk.Image, seed: Seed, sequences: dict[str, Optional[sitk.I
         mask = dist <= params.fallback_radius_mm
     mask = sitk.GetArrayFromImage(sitk.BinaryFillhole(sitk.GetImageFromArray(mask.astype(np.uint8)))) > 0
     if gland is not None:
-        radius = max(1, int(round(params.prostate_margin_mm / params.working_spacing_mm)))
-        allowed = sitk.GetArrayFromImage(sitk.BinaryDilate(sitk.GetImageFromArray(gland.astype(np.uint8)),
-                                                           [radius] * 3)) > 0
+        allowed = within_margin(gland, params)
         if (mask & ~allowed).any():
             flags.append("clipped_to_prostate")
             mask = _component_at((mask & allowed) | seed_disc, seed_np)
@@ -307,10 +328,7 @@ def grow_lesion(t2: sitk.Image, seed: Seed, sequences: dict[str, Optional[sitk.I
         flags.append("clipped_max_volume")
         mask &= dist <= (3.0 * params.max_volume_cc * 1000.0 / (4.0 * math.pi)) ** (1.0 / 3.0)
 
-    # back onto the T2 grid: linear interpolation of the working mask, half-way threshold
-    back = sitk.GetArrayFromImage(sitk.Resample(_to_image(mask, work), ref, sitk.Transform(), sitk.sitkLinear)) >= 0.5
-    back[tuple(seed_index[d] - start[d] for d in (2, 1, 0))] = True  # the seed is always part of its lesion
-    volume = float(back.sum() * np.prod(ref.GetSpacing()) / 1000.0)
+    back, volume = mask_on_t2_region(mask, work, ref, seed_index, start)
     report = GrownLesion(seed, label, volume, votes, need if found else 0, flags)
     return back, (start, size), report
 

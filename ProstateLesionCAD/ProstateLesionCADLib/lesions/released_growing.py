@@ -41,9 +41,9 @@ from typing import Optional, Sequence
 import numpy as np
 import SimpleITK as sitk
 
-from ..errors import CaseError, ParameterError
-from .growing import (GrownLesion, GrowParams, Seed, SequenceVote, _component_at, _distances, _roi,
-                      _to_image, _voxel_points, _working_grid, growing_sequences)
+from ..errors import ParameterError
+from .growing import (GrownLesion, GrowParams, Seed, SequenceVote, _component_at, _distances, _voxel_points,
+                      growing_sequences, mask_on_t2_region, seed_region, within_margin)
 
 RELEASED_SEQUENCES = ("T2", "DWI_HIGH", "ADC", "KTRANS")
 
@@ -136,14 +136,7 @@ def grow_lesion_released(t2: sitk.Image, seed: Seed, sequences: dict[str, Option
     if not isinstance(params, ReleasedGrowParams):  # the shared settings (ROI, grid, clipping) carry over
         params = ReleasedGrowParams(**(vars(params) if params is not None else {}))
     params.validate()
-    point = tuple(float(v) for v in seed.center_lps)
-    cont = t2.TransformPhysicalPointToContinuousIndex(point)
-    if not all(-0.5 <= cont[d] <= t2.GetSize()[d] - 0.5 for d in range(3)):
-        raise CaseError(f"Seed {seed.id} at LPS ({point[0]:.1f}, {point[1]:.1f}, {point[2]:.1f}) mm lies outside the T2 image.")
-    seed_index = [int(round(c)) for c in cont]
-    start, size = _roi(t2, seed_index, params)
-    ref = sitk.RegionOfInterest(t2, size, start)
-    work = _working_grid(ref, params.working_spacing_mm)
+    point, seed_index, start, size, ref, work = seed_region(t2, seed, params)
 
     starts = [point]
     moved = shifted_seed(point, transform)
@@ -191,9 +184,7 @@ def grow_lesion_released(t2: sitk.Image, seed: Seed, sequences: dict[str, Option
         if zone[seed_np] > 0:
             gland = zone == zone[seed_np]
     if gland is not None:
-        radius = max(1, int(round(params.prostate_margin_mm / params.working_spacing_mm)))
-        allowed = sitk.GetArrayFromImage(sitk.BinaryDilate(sitk.GetImageFromArray(gland.astype(np.uint8)),
-                                                           [radius] * 3)) > 0
+        allowed = within_margin(gland, params)
         if (mask & ~allowed).any():
             flags.append("clipped_to_prostate")
             mask = (mask & allowed) | seed_disc
@@ -202,8 +193,6 @@ def grow_lesion_released(t2: sitk.Image, seed: Seed, sequences: dict[str, Option
         flags.append("clipped_max_volume")
         mask &= dist <= (3.0 * params.max_volume_cc * 1000.0 / (4.0 * math.pi)) ** (1.0 / 3.0)
 
-    back = sitk.GetArrayFromImage(sitk.Resample(_to_image(mask, work), ref, sitk.Transform(), sitk.sitkLinear)) >= 0.5
-    back[tuple(seed_index[d] - start[d] for d in (2, 1, 0))] = True  # the seed is always part of its lesion
-    volume = float(back.sum() * np.prod(ref.GetSpacing()) / 1000.0)
+    back, volume = mask_on_t2_region(mask, work, ref, seed_index, start)
     report = GrownLesion(seed, label, volume, votes, params.min_masks, flags)
     return back, (start, size), report
