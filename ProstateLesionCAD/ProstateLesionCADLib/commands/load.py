@@ -150,12 +150,10 @@ def print_plan(args, files: Optional[list[str]], choose: dict, progress) -> int:
 
 @writes_output("export")
 def run(args) -> int:
-    import sys
-
     from ..study.loading import load_case
     from ..progress import ConsoleProgress, note, sub_progress
 
-    progress = ConsoleProgress(stream=sys.stderr) if args.json else ConsoleProgress()
+    progress = ConsoleProgress()  # on stderr, so that --json leaves stdout to the JSON
     choose = parse_choices(args.choose)
     files = dicom_files(args)
     if args.json:
