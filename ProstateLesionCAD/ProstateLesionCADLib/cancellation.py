@@ -47,7 +47,8 @@ class Cancelled(BaseException):
         return 128 + self.signum
 
 
-_state: dict = {"cancelling": False, "deferring": 0, "pending": None, "signal": None, "quiet": 0}
+_state: dict = {"cancelling": False, "deferring": 0, "pending": None, "signal": None, "quiet": 0,
+                "teardown": False, "restore_hook": None}
 
 
 def stop_workers(join_s: float = JOIN_S) -> None:
@@ -105,7 +106,7 @@ def _stop_own_group() -> None:
 def _handler(signum, frame) -> None:
     if _state["cancelling"]:
         return  # already unwinding: let the clean-up finish
-    _state.update(cancelling=True, signal=signum)
+    _state.update(cancelling=True, signal=signum, teardown=True)
     stop_workers()
     _stop_own_group()
     if _state["deferring"]:
@@ -125,12 +126,41 @@ def handling_signals() -> Iterator[None]:
         return
     _state.update(cancelling=False, pending=None, signal=None)
     previous = {signum: signal.signal(signum, _handler) for signum in SIGNALS}
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = _unraisable_hook(previous_hook)
     try:
         yield
+    except Cancelled:
+        raise
+    except BaseException:
+        # After a signal, whatever else goes wrong on the way out is its consequence (a pool
+        # whose workers were stopped reports itself broken): the command was cancelled.
+        if _state["signal"] is not None:
+            raise Cancelled(_state["signal"]) from None
+        raise
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         _state.update(cancelling=False, pending=None, signal=None)
+        if _state["teardown"]:
+            _state["restore_hook"] = previous_hook  # end_helpers() restores it after its own clean-up
+        else:
+            sys.unraisablehook = previous_hook
+
+
+def _unraisable_hook(previous):
+    """Python drops an exception raised where nothing can catch it (a finaliser run by the
+    garbage collector, a weakref callback) and prints it. A signal can land in such code: its
+    `Cancelled` is dropped there, but the signal is remembered and the command still ends as
+    cancelled (`handling_signals`), so nothing is printed. After a cancel, the finalisers of
+    the stopped workers' queues and pipes fail the same way and are not printed either."""
+
+    def hook(unraisable) -> None:
+        if isinstance(unraisable.exc_value, Cancelled) or _state["signal"] is not None or _state["teardown"]:
+            return
+        previous(unraisable)
+
+    return hook
 
 
 @contextlib.contextmanager
@@ -184,11 +214,17 @@ def end_helpers() -> None:
     import gc
     from multiprocessing import resource_tracker
 
-    gc.collect()  # the stopped pool's queues unregister their semaphores first
-    stop = getattr(getattr(resource_tracker, "_resource_tracker", None), "_stop", None)
-    if stop is not None:
-        with contextlib.suppress(Exception):
-            stop()
+    try:
+        gc.collect()  # the stopped pool's queues unregister their semaphores first
+        stop = getattr(getattr(resource_tracker, "_resource_tracker", None), "_stop", None)
+        if stop is not None:
+            with contextlib.suppress(Exception):
+                stop()
+    finally:
+        hook = _state["restore_hook"]
+        _state.update(teardown=False, restore_hook=None)
+        if hook is not None:
+            sys.unraisablehook = hook
 
 
 def exit_now(status: int) -> None:

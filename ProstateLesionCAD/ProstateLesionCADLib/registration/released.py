@@ -51,6 +51,7 @@ from typing import Optional
 import numpy as np
 import SimpleITK as sitk
 
+from ..cancellation import cancelled, quiet_signals, raise_if_cancelled
 from ..errors import CaseError
 from ..preprocessing.crop_geometry import CropGeometry, Grid
 from ..preprocessing.preprocess import fov_center_lps, mask_centroid_lps
@@ -172,8 +173,16 @@ def register_once(problem: ReleasedProblem, settings, start_index: int, seed: in
     method.SetOptimizerAsGradientDescent(learningRate=settings.learning_rate, numberOfIterations=settings.iterations,
                                          estimateLearningRate=method.Never)
     trace: list[float] = []
-    method.AddCommand(sitk.sitkIterationEvent, lambda: trace.append(method.GetMetricValue()))
-    method.Execute(problem.fixed_features, problem.moving_features)
+
+    def on_iteration() -> None:
+        trace.append(method.GetMetricValue())
+        if cancelled():  # a signal came during Execute (in this process: --workers 1): stop at once
+            method.StopRegistration()
+
+    method.AddCommand(sitk.sitkIterationEvent, on_iteration)
+    with quiet_signals():  # ITK would print and drop the exception raised in its callback
+        method.Execute(problem.fixed_features, problem.moving_features)
+    raise_if_cancelled()
     return (extend_domain(sitk.BSplineTransform(transform)), float(method.GetMetricValue()), len(trace),
             method.GetOptimizerStopConditionDescription(), trace)
 
