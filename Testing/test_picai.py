@@ -253,3 +253,25 @@ def test_ground_truth_covers_the_studies_present(run, tmp_path):
     mha = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "maps" / f"{run['refs'][0].name}_detection_map.mha")))
     nii = sitk.GetArrayFromImage(sitk.ReadImage(str(run["maps"] / f"{run['refs'][0].name}_detection_map.nii.gz")))
     assert np.array_equal(mha, nii)
+
+
+def test_delineation_lesions_are_centred_on_their_box_as_every_ground_truth_is():
+    """An L-shaped delineation: its centre of mass lies off its bounding box's middle; the lesion
+    is centred on the box, as `grow` centres the project's own ground truth (matching within
+    15 mm measures from there), with the grade of its highest label."""
+    from ProstateLesionCADLib.study.picai_archive import delineation_lesions
+
+    values = np.zeros((6, 20, 20), np.uint8)
+    values[1:3, 2:12, 2:4] = 2  # the L's long bar ...
+    values[1:3, 10:12, 2:16] = 3  # ... and its foot, graded higher
+    values[4, 17:19, 17:19] = 2  # a second, separate lesion
+    label = sitk.GetImageFromArray(values)
+    label.SetSpacing((0.5, 0.5, 3.0))
+    label.SetOrigin((-5.0, -5.0, 10.0))
+    lesions = delineation_lesions(label)
+    assert [(x.id, x.ggg) for x in lesions] == [(1, 3), (2, 2)]
+    box_middle = label.TransformContinuousIndexToPhysicalPoint((8.5, 6.5, 1.5))  # x 2..15, y 2..11, z 1..2
+    mass = ndimage.center_of_mass(values[:3] > 0)[::-1]
+    assert np.allclose(lesions[0].center_lps, box_middle)
+    assert not np.allclose(lesions[0].center_lps, label.TransformContinuousIndexToPhysicalPoint(mass), atol=0.5)
+    assert np.allclose(lesions[1].center_lps, label.TransformContinuousIndexToPhysicalPoint((17.5, 17.5, 4.0)))

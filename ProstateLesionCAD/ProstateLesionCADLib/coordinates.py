@@ -3,7 +3,8 @@
 Files, ITK and SimpleITK use LPS millimetres (DICOM patient coordinates); 3D Slicer's
 MRML scene uses RAS. The two differ by the sign of the first two axes, so the same
 4x4 flip converts points both ways and turns an ITK voxel-to-LPS matrix into Slicer's
-IJK-to-RAS matrix. Every conversion in the project goes through this module.
+IJK-to-RAS matrix. Every conversion in the project goes through this module, and so does the
+one place a lesion's centre is taken from its mask (`mask_box_centres`).
 """
 
 from __future__ import annotations
@@ -61,3 +62,20 @@ def lps_box_to_ras_center_size(box_lps) -> tuple[tuple[float, float, float], tup
     center = lps_to_ras((lo + hi) / 2.0)
     size = tuple(float(v) for v in np.abs(hi - lo))
     return center, size  # type: ignore[return-value]
+
+
+def mask_box_centres(labels) -> dict[int, tuple[float, float, float]]:
+    """LPS centre of each label's voxel bounding box (the middle of its first and last voxel
+    along each image axis), as the released evaluation takes a ground-truth lesion's centre.
+    A label without voxels (a lesion hidden under a lower-numbered overlapping one) has none:
+    its seed stays its centre."""
+    import SimpleITK as sitk
+
+    stats = sitk.LabelShapeStatisticsImageFilter()
+    stats.Execute(sitk.Cast(labels, sitk.sitkUInt16))
+    centres = {}
+    for label in stats.GetLabels():
+        box = stats.GetBoundingBox(label)  # start index (x, y, z), then size
+        middle = [box[d] + (box[d + 3] - 1) / 2.0 for d in range(3)]
+        centres[int(label)] = tuple(float(v) for v in labels.TransformContinuousIndexToPhysicalPoint(middle))
+    return centres

@@ -40,7 +40,7 @@ def measure(n_phantoms: int = 16, first_seed: int = 20000) -> dict:
     from ..demo.detector_model import DEMO_NAME
     from ..evaluation.evaluate import evaluate
     from ..formats import DetectionSet, GroundTruthCase, GroundTruthSet, Lesion
-    from ..lesions.annotation_files import mask_box_centres
+    from ..coordinates import mask_box_centres
     from ..lesions.growing import grow_lesions, growing_sequences
     from ..models.package import find_model
     from ..pipeline import Pipeline, load_detector

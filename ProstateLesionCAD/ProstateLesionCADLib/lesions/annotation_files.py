@@ -16,6 +16,7 @@ from typing import Any, Optional, Sequence
 
 import SimpleITK as sitk
 
+from ..coordinates import mask_box_centres
 from ..formats import GroundTruthCase, GroundTruthSet, Lesion, write_ground_truth
 from ..image_files import with_format, write_image_file
 from ..output_files import staged_output_dir
@@ -48,17 +49,3 @@ def write_annotation(out_dir: str | Path, case_id: str, labels: sitk.Image, seed
             (stage / name).write_text(json.dumps(content, indent=1))
     return Path(out_dir) / GROUND_TRUTH_FILE
 
-
-def mask_box_centres(labels: sitk.Image) -> dict[int, tuple[float, float, float]]:
-    """LPS centre of each label's voxel bounding box (the middle of its first and last voxel
-    along each image axis), as the released evaluation takes a ground-truth lesion's centre.
-    A label without voxels (a lesion hidden under a lower-numbered overlapping one) has none:
-    its seed stays its centre."""
-    stats = sitk.LabelShapeStatisticsImageFilter()
-    stats.Execute(sitk.Cast(labels, sitk.sitkUInt16))
-    centres = {}
-    for label in stats.GetLabels():
-        box = stats.GetBoundingBox(label)  # start index (x, y, z), then size
-        middle = [box[d] + (box[d + 3] - 1) / 2.0 for d in range(3)]
-        centres[int(label)] = tuple(float(v) for v in labels.TransformContinuousIndexToPhysicalPoint(middle))
-    return centres

@@ -45,6 +45,7 @@ from typing import Optional
 import numpy as np
 import SimpleITK as sitk
 
+from ..coordinates import mask_box_centres
 from ..errors import CaseError, FormatError
 from ..formats import GroundTruthCase, GroundTruthSet, Lesion
 from ..image_files import read_image_file, same_grid
@@ -273,19 +274,14 @@ def delineation_file(archive: str | os.PathLike, case_id: str) -> tuple[Optional
 
 
 def delineation_lesions(label: sitk.Image) -> list[Lesion]:
-    """The lesions of a delineation: 26-connected components, centre of mass (LPS), grade = label value."""
-    from scipy import ndimage
-
-    values = sitk.GetArrayFromImage(label)
-    components, n = ndimage.label(values > 0, structure=np.ones((3, 3, 3)))
-    lesions = []
-    for lesion_id in range(1, n + 1):
-        inside = components == lesion_id
-        grade = int(values[inside].max())
-        k, j, i = (float(v) for v in ndimage.center_of_mass(inside))
-        centre = label.TransformContinuousIndexToPhysicalPoint((i, j, k))
-        lesions.append(Lesion(lesion_id, min(max(grade, 2), 3), tuple(float(v) for v in centre)))
-    return lesions
+    """The lesions of a delineation: 26-connected components, each centred on its bounding box
+    (LPS), as every ground truth of the project is (`mask_box_centres`), grade = label value."""
+    components = sitk.ConnectedComponent(sitk.Cast(label > 0, sitk.sitkUInt8), True)
+    centres = mask_box_centres(components)
+    grades = sitk.LabelIntensityStatisticsImageFilter()
+    grades.Execute(components, sitk.Cast(label, sitk.sitkFloat32))
+    return [Lesion(lesion_id, min(max(int(grades.GetMaximum(lesion_id)), 2), 3), centres[lesion_id])
+            for lesion_id in sorted(centres)]
 
 
 def read_ground_truth(archive: str | os.PathLike, progress: Optional[ProgressCallback] = None) -> PicaiTruth:
