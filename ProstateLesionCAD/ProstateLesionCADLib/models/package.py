@@ -144,8 +144,9 @@ def _listed_files(card: dict[str, Any], where: str) -> dict[str, dict[str, Any]]
 
 def loaded_files(card: dict[str, Any], where: str, defaults: bool = True) -> list[tuple[str, str]]:
     """(key in model.json, path) of every file a task's loader opens: ensemble members
-    (`ensemble.members[].file`), `architecture.*_weights`, and (`defaults`, for a card without
-    ensemble members, e.g. a FocalNet trained with --folds) the fixed names of DEFAULT_LOADED_FILES. A malformed entry is a ModelError naming `where`."""
+    (`ensemble.members[].file`), `architecture.*_weights`, and (`defaults`, unless the card lists
+    ensemble members, as a FocalNet trained with --folds does) the fixed names of DEFAULT_LOADED_FILES.
+    A malformed entry is a ModelError naming `where`."""
     found: list[tuple[str, Any]] = []
     ensemble = card.get("ensemble")
     if ensemble is not None:
