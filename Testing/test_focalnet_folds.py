@@ -56,6 +56,11 @@ def test_folds_package_holds_one_network_per_fold_and_out_of_fold_working_points
     assert card["thresholds"] == expected
     # the paper's FROC protocol on the same out-of-fold predictions, for the card
     assert "index lesion" in card["validation"]["froc_focalnet_protocol"]
+    spread = card["validation"]["froc_focalnet_protocol_folds"]["all lesions (GGG>=1)"]
+    per_fold = spread["sensitivity_at_1_fp_per_fold"]
+    benign_fold = next(i for i, ids in enumerate(split) if "Phantom-7002" in ids)  # its one case is benign only
+    assert len(per_fold) == 5 and per_fold[benign_fold] is None
+    assert spread["mean"] == pytest.approx(np.mean([v for v in per_fold if v is not None]))
     # inference averages the fold networks
     model = FocalNetModel.from_package(folds_package)
     assert len(model.members) == 5

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import numpy as np
+
 from ...errors import ParameterError
 from ...formats import DetectionCase
 from ...models.package import ModelPackage, write_model_card
@@ -87,6 +89,28 @@ def _validation(predictions: list[tuple[PhantomCase, DetectionCase]], computed_o
     return thresholds, validation
 
 
+def fold_spread(predictions: list[tuple[PhantomCase, DetectionCase]],
+                folds: Sequence[Sequence[str]]) -> dict[str, dict[str, Any]]:
+    """Per group of the paper's FROC protocol, the sensitivity at 1 FP per patient of each
+    validation fold, with their mean and SD (n - 1), as the paper reports its folds (mean ± SD,
+    Tables II-III); a fold without lesions of the group has None and stays out of both."""
+    from ...evaluation.focalnet_protocol import focalnet_froc
+
+    by_id = {c.truth.case_id: (c, d) for c, d in predictions}
+    per_group: dict[str, list[Optional[float]]] = {}
+    for ids in folds:
+        curves = focalnet_froc([(by_id[i][0].truth, by_id[i][1].detections, by_id[i][0].lesion_mask) for i in ids])
+        for name, curve in curves.items():
+            per_group.setdefault(name, []).append(curve["sensitivity_at_fp"]["1"] if curve["n_lesions"] else None)
+    out = {}
+    for name, values in per_group.items():
+        known = [v for v in values if v is not None]
+        out[name] = {"sensitivity_at_1_fp_per_fold": values,
+                     "mean": float(np.mean(known)) if known else None,
+                     "sd": float(np.std(known, ddof=1)) if len(known) > 1 else None}
+    return out
+
+
 def train_package(out_dir: str | Path, cases: Sequence[PhantomCase], validation: Sequence[PhantomCase],
                   settings: TrainSettings, *, device: str, name: str, size: int, training_data: str,
                   computed_on: str, intended_use: str, prostate_margin_mm: Optional[float] = None,
@@ -140,6 +164,7 @@ def cross_validate(out_dir: str | Path, cases: Sequence[PhantomCase], n_folds: i
         predictions += held_out_detections(model, [by_id[c] for c in held_ids], device, prostate_margin_mm)
     computed_on = f"out-of-fold predictions of {n_folds} folds ({len(predictions)} cases), lesion level"
     thresholds, summary = _validation(predictions, computed_on)
+    summary["froc_focalnet_protocol_folds"] = fold_spread(predictions, split["folds"])
     members = [{"file": f"members/fold{f}.pt", "fold": f, "n_training_cases": len(cases) - len(ids)}
                for f, ids in enumerate(split["folds"])]
     info = {"seconds": round(sum(i["seconds"] for i in infos), 1), "settings": settings.to_dict(),
