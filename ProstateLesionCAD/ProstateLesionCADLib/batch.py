@@ -260,7 +260,7 @@ def detect_cases(cases: Sequence[BatchCase], package: ModelPackage, out_root: st
                  register_preset: Optional[str] = "paper", zones_backend: str = "taps", drop: Sequence[str] = (),
                  tta: bool = False, device: str = "auto", image_format: str = "nrrd", overwrite: bool = False,
                  progress: Optional[ProgressCallback] = None,
-                 on_case: Optional[Callable[[CaseOutcome], None]] = None) -> BatchReport:
+                 on_case: Optional[Callable[[CaseOutcome], None]] = None, all_candidates: bool = False) -> BatchReport:
     """Run the pipeline on every case into out_root/<case name>/; see the module docstring.
 
     `overwrite`: finished cases run again too, each case folder replaced as a whole.
@@ -293,7 +293,7 @@ def detect_cases(cases: Sequence[BatchCase], package: ModelPackage, out_root: st
                     result = run_pipeline(case, package, out, register_preset=register_preset,
                                           zones_backend=zones_backend, drop=drop, tta=tta, device=device,
                                           detector=detector, progress=sub_progress(report, 0.1, 1.0),
-                                          image_format=image_format)
+                                          image_format=image_format, all_candidates=all_candidates)
                 outcome = CaseOutcome(item.name, DONE, len(result.detections.detections),
                                       time.perf_counter() - start, out_dir=str(out), notes=list(result.messages))
             except Exception as exc:  # any failure of one case is recorded and the batch goes on

@@ -106,7 +106,7 @@ def _focalnet_prepare(model, case: Case, prostate, zones, transform, progress):
 
 def _focalnet_detect(model, stack, pipeline: "Pipeline", progress) -> DetectorOutput:
     from .detection.focalnet.inference import detect_stack
-    return detect_stack(model, stack, pipeline.device, progress=progress)
+    return detect_stack(model, stack, pipeline.device, progress=progress, all_candidates=pipeline.all_candidates)
 
 
 # Retina U-Net (Pellicer-Valero et al. 2022): zones are channels, non-rigid ADC/DWI registration.
@@ -177,8 +177,9 @@ class Pipeline:
                  prostate: Optional[sitk.Image] = None, transform: Optional[sitk.Transform] = None,
                  register_preset: Optional[str] = "paper", registration_starts: Optional[int] = None,
                  zones_backend: str = "taps", drop: Sequence[str] = (), tta: bool = False, device: str = "auto",
-                 detector: Any = None):
+                 detector: Any = None, all_candidates: bool = False):
         self.kind = check_options(model_package, drop, register_preset, zones_backend)
+        self.all_candidates = all_candidates  # FocalNet: every local maximum, not only the working point's
         self.given_zones, self.given_prostate, self.given_transform = zones, prostate, transform
         self.register_preset, self.registration_starts = register_preset, registration_starts
         self.zones_backend = zones_backend
@@ -270,7 +271,8 @@ def run_pipeline(case: Case, model_package: ModelPackage, out_dir: str | os.Path
                  transform: Optional[sitk.Transform] = None, register_preset: Optional[str] = "paper",
                  registration_starts: Optional[int] = None, zones_backend: str = "taps", drop: Sequence[str] = (),
                  tta: bool = False, device: str = "auto", detector: Any = None,
-                 progress: Optional[ProgressCallback] = None, image_format: str = "nrrd") -> PipelineResult:
+                 progress: Optional[ProgressCallback] = None, image_format: str = "nrrd",
+                 all_candidates: bool = False) -> PipelineResult:
     """Every stage on one case; writes out_dir/detections.json and out_dir/lesion-probability.nrrd.
 
     zones / prostate: masks on any grid (zones 1 = CG, 2 = PZ), else the case's own.
@@ -279,10 +281,13 @@ def run_pipeline(case: Case, model_package: ModelPackage, out_dir: str | os.Path
     drop, tta: Retina U-Net channel ablation and mirror test-time augmentation.
     detector: a detector already loaded by `load_detector` for this package (several cases).
     image_format: the probability map's file format (image_files.OUTPUT_FORMATS).
+    all_candidates: FocalNet writes every local maximum, not only those at or above the
+    package's working point (detection/focalnet/inference.py).
     """
     pipeline = Pipeline(case, model_package, zones=zones, prostate=prostate, transform=transform,
                         register_preset=register_preset, registration_starts=registration_starts,
-                        zones_backend=zones_backend, drop=drop, tta=tta, device=device, detector=detector)
+                        zones_backend=zones_backend, drop=drop, tta=tta, device=device, detector=detector,
+                        all_candidates=all_candidates)
     stages = (pipeline.segment_zones, pipeline.register, pipeline.preprocess, pipeline.detect)
     for name, stage in zip(STAGES, stages):
         stage(sub_progress(progress, *STAGE_SHARES[name]))

@@ -33,7 +33,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--phantom-seed", type=int, default=5000, help="first phantom seed (with --phantoms)")
     parser.add_argument("--validation-phantoms", type=int, default=8,
-                        help="held-out phantoms for the working-point thresholds (with --phantoms)")
+                        help="held-out phantoms for the working-point thresholds (with --phantoms, without --folds)")
+    parser.add_argument("--folds", type=int, default=None, metavar="K",
+                        help="K-fold cross-validation as the paper (K = 5): one network per fold, the working points "
+                             "from the out-of-fold predictions; the package holds the K networks (averaged)")
     parser.add_argument("--single-modality-fraction", type=float, default=0.0,
                         help="share of phantom lesions visible on only one of T2/ADC")
     parser.add_argument("--prostate-margin-mm", type=float, default=None,
@@ -57,24 +60,31 @@ def _settings(args):
 
 @writes_output()
 def run(args) -> int:
-    from ..detection.focalnet.package import train_package
+    from ..detection.focalnet.package import cross_validate, train_package
     from ..detection.focalnet.phantom_data import phantom_cases, study_cases
     from ..errors import ParameterError
     from ..progress import ConsoleProgress, sub_progress
+    from ._numbers import number
 
     progress = ConsoleProgress()
     settings = _settings(args)
     settings.check()
+    if args.folds is not None:
+        number(args.folds, "--folds", 2)
+        if args.phantoms is not None and args.phantoms < args.folds:
+            raise ParameterError(f"--folds {args.folds} needs at least {args.folds} phantoms, got --phantoms "
+                                 f"{args.phantoms}.")
     validation = []
     if args.phantoms is not None:
         seeds = range(args.phantom_seed, args.phantom_seed + args.phantoms)
         cases = phantom_cases(seeds, args.size, single_modality_fraction=args.single_modality_fraction,
                               progress=sub_progress(progress, 0.0, 0.15))
-        vseeds = range(args.phantom_seed + args.phantoms, args.phantom_seed + args.phantoms + args.validation_phantoms)
-        validation = phantom_cases(vseeds, args.size, single_modality_fraction=args.single_modality_fraction)
+        if args.folds is None:  # with folds the working points come from the out-of-fold predictions
+            vseeds = range(seeds.stop, seeds.stop + args.validation_phantoms)
+            validation = phantom_cases(vseeds, args.size, single_modality_fraction=args.single_modality_fraction)
+            computed_on = f"{len(validation)} held-out phantoms (seeds {vseeds.start}..{vseeds.stop - 1})"
         data = (f"{args.phantoms} synthetic phantoms (seeds {seeds.start}..{seeds.stop - 1}, "
                 f"single-modality fraction {args.single_modality_fraction:g})")
-        computed_on = f"{len(validation)} held-out phantoms (seeds {vseeds.start}..{vseeds.stop - 1})"
         use = SYNTHETIC_USE
     else:
         if not args.ground_truth:
@@ -83,10 +93,15 @@ def run(args) -> int:
         data = f"{len(cases)} cases from {args.cases} ({args.ground_truth})"
         computed_on = "the training cases (no held-out set)"
         use = "Research only; not a medical device."
-    pkg, info = train_package(args.out, cases, validation, settings, device=args.device,
-                              name=args.name or Path(args.out).name, size=args.size, training_data=data,
-                              computed_on=computed_on, intended_use=use, prostate_margin_mm=args.prostate_margin_mm,
-                              extra={"command": "prostate-cad train focalnet " + " ".join(sys.argv[3:])},
-                              progress=sub_progress(progress, 0.15, 1.0))
+    common = dict(device=args.device, name=args.name or Path(args.out).name, size=args.size, training_data=data,
+                  intended_use=use, prostate_margin_mm=args.prostate_margin_mm,
+                  extra={"command": "prostate-cad train focalnet " + " ".join(sys.argv[3:])},
+                  progress=sub_progress(progress, 0.15, 1.0))
+    if args.folds is not None:
+        pkg, info = cross_validate(args.out, cases, args.folds, settings, **common)
+        print(f"Trained FocalNet, {args.folds} folds ({settings.loss}, {settings.steps} steps each, "
+              f"{info['seconds']} s) -> {pkg.root}")
+        return 0
+    pkg, info = train_package(args.out, cases, validation, settings, computed_on=computed_on, **common)
     print(f"Trained FocalNet ({settings.loss}, {settings.steps} steps, {info['seconds']} s) -> {pkg.root}")
     return 0

@@ -38,6 +38,9 @@ def add_arguments(parser) -> None:
                         help="automatic zonal segmentation when --zones is not given (see prostate-cad zones)")
     parser.add_argument("--format", default="nrrd", choices=("nrrd", "nii.gz", "mha"), dest="image_format",
                         help="file format of the probability map (default nrrd); detections.json names the file")
+    parser.add_argument("--all", action="store_true", dest="all_candidates",
+                        help="FocalNet: write every local maximum (candidate), not only those at or above the "
+                             "package's working point")
     parser.add_argument("--json", action="store_true",
                         help="print the per-case summary (case, status, detections, seconds, error) as JSON")
 
@@ -72,7 +75,7 @@ def _run_one(args, path) -> int:
     result = run_pipeline(case, pkg, args.out, zones=zones, prostate=prostate, transform=transform,
                           register_preset=register_preset, zones_backend=args.zones_backend, drop=drop,
                           tta=args.tta, device=args.device, progress=sub_progress(progress, 0.1, 1.0),
-                          image_format=args.image_format)
+                          image_format=args.image_format, all_candidates=args.all_candidates)
     for message in result.messages:
         note(message)
     for stage, seconds in result.timings.items():
@@ -114,6 +117,7 @@ def _run_batch(args, paths) -> int:
         report = detect_cases(cases, pkg, args.out, register_preset=register_preset,
                               zones_backend=args.zones_backend, drop=drop, tta=args.tta, device=args.device,
                               image_format=args.image_format, overwrite=args.overwrite,
+                              all_candidates=args.all_candidates,
                               progress=ConsoleProgress(), on_case=ended)
     if args.json:
         _print_json(report)

@@ -35,7 +35,13 @@ def add_arguments(parser) -> None:
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples over patients for 95%% CIs (0: none)")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     parser.add_argument("--froc", action="store_true", help="also compute FROC (sensitivity vs false positives per patient)")
-    parser.add_argument("--froc-hit-mm", type=float, default=5.0, help="FROC hit distance in mm (default 5, FocalNet)")
+    parser.add_argument("--froc-protocol", choices=("default", "focalnet"), default="default",
+                        help="focalnet: Cao et al. 2019's FROC (implies --froc): detections on annotated slices only, "
+                             "hit within 5 mm of the ROI in the same slice whatever the predicted GGG, curves for "
+                             "index, clinically significant, all lesions and each GS group, FP at 60-90%% sensitivity. "
+                             "default: one curve per --criteria under the --froc-* options, plus the index lesion")
+    parser.add_argument("--froc-hit-mm", type=float, default=None,
+                        help="FROC hit distance in mm (default 5, FocalNet; fixed by --froc-protocol focalnet)")
     parser.add_argument("--froc-same-slice", action="store_true", help="FROC hits must lie in the lesion's slice (FocalNet)")
     parser.add_argument("--froc-slice-mm", type=float, default=3.0,
                         help="slice thickness for the same-slice test when no lesion mask is given (default 3)")
@@ -67,6 +73,7 @@ def add_arguments(parser) -> None:
 @writes_output()
 def run(args) -> int:
     from ..evaluation.evaluate import evaluate
+    from ..errors import ParameterError
     from ..evaluation.froc import HitRule
     from ..evaluation.report import markdown_report, write_report
     from ..evaluation.thresholds import load_given_thresholds
@@ -77,9 +84,17 @@ def run(args) -> int:
     from ._numbers import number
 
     criteria = _criteria(args.criteria)
+    paper_froc = args.froc_protocol == "focalnet"
+    fixed = [name for name, given in (("--froc-hit-mm", args.froc_hit_mm is not None),
+                                      ("--froc-all-detections", args.froc_all_detections),
+                                      ("--froc-ignore-other-lesions", args.froc_ignore_other_lesions)) if given]
+    if paper_froc and fixed:
+        raise ParameterError(f"--froc-protocol focalnet fixes the hit rule (5 mm, same slice, every detection, "
+                             f"hits on other groups ignored); drop {', '.join(fixed)}.")
+    hit_mm = 5.0 if args.froc_hit_mm is None else args.froc_hit_mm
     for value, option, low in ((args.distance_mm, "--distance-mm", 0), (args.k_match, "--k", 0),
                                (args.bootstrap, "--bootstrap", 0), (args.seed, "--seed", 0),
-                               (args.froc_hit_mm, "--froc-hit-mm", 0), (args.froc_slice_mm, "--froc-slice-mm", 0),
+                               (hit_mm, "--froc-hit-mm", 0), (args.froc_slice_mm, "--froc-slice-mm", 0),
                                (args.voxel_roc_points, "--voxel-roc-points", 1)):
         number(value, option, low)
     number(args.picai_min_overlap, "--picai-min-overlap", 0, 1)
@@ -91,16 +106,17 @@ def run(args) -> int:
     progress = ConsoleProgress()
     result = evaluate(detections, ground_truth, criteria=criteria, distance_mm=args.distance_mm, k_match=args.k_match,
                       given_thresholds=given, thresholds_source=source, bootstrap=args.bootstrap, seed=args.seed,
-                      missing_cases=args.missing_cases, with_froc=args.froc,
-                      froc_rule=HitRule(args.froc_hit_mm, args.froc_same_slice, args.froc_slice_mm,
+                      missing_cases=args.missing_cases, with_froc=args.froc or paper_froc,
+                      froc_rule=HitRule(hit_mm, args.froc_same_slice, args.froc_slice_mm,
                                         args.froc_all_detections, args.froc_ignore_other_lesions),
+                      froc_protocol=args.froc_protocol,
                       with_dice=not args.no_dice, progress=progress)
     voxel = None
     if args.voxel_roc:
         from ..evaluation import voxel_roc
         from ..evaluation.evaluate import pair_cases
         result["voxel_roc"] = voxel = voxel_roc.evaluate_files(pair_cases(detections, ground_truth, args.missing_cases)[0],
-                                                               args.voxel_roc_points, args.froc_hit_mm)
+                                                               args.voxel_roc_points, hit_mm)
     if args.compare_published:
         from ..evaluation.published import published
         result["published_reference"] = published(args.compare_published)

@@ -25,7 +25,9 @@ from ..image_files import read_image_file
 from ..progress import ProgressCallback, silent, sub_progress
 from .bootstrap import percentile_ci, resample_counts, sample_weights, weighted_auc, weighted_rate
 from .dice import DICE_THRESHOLDS, case_dice, dice_summary
-from .froc import FP_RATES, CaseHits, HitRule, LesionRegions, case_hits, froc_from_hits
+from . import focalnet_protocol
+from .froc import (FP_RATES, INDEX_GROUP, CaseHits, HitRule, LesionGroup, LesionRegions, case_hits,
+                   criterion_group, froc_from_hits)
 from .lesion_matching import DEFAULT_DISTANCE_MM, DEFAULT_K_MATCH, lesion_scores, patient_score
 from .roc import auc_note, metrics_at, predicted_positive, roc_auc, working_points
 
@@ -112,13 +114,13 @@ def _level(scores: np.ndarray, labels: np.ndarray, owners: np.ndarray, counts: n
     return out
 
 
-def _images(pairs, criteria: Sequence[int], with_dice: bool, with_froc: bool, froc_rule: HitRule,
+def _images(pairs, groups: Sequence[LesionGroup], with_dice: bool, with_froc: bool, froc_rule: HitRule,
             dice_thresholds: Sequence[float], progress: ProgressCallback
             ) -> tuple[Optional[dict[str, Any]], dict[int, list[CaseHits]]]:
     """DSC and FROC hits, reading each case's lesion mask once (and dropping it after)."""
     per_patient: dict[str, dict[str, Optional[float]]] = {}
     without_map: list[str] = []
-    hits: dict[int, list[CaseHits]] = {k: [] for k in criteria}
+    hits: dict[str, list[CaseHits]] = {g.name: [] for g in groups}
     n_masks = 0
     for i, (gt, det) in enumerate(pairs):
         progress(i / max(len(pairs), 1), f"masks and maps of {gt.case_id}")
@@ -135,8 +137,9 @@ def _images(pairs, criteria: Sequence[int], with_dice: bool, with_froc: bool, fr
                     raise CaseError(f"{det.probability_map} (case {gt.case_id!r}): {exc}") from None
         if with_froc:
             regions = LesionRegions(mask) if mask is not None else None
-            for k in criteria:
-                hits[k].append(case_hits(gt, det.detections if det else [], None, k, froc_rule, regions))
+            for g in groups:
+                hits[g.name].append(case_hits(gt, det.detections if det else [], None, g.k, froc_rule, regions,
+                                              group=g))
     if not with_dice or n_masks == 0:
         return None, hits
     summary = dice_summary(per_patient, dice_thresholds)
@@ -151,17 +154,30 @@ def evaluate(detections: DetectionSet, ground_truth: GroundTruthSet, criteria: S
              given_thresholds: Optional[dict[str, dict[str, float]]] = None, thresholds_source: Optional[str] = None,
              bootstrap: int = 1000, seed: int = 0, missing_cases: str = "error",
              with_froc: bool = False, froc_rule: HitRule = HitRule(), fp_rates: Sequence[float] = FP_RATES,
-             with_dice: bool = True, dice_thresholds: Sequence[float] = DICE_THRESHOLDS,
+             froc_protocol: str = "default", with_dice: bool = True, dice_thresholds: Sequence[float] = DICE_THRESHOLDS,
              progress: Optional[ProgressCallback] = None) -> dict[str, Any]:
     """All metrics of one detections set against one ground truth, as a JSON-ready dict.
 
     Keys: format, settings, model, cases, "GGG>=k" per criterion -> {"lesion", "patient"},
     dice (None without masks), froc (only when asked), scores (per-lesion/per-patient
     scores and matches, for inspection). Raises FormatError/ParameterError/CaseError.
+
+    FROC (`with_froc`): with froc_protocol "default", one curve per criterion GGG>=k under
+    `froc_rule` plus the index lesion's (detections of predicted GGG >= 1); with "focalnet",
+    the paper's protocol and groups (`focalnet_protocol`, which fixes the rule; it implies
+    with_froc) and froc_protocol describing it.
     """
     progress = progress or silent
     criteria = sorted(set(int(k) for k in criteria))
+    if froc_protocol not in focalnet_protocol.PROTOCOLS:
+        raise ParameterError(f"--froc-protocol must be one of {', '.join(focalnet_protocol.PROTOCOLS)}, "
+                             f"got {froc_protocol!r}.")
     _check_parameters(criteria, distance_mm, k_match, bootstrap, froc_rule)
+    paper_froc = froc_protocol == "focalnet"
+    if paper_froc:
+        with_froc, froc_rule = True, focalnet_protocol.focalnet_rule(froc_rule.slice_mm)
+    groups = (list(focalnet_protocol.GROUPS) if paper_froc
+              else [criterion_group(k) for k in criteria] + [INDEX_GROUP])
     pairs, missing = pair_cases(detections, ground_truth, missing_cases)
     patient_ids = [gt.case_id for gt, _ in pairs]
     n_patients = len(pairs)
@@ -173,7 +189,7 @@ def evaluate(detections: DetectionSet, ground_truth: GroundTruthSet, criteria: S
                      "positive_rule": "score > threshold - 1e-4",
                      "bootstrap": {"n_resamples": int(bootstrap), "seed": int(seed), "unit": "patient",
                                    "level": 0.95, "method": "percentile"},
-                     "thresholds_source": thresholds_source},
+                     "thresholds_source": thresholds_source, "froc_protocol": froc_protocol},
         "model": detections.model,
         "cases": {"n_evaluated": n_patients, "evaluated": patient_ids, "missing": missing},
         "scores": {},
@@ -198,10 +214,13 @@ def evaluate(detections: DetectionSet, ground_truth: GroundTruthSet, criteria: S
         result[key] = {"lesion": lesion_level, "patient": patient_level}
         result["scores"][key] = {"lesion": [vars(x) for x in lesions], "patient": [vars(x) for x in patients]}
     if with_dice or with_froc:
-        dice, hits = _images(pairs, criteria, with_dice, with_froc, froc_rule, dice_thresholds,
+        dice, hits = _images(pairs, groups, with_dice, with_froc, froc_rule, dice_thresholds,
                              sub_progress(progress, len(criteria) / steps, 1.0))
-        if with_froc:
-            result["froc"] = {criterion_name(k): froc_from_hits(hits[k], froc_rule, fp_rates) for k in criteria}
+        if with_froc and paper_froc:
+            result["froc"] = focalnet_protocol.summarise(hits, froc_rule, fp_rates)
+            result["froc_protocol"] = focalnet_protocol.describe()
+        elif with_froc:
+            result["froc"] = {g.name: froc_from_hits(hits[g.name], froc_rule, fp_rates) for g in groups}
         if with_dice:
             result["dice"] = dice
             if dice is None:

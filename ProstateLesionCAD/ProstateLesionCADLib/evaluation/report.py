@@ -99,12 +99,24 @@ def markdown_report(result: dict[str, Any]) -> str:
     if froc:
         rates = list(next(iter(froc.values()))["sensitivity_at_fp"])
         first = next(iter(froc.values()))
+        protocol = result.get("froc_protocol")
+        if protocol:
+            lines += ["", f"FROC protocol: {protocol['name']} ({protocol['source']}): {protocol['slices']}."]
         lines += ["", f"FROC (hit: {first['hit_rule']['description']}): sensitivity at false positives per patient", "",
-                  "| Significance criterion | Lesions | Patients | " + " | ".join(f"Sens. @ {r} FP" for r in rates) + " |",
+                  "| Lesions counted | Lesions | Patients | " + " | ".join(f"Sens. @ {r} FP" for r in rates) + " |",
                   "|---|---|---|" + "---|" * len(rates)]
         for key, f in froc.items():
             cells = [_f(f["sensitivity_at_fp"][r]) for r in rates]
             lines.append(f"| {key.replace('>=', '≥')} | {f['n_lesions']} | {f['n_patients']} | " + " | ".join(cells) + " |")
+        if "fp_at_sensitivity" in first:
+            levels = list(first["fp_at_sensitivity"])
+            lines += ["", "False positives per patient at a lesion detection sensitivity (the paper's FP@Sen, "
+                      "Tables II-III; – : not reached)", "",
+                      "| Lesions counted | " + " | ".join(f"FP @ Sen. {float(v):.0%}" for v in levels) + " |",
+                      "|---|" + "---|" * len(levels)]
+            for key, f in froc.items():
+                lines.append(f"| {key.replace('>=', '≥')} | " + " | ".join(_f(f["fp_at_sensitivity"][v]) for v in levels)
+                             + " |")
     missing = result["cases"]["missing"]
     if missing["ground_truth_without_detections"] or missing["detections_without_ground_truth"]:
         lines += ["", f"Missing cases (policy '{missing['policy']}': {missing['handling']}): "

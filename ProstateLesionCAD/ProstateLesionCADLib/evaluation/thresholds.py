@@ -99,3 +99,34 @@ def load_given_thresholds(spec: str) -> tuple[dict[str, dict[str, float]], str]:
     if computed_on:
         source += f" (computed on {', '.join(sorted(computed_on))})"
     return parse_thresholds(block, f"model '{package.name}' thresholds"), source
+
+
+def lesion_working_points(pairs, computed_on: str, criteria=(1, 2, 3)) -> tuple[dict, dict]:
+    """A model.json `thresholds` block and its `validation` summary from held-out predictions.
+
+    pairs: (GroundTruthCase, DetectionCase or None) of cases the model did not train on (the
+    validation folds: each case predicted by the fold that left it out). Per criterion GGG>=k,
+    the lesion-level `max_sensitivity` and `balanced` thresholds (Pellicer-Valero et al.'s
+    a-priori working points, Supplementary Table 2), a criterion left out when either is
+    undefined; validation: lesion AUC and counts. Every detector's training uses this.
+    """
+    from .lesion_matching import lesion_scores
+    from .roc import roc_auc, working_points
+
+    thresholds, validation = {}, {}
+    for k in criteria:
+        scores, labels = [], []
+        for gt_case, dcase in pairs:
+            for ls in lesion_scores(gt_case, dcase, k):
+                scores.append(ls.score)
+                labels.append(ls.positive)
+        if not scores:
+            continue
+        wp = working_points(scores, labels)
+        key = criterion_name(k)
+        validation[key] = {"lesion_auc": roc_auc(scores, labels), "n_lesions": len(scores),
+                           "n_positive": int(sum(labels))}
+        if all(wp.get(n) for n in ("max_sensitivity", "balanced")):
+            thresholds[key] = {"max_sensitivity": float(wp["max_sensitivity"]["threshold"]),
+                               "balanced": float(wp["balanced"]["threshold"]), "computed_on": computed_on}
+    return thresholds, validation

@@ -144,8 +144,9 @@ def _listed_files(card: dict[str, Any], where: str) -> dict[str, dict[str, Any]]
 
 def loaded_files(card: dict[str, Any], where: str, defaults: bool = True) -> list[tuple[str, str]]:
     """(key in model.json, path) of every file a task's loader opens: ensemble members
-    (`ensemble.members[].file`), `architecture.*_weights`, and (`defaults`) the fixed names of
-    DEFAULT_LOADED_FILES. A malformed entry is a ModelError naming `where`."""
+    (`ensemble.members[].file`), `architecture.*_weights`, and (`defaults`, unless the card lists
+    ensemble members, as a FocalNet trained with --folds does) the fixed names of DEFAULT_LOADED_FILES.
+    A malformed entry is a ModelError naming `where`."""
     found: list[tuple[str, Any]] = []
     ensemble = card.get("ensemble")
     if ensemble is not None:
@@ -160,7 +161,7 @@ def loaded_files(card: dict[str, Any], where: str, defaults: bool = True) -> lis
     if isinstance(arch, dict):
         found += [(f"architecture.{key}", value) for key, value in arch.items() if key.endswith("_weights")]
     named = {key for key, _ in found}
-    if defaults:
+    if defaults and not any(key.startswith("ensemble.") for key in named):  # an ensemble names its weights
         found += [(key, name) for key, name in DEFAULT_LOADED_FILES.get(card.get("task"), {}).items()
                   if key not in named]
     for key, value in found:

@@ -13,13 +13,22 @@ Because the maxima are 2D, a lesion spanning several slices gives one detection 
 (the paper's evaluation counts every one of them as a true positive, see evaluation/froc.py).
 `merge_mm > 0` optionally keeps, among maxima closer than merge_mm in 3D, only the highest
 (one marker per lesion in the Slicer view); the default 0 is the paper's behaviour.
+
+Working point: `prostate-cad detect` writes only the maxima at or above the package's working
+point (`working_point`: by default the GGG>=1 `max_sensitivity` threshold of the package's
+`thresholds`, chosen on held-out or out-of-fold predictions: the detection score is P(lesion),
+i.e. GGG>=1, and max_sensitivity keeps every held-out lesion the detector found, the high-
+sensitivity end the paper reports, Tables II-III); `all_candidates` (`detect --all`) writes
+every local maximum above the localisation threshold, as the paper's FROC sweeps them.
+A package trained with `--folds` holds one network per fold (`ensemble.members`); their
+P(lesion) maps are averaged, as the Retina U-Net package averages its fold members.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -27,6 +36,7 @@ import torch
 from skimage.feature import peak_local_max
 
 from ...errors import ModelError
+from ...evaluation.roc import POSITIVE_TOLERANCE
 from ...formats import Detection, DetectionCase
 from ...models.package import ModelPackage
 from ...progress import ProgressCallback, silent
@@ -47,18 +57,23 @@ class Peak:
     score: float
 
 
-def predict_stack(model: torch.nn.Module, stack: SliceStack, device: str = "auto", batch: int = 16) -> np.ndarray:
-    """(z, 5, y, x) sigmoid outputs on the stack's grid; slices outside `stack.slices` are 0."""
+def predict_stack(model: torch.nn.Module | Sequence[torch.nn.Module], stack: SliceStack, device: str = "auto",
+                  batch: int = 16) -> np.ndarray:
+    """(z, 5, y, x) sigmoid outputs on the stack's grid (the mean over several networks);
+    slices outside `stack.slices` are 0."""
+    models = [model] if isinstance(model, torch.nn.Module) else list(model)
     dev = pick_device(device)
-    model = model.to(dev).eval()
     x = stack.inputs()
     out = np.zeros((stack.t2.shape[0], ordinal.N_BITS) + stack.t2.shape[1:], np.float32)
-    parts = []
+    if len(x) == 0:
+        return out
+    total = np.zeros((len(x), ordinal.N_BITS) + stack.t2.shape[1:], np.float32)
     with torch.no_grad():
-        for i in range(0, len(x), batch):
-            parts.append(torch.sigmoid(model(torch.from_numpy(x[i:i + batch]).to(dev))).cpu().numpy())
-    if parts:
-        out[stack.slices] = np.concatenate(parts)
+        for net in models:
+            net = net.to(dev).eval()
+            for i in range(0, len(x), batch):
+                total[i:i + batch] += torch.sigmoid(net(torch.from_numpy(x[i:i + batch]).to(dev))).cpu().numpy()
+    out[stack.slices] = total / len(models)
     return out
 
 
@@ -131,9 +146,22 @@ def probability_image(prob: np.ndarray, stack: SliceStack) -> sitk.Image:
     return img
 
 
+WORKING_POINT = {"criterion": "GGG>=1", "name": "max_sensitivity"}
+
+
+def working_point(card: dict) -> Optional[tuple[str, float]]:
+    """(description, threshold) of a FocalNet card's working point (module docstring); None
+    when its thresholds block lacks it. `localisation.working_point` may name another one."""
+    chosen = (card.get("localisation") or {}).get("working_point") or WORKING_POINT
+    value = ((card.get("thresholds") or {}).get(chosen.get("criterion")) or {}).get(chosen.get("name"))
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return f"{chosen['criterion']} {chosen['name']}", float(value)
+
+
 @dataclass
 class FocalNetModel:
-    """A loaded FocalNet package: network + pre-processing and localisation parameters."""
+    """A loaded FocalNet package: network(s) + pre-processing and localisation parameters."""
 
     network: torch.nn.Module
     size: int
@@ -143,18 +171,32 @@ class FocalNetModel:
     prostate_margin_mm: Optional[float] = None
     name: str = "focalnet"
     version: str = "1"
+    members: tuple = ()  # every fold's network of a cross-validated package (network = the first)
+    working_point: Optional[tuple[str, float]] = None
 
     @classmethod
     def from_package(cls, pkg: ModelPackage) -> "FocalNetModel":
         if pkg.task != "focalnet":
             raise ModelError(f"Model '{pkg.name}' is a {pkg.task!r} model, not a 'focalnet' model.")
         card = pkg.card
-        network = load_weights(pkg.file(WEIGHTS_FILE))
+        files = [m["file"] for m in (card.get("ensemble") or {}).get("members", [])] or [WEIGHTS_FILE]
+        networks = tuple(load_weights(pkg.file(f)) for f in files)
         loc = card.get("localisation", {})
-        return cls(network, int(card["input"]["size"]), float(card["input"].get("fov_mm", FOV_MM)),
+        return cls(networks[0], int(card["input"]["size"]), float(card["input"].get("fov_mm", FOV_MM)),
                    float(loc.get("threshold", DEFAULT_THRESHOLD)),
                    float(loc.get("min_distance_mm", DEFAULT_MIN_DISTANCE_MM)), loc.get("prostate_margin_mm"),
-                   pkg.name, pkg.version)
+                   pkg.name, pkg.version, networks, working_point(card))
+
+    def predict(self, stack: SliceStack, device: str = "auto") -> np.ndarray:
+        """The (z, 5, y, x) outputs of the package: the mean over its fold members."""
+        return predict_stack(list(self.members) or self.network, stack, device)
+
+    def working_threshold(self) -> Optional[float]:
+        """The localisation threshold that keeps exactly the maxima with score > t - 1e-4 (the
+        decision rule of every working point); None without a working point."""
+        if self.working_point is None:
+            return None
+        return max(self.threshold, self.working_point[1] - POSITIVE_TOLERANCE)
 
     def prepare(self, case, prostate=None, transform=None) -> SliceStack:
         """The network's input slices, cut from the case in the canonical voxel order
@@ -171,19 +213,33 @@ class FocalNetModel:
                device: str = "auto", threshold: Optional[float] = None, merge_mm: float = 0.0
                ) -> tuple[DetectionCase, np.ndarray, SliceStack]:
         stack = self.prepare(case, prostate, transform)
-        prob = predict_stack(self.network, stack, device)
+        prob = self.predict(stack, device)
         return self.localise(prob, stack, threshold, merge_mm), prob, stack
 
 
 def detect_stack(model: FocalNetModel, stack: SliceStack, device: str = "auto", threshold: Optional[float] = None,
-                 merge_mm: float = 0.0, progress: Optional[ProgressCallback] = None) -> DetectorOutput:
-    """Run a loaded FocalNet on a prepared case: detections (LPS) and P(lesion) on the FocalNet grid."""
+                 merge_mm: float = 0.0, progress: Optional[ProgressCallback] = None,
+                 all_candidates: bool = True) -> DetectorOutput:
+    """Run a loaded FocalNet on a prepared case: detections (LPS) and P(lesion) on the FocalNet grid.
+    `all_candidates=False` keeps only the maxima at or above the package's working point
+    (unless `threshold` is given)."""
     progress = progress or silent
     progress(0.0, f"FocalNet: inference on {len(stack.slices)} slices")
     t0 = time.perf_counter()
-    prob = predict_stack(model.network, stack, device)
+    prob = model.predict(stack, device)
     t1 = time.perf_counter()
+    messages = []
+    if threshold is None and not all_candidates:
+        threshold = model.working_threshold()
+        if threshold is None:
+            messages.append(f"model {model.name} has no working point (thresholds GGG>=1); every local maximum "
+                            "is written")
     dcase = model.localise(prob, stack, threshold, merge_mm)
+    if threshold is not None and not all_candidates and model.working_point is not None:
+        every = len(model.localise(prob, stack, None, merge_mm).detections)
+        messages.append(f"{len(dcase.detections)} of {every} local maxima at or above the working point "
+                        f"({model.working_point[0]}, {model.working_point[1]:.4g}); --all writes every one")
     t2 = time.perf_counter()
     progress(1.0, f"FocalNet: {len(dcase.detections)} local maxima")
-    return DetectorOutput(dcase, probability_image(prob, stack), [], {"network": t1 - t0, "localisation": t2 - t1})
+    return DetectorOutput(dcase, probability_image(prob, stack), messages,
+                          {"network": t1 - t0, "localisation": t2 - t1})

@@ -92,27 +92,10 @@ def predicted_lesions(detector, cases: Sequence[TrainingCase], progress=None) ->
 
 def lesion_thresholds(val_predictions: list[tuple[TrainingCase, Any]], computed_on: str) -> tuple[dict, dict]:
     """Working points per criterion GGG>=k from validation predictions (evaluation helper)."""
-    from ...evaluation.lesion_matching import lesion_scores
-    from ...evaluation.roc import roc_auc, working_points
+    from ...evaluation.thresholds import lesion_working_points
 
-    thresholds, validation = {}, {}
-    for k in (1, 2, 3):
-        scores, labels = [], []
-        for case, dcase in val_predictions:
-            if case.gt_case is None:
-                continue
-            for ls in lesion_scores(case.gt_case, dcase, k):
-                scores.append(ls.score)
-                labels.append(ls.positive)
-        if not scores:
-            continue
-        wp = working_points(scores, labels)
-        auc = roc_auc(scores, labels)
-        validation[f"GGG>={k}"] = {"lesion_auc": auc, "n_lesions": len(scores), "n_positive": int(sum(labels))}
-        if all(wp.get(n) for n in ("max_sensitivity", "balanced")):
-            thresholds[f"GGG>={k}"] = {"max_sensitivity": float(wp["max_sensitivity"]["threshold"]),
-                                       "balanced": float(wp["balanced"]["threshold"]), "computed_on": computed_on}
-    return thresholds, validation
+    return lesion_working_points([(case.gt_case, dcase) for case, dcase in val_predictions
+                                  if case.gt_case is not None], computed_on)
 
 
 def cross_validate(cases: Sequence[TrainingCase], split: dict[str, Any], out: str | Path, config: dict[str, Any],
