@@ -20,8 +20,8 @@ from ProstateLesionCADLib import ggg_palette, requirements
 from ProstateLesionCADLib.errors import CaseError
 from ProstateLesionCADLib.models import catalog as model_catalog
 from ProstateLesionCADLib.study.case_json import read_case_json
-from ProstateLesionCADSlicer import (background_process, dependencies, dicom_database, dicom_export, sample_data,
-                                     self_test_steps, slicer_version)
+from ProstateLesionCADSlicer import (annotate_growing, background_process, dependencies, dicom_database, dicom_export,
+                                     sample_data, self_test_steps, slicer_version)
 from ProstateLesionCADSlicer.annotate_logic import TABLE_COLUMNS as SEED_COLUMNS, AnnotateLogic
 from ProstateLesionCADSlicer.cad_logic import PANEL_STEPS, CadLogic
 from ProstateLesionCADSlicer.parameters import CRITERIA, get_parameter_node
@@ -84,6 +84,7 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._updatingGUI = False
         self._packages = []
         self.annotateLogic = None
+        self.growQueue = None  # lesion growing in the background, one grow at a time
         self._seedsNode = None
         self._availability = {}  # step -> (offered?, tooltip), refreshed when packages get installed
         self._installing = False
@@ -142,6 +143,7 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.lesionTableView.connect("clicked(QModelIndex)", self.onTableClicked)
 
         self.annotateLogic = AnnotateLogic(slicer.mrmlScene)
+        self.growQueue = annotate_growing.GrowQueue(self.annotateLogic)
         self.ui.seedsTableWidget.setColumnCount(len(SEED_COLUMNS))
         self.ui.seedsTableWidget.setHorizontalHeaderLabels(list(SEED_COLUMNS))
         self.ui.seedsSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onSeedsNodeChanged)
@@ -153,6 +155,9 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._regrowTimer.setSingleShot(True)
         self._regrowTimer.setInterval(REGROW_DEBOUNCE_MS)
         self._regrowTimer.connect("timeout()", self.onSeedsSettled)
+        self._growTimer = qt.QTimer()
+        self._growTimer.setInterval(background_process.POLL_MS)
+        self._growTimer.connect("timeout()", self.onGrowPoll)
 
         self._timer = qt.QTimer()
         self._timer.setInterval(background_process.POLL_MS)
@@ -177,6 +182,8 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.cad.forget_kept_run()
         self.stopDeviceProbe()
         self._regrowTimer.stop()
+        self._growTimer.stop()
+        self.growQueue.stop()
         self.removeObservers()
 
     def enter(self):
@@ -187,6 +194,8 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def onSceneStartClose(self, caller, event):
         self.stopStudyLoad()
+        self._growTimer.stop()
+        self.growQueue.stop()  # its seeds and segments are going
         self.setParameterNode(None)
         self.ui.seedsSelector.setCurrentNode(None)
 
@@ -549,11 +558,7 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         if self.annotateLogic.segmentation_of(self._seedsNode) is None:  # nothing grown yet: just show positions
             self.updateSeedTable()
             return
-        with slicer.util.tryWithErrorDisplay("Could not re-grow the moved seed.", waitCursor=True):
-            outcome = self.annotateLogic.regrow_moved(self._seedsNode, self.cad.params.t2,
-                                                      force=self.ui.overwriteEditsCheckBox.checked)
-            self.ui.annotateStatusLabel.text = outcome.message()
-        self.updateSeedTable()
+        self.requestGrow(annotate_growing.MOVED, "Could not re-grow the moved seed.")
 
     def updateSeedTable(self):
         table = self.ui.seedsTableWidget
@@ -593,12 +598,40 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             slicer.modules.markups.logic().JumpSlicesToLocation(*center, True)
 
     def growSeeds(self, pointIds=None):
-        with slicer.util.tryWithErrorDisplay("Could not grow the lesions.", waitCursor=True):
-            self._regrowTimer.stop()
-            outcome = self.annotateLogic.grow(self._seedsNode, self.cad.params.t2, pointIds,
+        self._regrowTimer.stop()
+        self.requestGrow(pointIds, "Could not grow the lesions.")
+
+    def requestGrow(self, pointIds, failure):
+        """Grow in the background (annotate_growing); a request while a grow runs waits for it."""
+        with slicer.util.tryWithErrorDisplay(failure):
+            finished = self.growQueue.request(self._seedsNode, self.cad.params.t2, pointIds,
                                               force=self.ui.overwriteEditsCheckBox.checked)
-            self.ui.annotateStatusLabel.text = outcome.message()
+            if finished is not None:
+                self.showGrown(finished)
+            elif self.growQueue.waiting:
+                self.ui.annotateStatusLabel.text = "Growing… (your latest request follows)"
+            else:
+                self.ui.annotateStatusLabel.text = "Growing…"
+                self._growTimer.start()
+
+    def onGrowPoll(self):
+        update = self.growQueue.poll()
+        if update is None:
+            self._growTimer.stop()
+            return
+        if update.finished:
+            self.showGrown(update)
+        if not self.growQueue.running:
+            self._growTimer.stop()
+
+    def showGrown(self, update):
+        """A finished grow: its outcome in the status line, the table refreshed; a failure in one sentence."""
+        self.ui.annotateStatusLabel.text = update.outcome.message() if update.outcome else update.message
+        if self.growQueue.running:
+            self.ui.annotateStatusLabel.text += " Growing the next request…"
         self.updateSeedTable()
+        if update.error:
+            slicer.util.errorDisplay(f"Could not grow the lesions: {update.error}", detailedText="\n".join(update.log))
 
     def onGrow(self):
         self.growSeeds(None)
