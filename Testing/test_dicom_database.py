@@ -6,8 +6,10 @@
   (a real child process), then `StudyLoad` builds the nodes: UIDs and b-values as attributes,
   DCE as one sequence node with a browser (the Sequences logic, attached to the scene as
   Slicer attaches it, makes the proxy volume).
-- The GUI-thread part of "load the sample through the database path" and of "export the step
-  inputs", on the embedded sample (Resources/Sample) written as DICOM, each < 200 ms.
+- The GUI-thread part of "load the sample through the database path", "export the step inputs",
+  "grow a seed" (start and end; the growing is a child process), "export the annotation" and
+  "start Export to DICOM database", on the embedded sample (Resources/Sample) written as DICOM,
+  each < 200 ms.
 
 The series loader here reads the files with vtkMRMLVolumeArchetypeStorageNode, the MRML class
 Slicer's DICOM scalar volume plugin reads them with (volumes logic AddArchetypeScalarVolume),
@@ -40,7 +42,11 @@ from ProstateLesionCADLib.phantoms.generate import make_phantom  # noqa: E402
 from ProstateLesionCADLib.resources import sample_case_dir  # noqa: E402
 from ProstateLesionCADLib.study.case_json import read_case_json  # noqa: E402
 from ProstateLesionCADLib.study.loading import load_case  # noqa: E402
-from ProstateLesionCADSlicer import dicom_database  # noqa: E402
+from ProstateLesionCADLib.formats import DetectionCase, DetectionSet, read_ground_truth, write_detections  # noqa: E402
+from ProstateLesionCADSlicer import dicom_database, dicom_export  # noqa: E402
+from ProstateLesionCADSlicer.annotate_growing import apply_grow_result, plan_grow, write_grow_inputs  # noqa: E402
+from ProstateLesionCADSlicer.annotate_logic import AnnotateLogic  # noqa: E402
+from ProstateLesionCADSlicer.self_test_steps import sample_lesion  # noqa: E402
 from ProstateLesionCADSlicer.background_process import SUCCEEDED, ProcessRunner  # noqa: E402
 from ProstateLesionCADSlicer.cad_logic import B_VALUE_ATTRIBUTE, ROLE_ATTRIBUTE, CadLogic  # noqa: E402
 from ProstateLesionCADSlicer.mrml_volumes import volume_node_to_image  # noqa: E402
@@ -299,11 +305,82 @@ def test_gui_thread_part_of_database_load_and_step_export_on_the_sample(sample_d
     export_cpu, export_wall = _best(export)
     assert (work / "case" / "case.json").is_file()
 
+    # Growing a seed on the sample's lesion (annotate_growing, as the panel grows): the GUI-thread part
+    # when the grow starts (plan, inputs written) and when it ends (the lesion read into its segment);
+    # the growing itself runs in `prostate-cad grow`, a child process of the runner.
+    grow_times, seeds_nodes, outcome = _gui_thread_part_of_growing(cad, tmp_path / "grow")
+    # Exporting: the annotation (lesions.nrrd + ground-truth.json) and the start of "Export to DICOM
+    # database" (the study's files linked, the zones written; the SEG and SR are written in the background).
+    logic = AnnotateLogic(cad.scene)
+    exports = iter(range(REPEATS))
+    annotation_cpu, annotation_wall = _best(
+        lambda: logic.export(seeds_nodes[0], cad.params.t2, tmp_path / f"annotation-{next(exports)}"))
+    assert read_ground_truth(tmp_path / "annotation-0" / "ground-truth.json").cases[0].lesions[0].id == 1
+    dicom_cpu, dicom_wall = _best_of_dicom_export_start(cad, sample_dicom, tmp_path / "dicom-export")
+
     with capsys.disabled():
         print("\nGUI thread on the embedded sample (CPU s / wall s, best of 3):")
         for name, (cpu, wall) in best.items():
             print(f"  load: {name:<40} {cpu:.3f} / {wall:.3f}")
         print(f"  export step inputs (registration)            {export_cpu:.3f} / {export_wall:.3f}")
+        for name, (cpu, wall) in grow_times.items():
+            print(f"  grow a seed: {name:<33} {cpu:.3f} / {wall:.3f}")
+        print(f"  export the annotation                        {annotation_cpu:.3f} / {annotation_wall:.3f}")
+        print(f"  export to DICOM database: start              {dicom_cpu:.3f} / {dicom_wall:.3f}")
     slow = {name: cpu for name, (cpu, _) in best.items() if cpu >= GUI_LIMIT_S}
     assert not slow, f"load steps over {GUI_LIMIT_S} s of GUI-thread time: {slow}"
     assert export_cpu < GUI_LIMIT_S, f"exporting the step inputs took {export_cpu:.3f} s on the GUI thread"
+    assert outcome.grown and outcome.reports[outcome.grown[0]].volume_cc > 0.1
+    slow = {name: cpu for name, (cpu, _) in grow_times.items() if cpu >= GUI_LIMIT_S}
+    assert not slow, f"growing a seed took over {GUI_LIMIT_S} s of GUI-thread time: {slow}"
+    assert annotation_cpu < GUI_LIMIT_S, f"exporting the annotation took {annotation_cpu:.3f} s on the GUI thread"
+    assert dicom_cpu < GUI_LIMIT_S, f"starting the DICOM export took {dicom_cpu:.3f} s on the GUI thread"
+
+
+def _gui_thread_part_of_growing(cad, folder: Path):
+    """Best-of-REPEATS (CPU s, wall s) of a grow's start and end on the GUI thread, one fresh seed list per run
+    (so that each end writes a new segment); the seed lists and the first run's outcome."""
+    logic = AnnotateLogic(cad.scene)
+    ras, ggg = sample_lesion()
+    starts, ends, seeds_nodes, outcome = [], [], [], None
+    for run in range(REPEATS):
+        seeds = cad.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", f"seeds {run}")
+        seeds.AddControlPoint(*ras, "")
+        logic.set_ggg(seeds, logic.point_ids(seeds)[0], ggg)
+        work = folder / str(run)
+        work.mkdir(parents=True)
+        cpu, wall = time.process_time(), time.perf_counter()
+        job = plan_grow(logic, seeds, cad.params.t2)
+        argv = write_grow_inputs(logic, job, work)
+        starts.append((time.process_time() - cpu, time.perf_counter() - wall))
+        if run == 0:  # the background part, once: the real command in a child process
+            runner = ProcessRunner()
+            runner.start("grow", lambda step_dir: argv)
+            update = runner.wait(300)
+            update.cleanup()
+            assert update.state == SUCCEEDED, update.error
+            grown = work / "out"  # the argv's --out
+        cpu, wall = time.process_time(), time.perf_counter()
+        result = apply_grow_result(logic, job, grown)
+        ends.append((time.process_time() - cpu, time.perf_counter() - wall))
+        outcome = outcome or result
+        seeds_nodes.append(seeds)
+    return {"start (inputs written)": min(starts), "end (segment written)": min(ends)}, seeds_nodes, outcome
+
+
+def _best_of_dicom_export_start(cad, study: Path, folder: Path) -> tuple[float, float]:
+    """The GUI-thread part of starting "Export to DICOM database" (dicom_export.panel_export_command)."""
+    from test_dicom_export_panel import StudyFiles
+
+    database = StudyFiles(study)
+    detections = folder / "detections.json"
+    folder.mkdir(parents=True)
+    write_detections(DetectionSet([DetectionCase(cad.params.case_id, [])]), detections)
+    cad.params.detections_file = str(detections)
+    runs = iter(range(REPEATS))
+
+    def start():
+        work = folder / str(next(runs))
+        argv = dicom_export.panel_export_command(cad, work, database, python="python")
+        assert Path(argv[argv.index("export") + 1]).is_file()
+    return _best(start)
