@@ -23,7 +23,7 @@ from ProstateLesionCADLib.study.case_json import read_case_json
 from ProstateLesionCADSlicer import (annotate_growing, background_process, dependencies, dicom_database, dicom_export,
                                      sample_data, self_test_steps, slicer_version)
 from ProstateLesionCADSlicer.annotate_logic import TABLE_COLUMNS as SEED_COLUMNS, AnnotateLogic
-from ProstateLesionCADSlicer.cad_logic import PANEL_STEPS, CadLogic
+from ProstateLesionCADSlicer.cad_logic import OFFERED_STEPS, PANEL_STEPS, CadLogic
 from ProstateLesionCADSlicer.parameters import CRITERIA, get_parameter_node
 from ProstateLesionCADSlicer.self_test_checks import require_models, require_steps
 
@@ -262,7 +262,9 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             ready = offered and hasT2 and not running and (step != "detection" or bool(self._packages))
             button.enabled = ready
             button.toolTip = tip if not offered else (tip if hasT2 else "Select a T2 volume first.")
-        offered, tip = dicom_export.export_availability(self.cad.params, self.dicomDatabase() is not None)
+        offered, tip = availability[dicom_export.STEP]  # highdicom installed?
+        if offered:
+            offered, tip = dicom_export.export_availability(self.cad.params, self.dicomDatabase() is not None)
         self.ui.exportDicomButton.enabled = offered and not running
         self.ui.exportDicomButton.toolTip = tip
         self.ui.resetRegistrationButton.enabled = self.cad.params.registration_transform is not None and not running
@@ -298,7 +300,7 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         """Which steps can run with the packages installed now (found without importing them);
         what is missing is shown above the steps with the button that installs it."""
         self._availability = self.cad.step_availability()
-        summary = dependencies.missing_summary(PANEL_STEPS)
+        summary = dependencies.missing_summary(OFFERED_STEPS)
         self.ui.dependenciesLabel.text = summary
         self.ui.dependenciesLabel.visible = bool(summary)
         self.ui.installDependenciesButton.visible = bool(summary)
@@ -309,7 +311,7 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._installing = True  # the steps wait: pip processes events while it installs
         self.updateButtons()
         try:
-            dependencies.install_from_panel(PANEL_STEPS, self.ui.progressBar, self.ui.dependenciesLabel)
+            dependencies.install_from_panel(OFFERED_STEPS, self.ui.progressBar, self.ui.dependenciesLabel)
         finally:
             self._installing = False
             self.refreshAvailability()

@@ -39,6 +39,9 @@ DEFAULT_B = {"DWI_LOW": 400.0, "DWI_HIGH": 800.0}  # when a DWI volume carries n
 
 DETECTION_TASKS = ("detector", "focalnet")  # model tasks `prostate-cad detect` dispatches on
 PANEL_STEPS = ("registration", "zones", "detection")  # the steps with a button in the panel
+DICOM_EXPORT_STEP = "dicom-seg"  # "Export to DICOM database" (dicom_export.py)
+# what the panel offers, and installs the packages of on first use: the steps and the DICOM export
+OFFERED_STEPS = (*PANEL_STEPS, DICOM_EXPORT_STEP)
 TRANSFORM_FILE = "registration.h5"  # the ADC/DWI placement handed to detection
 
 
@@ -55,8 +58,9 @@ class CadLogic:
         return parameters(self.scene)
 
     def step_availability(self) -> dict[str, tuple[bool, str]]:
-        """Step -> (offered?, tooltip). A step the library's capabilities lack is not offered."""
-        return step_availability(self.capabilities, PANEL_STEPS)
+        """Step -> (offered?, tooltip), for the steps and the DICOM export. A step the library's capabilities
+        lack is not offered, nor one whose Python packages are not installed yet."""
+        return step_availability(self.capabilities, OFFERED_STEPS)
 
     @staticmethod
     def detector_models() -> list:

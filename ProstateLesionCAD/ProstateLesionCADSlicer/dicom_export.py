@@ -31,9 +31,10 @@ from ProstateLesionCADLib.export.results import SEG_FILE, SR_FILE
 from ProstateLesionCADLib.study.case_json import CASE_JSON
 
 from . import dicom_database
-from .background_process import cli_command
+from .cad_logic import DICOM_EXPORT_STEP
+from .step_arguments import DicomExportArguments
 
-STEP = "dicom-seg"  # the panel's name for the step (status label, runner)
+STEP = DICOM_EXPORT_STEP  # the panel's name for the step (capabilities, requirements, status label, runner)
 STUDY_FOLDER = "study"
 STUDY_CASE = "study-case.json"
 ZONES_FILE = "zones.nrrd"
@@ -106,10 +107,8 @@ def study_source(params, work_dir, database=None) -> Path:
 
 def export_command(source, detections, out_dir, zones_file=None, python: Optional[str] = None) -> list[str]:
     """The argv writing the SEG and SR of a run (`prostate-cad export ... --dicom-seg --dicom-sr`)."""
-    args = [str(source), "--detections", str(detections), "--dicom-seg", "--dicom-sr", "--out", str(out_dir)]
-    if zones_file is not None:
-        args += ["--zones", str(zones_file)]
-    return cli_command("export", args, python)
+    return DicomExportArguments(Path(source), Path(detections), Path(out_dir),
+                                Path(zones_file) if zones_file is not None else None).command(python=python)
 
 
 def panel_export_command(cad, work_dir, database=None, python: Optional[str] = None) -> list[str]:
