@@ -93,6 +93,7 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._dicomSource = None  # what the classification ran on: a folder or the database's file list
         self._dicomPlan = None
         self._studySteps = []
+        self._dicomImport = None  # a folder being imported into the DICOM database (indexer's thread)
 
     # ------------------------------------------------------------ set-up
 
@@ -168,6 +169,9 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._studyLoadTimer = qt.QTimer()
         self._studyLoadTimer.setInterval(0)  # one series per pass of the event loop
         self._studyLoadTimer.connect("timeout()", self.onStudyLoadStep)
+        self._importTimer = qt.QTimer()
+        self._importTimer.setInterval(background_process.POLL_MS)
+        self._importTimer.connect("timeout()", self.onDicomImportPoll)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -177,6 +181,7 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def cleanup(self):
         self._timer.stop()
+        self.stopDicomImport(cancel=True)
         self.stopStudyLoad()
         self.logic.runner.stop()
         self.cad.forget_kept_run()
@@ -253,7 +258,8 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def updateButtons(self):
         """Offer only what the library can do now, and say why when it cannot."""
-        running = self.logic.runner.running or self._installing or self._studyLoad is not None
+        running = (self.logic.runner.running or self._installing or self._studyLoad is not None
+                   or self._dicomImport is not None)
         availability = self._availability or self.cad.step_availability()
         hasT2 = self.cad.params.t2 is not None
         for step, button in (("registration", self.ui.registrationButton), ("zones", self.ui.zonesButton),
@@ -268,7 +274,7 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.exportDicomButton.enabled = offered and not running
         self.ui.exportDicomButton.toolTip = tip
         self.ui.resetRegistrationButton.enabled = self.cad.params.registration_transform is not None and not running
-        self.ui.cancelButton.enabled = self.logic.runner.running
+        self.ui.cancelButton.enabled = self.logic.runner.running or self._dicomImport is not None
         self.ui.installDependenciesButton.enabled = not running
         self.updatePresetButtons()
         self.updateAnnotateButtons()
@@ -381,11 +387,33 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             if database is None:  # no DICOM database yet: the project's loader reads the folder
                 self.loadStudy(folder)
                 return
-            from DICOMLib import DICOMUtils
+            # indexed in the indexer's own thread; the classification starts once it is done
+            indexer = ctk.ctkDICOMIndexer()
+            indexer.connect("progress(int)", self.onDicomImportProgress)
+            self._dicomImport = dicom_database.DatabaseImport(indexer, database, folder)
+            self.ui.progressBar.value = 0
+            self.ui.inputStatusLabel.text = "Importing the folder into the DICOM database…"
+            self._importTimer.start()
+            self.updateButtons()
 
-            if not DICOMUtils.importDicom(folder, database):
-                raise RuntimeError(f"Slicer's DICOM database could not import {folder}.")
-            self.startDicomLoad(folder)
+    def onDicomImportProgress(self, percent):
+        self.ui.progressBar.value = percent
+
+    def onDicomImportPoll(self):
+        dicomImport = self._dicomImport
+        if dicomImport is None or not dicomImport.finished:
+            return
+        self.stopDicomImport()
+        with slicer.util.tryWithErrorDisplay("Could not load the imported DICOM folder.", waitCursor=True):
+            self.startDicomLoad(dicomImport.folder)
+        self.updateButtons()
+
+    def stopDicomImport(self, cancel=False):
+        self._importTimer.stop()
+        dicomImport, self._dicomImport = self._dicomImport, None
+        if cancel and dicomImport is not None:
+            dicomImport.cancel()
+            self.ui.inputStatusLabel.text = "Import stopped; the files indexed so far stay in the DICOM database."
 
     @staticmethod
     def dicomDatabase():
@@ -676,6 +704,9 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.updateButtons()
 
     def onCancel(self):
+        if self._dicomImport is not None:
+            self.stopDicomImport(cancel=True)
+            self.updateButtons()
         self.logic.runner.cancel()
 
     def onPoll(self):

@@ -384,3 +384,56 @@ def _best_of_dicom_export_start(cad, study: Path, folder: Path) -> tuple[float, 
         argv = dicom_export.panel_export_command(cad, work, database, python="python")
         assert Path(argv[argv.index("export") + 1]).is_file()
     return _best(start)
+
+
+class ThreadIndexer:
+    """Stands in for ctkDICOMIndexer (not in the slicer-core wheel) with the members DatabaseImport uses,
+    behaving as CTK's does: addDirectory blocks until indexed unless backgroundImportEnabled is set, then
+    a worker thread indexes and `importing` is true until it is done; cancel() stops what is queued."""
+
+    def __init__(self, seconds_per_file: float):
+        import threading
+
+        self.backgroundImportEnabled = False
+        self.importing = False
+        self.indexed: list[str] = []
+        self._seconds, self._stop, self._threading = seconds_per_file, False, threading
+
+    def addDirectory(self, database, folder, copy_files=False):
+        files = sorted(str(p) for p in Path(folder).rglob("*.dcm"))
+        self.importing = True
+        worker = self._threading.Thread(target=self._index, args=(database, files))
+        worker.start()
+        if not self.backgroundImportEnabled:
+            worker.join()
+
+    def _index(self, database, files):
+        for path in files:
+            if self._stop:
+                break
+            time.sleep(self._seconds)
+            self.indexed.append(path)
+            database.append(path)
+        self.importing = False
+
+    def cancel(self):
+        self._stop = True
+
+
+def test_a_folder_is_imported_in_the_indexers_thread_and_polled(sample_dicom):
+    files = sorted(str(p) for p in sample_dicom.rglob("*.dcm"))
+    database: list[str] = []
+    started = time.perf_counter()
+    job = dicom_database.DatabaseImport(ThreadIndexer(0.002), database, sample_dicom)
+    assert time.perf_counter() - started < 0.1  # returned at once: the GUI keeps running
+    assert job.indexer.backgroundImportEnabled and not job.finished and job.folder == str(sample_dicom)
+    deadline = time.monotonic() + 60
+    while not job.finished and time.monotonic() < deadline:
+        time.sleep(0.05)  # the panel's timer
+    assert job.finished and database == files
+
+    stopped = dicom_database.DatabaseImport(ThreadIndexer(0.01), [], sample_dicom)
+    stopped.cancel()
+    while not stopped.finished:
+        time.sleep(0.01)
+    assert len(stopped.indexer.indexed) < len(files)

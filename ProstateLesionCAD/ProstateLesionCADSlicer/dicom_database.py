@@ -122,6 +122,32 @@ def database_studies(database) -> list[StudyEntry]:
     return entries
 
 
+class DatabaseImport:
+    """A folder imported into Slicer's DICOM database without blocking the GUI.
+
+    DICOMUtils.importDicom (Slicer 5.12) calls ctkDICOMIndexer.addDirectory and then
+    waitForImportFinished, which spins a local event loop until the indexer's worker thread is
+    done: the panel's handler would not return for the whole import. Here the indexer runs with
+    `backgroundImportEnabled` (the Q_PROPERTY Slicer's DICOMListener and CTK's DICOM browsers set),
+    so addDirectory returns at once (for a folder holding a DICOMDIR, after reading that index
+    file), and the panel's timer polls the indexer's `importing` property. The indexer object
+    (`ctk.ctkDICOMIndexer()` in Slicer) is passed in, so that this class imports no Qt.
+    """
+
+    def __init__(self, indexer, database, folder, copy_files: bool = False):
+        self.indexer, self.folder = indexer, str(folder)
+        indexer.backgroundImportEnabled = True
+        indexer.addDirectory(database, self.folder, copy_files)
+
+    @property
+    def finished(self) -> bool:
+        return not self.indexer.importing
+
+    def cancel(self) -> None:
+        """Stop indexing what is still queued (files indexed so far stay in the database)."""
+        self.indexer.cancel()
+
+
 # ------------------------------------------------------------ classification (a background command)
 
 def write_file_list(files: Sequence[str], work_dir) -> Path:
