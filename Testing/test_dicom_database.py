@@ -437,3 +437,44 @@ def test_a_folder_is_imported_in_the_indexers_thread_and_polled(sample_dicom):
     while not stopped.finished:
         time.sleep(0.01)
     assert len(stopped.indexer.indexed) < len(files)
+
+
+@pytest.mark.parametrize("slope,unit", [(1e-3, "10^-3 mm²/s"), (None, None)])
+def test_an_adc_the_plugin_reads_in_another_unit_is_put_in_micro_units_as_the_loader_does(
+        slope, unit, prostatex_dir, tmp_path, capsys):
+    """Real ProstateX-0000 DICOM, its ADC series rewritten with RescaleSlope 0.001 (the same stored
+    integers in 10^-3 mm²/s, as some Philips and PACS exports store it): read by the plugin path
+    (archetype storage node), the ADC node holds what the project's loader gives, and says so; a
+    step's case made from an ADC node Slicer's own DICOM module read in that unit is converted too."""
+    import dicom_variants as dv
+
+    study = prostatex_dir / "ProstateX-0000"
+    folder = study if slope is None else dv.scaled_adc(study, tmp_path / "study", 7, others=[4, 6, 8], slope=slope)
+    loader_case = load_case(folder)
+    reference = sitk.GetArrayFromImage(load_case(study).adc)  # stored in 10^-6 mm²/s
+    assert np.allclose(sitk.GetArrayFromImage(loader_case.adc), reference, rtol=1e-5, atol=1e-3)
+
+    plan = load_json([str(folder)], capsys)
+    scene = slicer.vtkMRMLScene()
+    cad = CadLogic(scene)
+    result = dicom_database.StudyLoad(cad, plan, archetype_loader(scene)).run()
+    adc = cad.params.adc
+    assert adc is result.created["ADC"]
+    assert np.allclose(slicer.util.arrayFromVolume(adc), reference, rtol=1e-5, atol=1e-3)
+    note = adc.GetAttribute(dicom_database.ADC_UNIT_ATTRIBUTE)
+    if slope is None:
+        assert not note and "ADC stored" not in result.summary()
+        return
+    assert note == f"ADC stored in {unit} (99th percentile {2919 * slope:.4g}); multiplied by {1 / slope:g} to 10^-6 mm²/s"
+    assert note in loader_case.notes[0] and note in result.summary()
+    assert adc.GetDisplayNode().GetAutoWindowLevel()
+
+    # an ADC loaded by Slicer's DICOM module itself, left in the scanner's unit, selected in the panel
+    files = next(entry["files"] for entry in plan["roles"] if entry["slot"] == "ADC")
+    raw = archetype_loader(scene)(files, "ADC as Slicer's DICOM module loads it")
+    assert np.allclose(slicer.util.arrayFromVolume(raw), reference * slope, rtol=1e-5, atol=1e-6)
+    cad.params.adc = raw
+    case = cad.case_from_nodes()
+    assert np.allclose(sitk.GetArrayFromImage(case.adc), reference, rtol=1e-5, atol=1e-3)
+    assert any(unit in n for n in case.notes)
+    assert np.allclose(slicer.util.arrayFromVolume(raw), reference * slope, rtol=1e-5, atol=1e-6)  # node unchanged

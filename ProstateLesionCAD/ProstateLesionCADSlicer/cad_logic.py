@@ -21,6 +21,7 @@ import SimpleITK as sitk
 from ProstateLesionCADLib import formats, ggg_palette
 from ProstateLesionCADLib.capabilities import panel_steps
 from ProstateLesionCADLib.lesions import masks as lesion_masks
+from ProstateLesionCADLib.study.adc_units import adc_to_micro
 from ProstateLesionCADLib.errors import CaseError, FormatError, ModelError
 
 from . import lesion_nodes, mrml_volumes
@@ -144,7 +145,10 @@ class CadLogic:
         case = Case(case_id=p.case_id or p.t2.GetName(), t2=mrml_volumes.volume_node_to_image(p.t2))
         used = [("T2", p.t2)]
         if p.adc is not None:
-            case.adc = mrml_volumes.volume_node_to_image(p.adc)
+            # in 10^-6 mm²/s, as the project's loader gives it, also when the ADC was loaded by Slicer's own
+            # DICOM module in the scanner's unit (the panel's database load converts the node itself)
+            case.adc, unit_note = adc_to_micro(mrml_volumes.volume_node_to_image(p.adc))
+            case.notes += [f"ADC '{p.adc.GetName()}': {unit_note}"] if unit_note else []
             used.append(("ADC", p.adc))
         for role in ("DWI_LOW", "DWI_HIGH"):
             node = p.input(role)
