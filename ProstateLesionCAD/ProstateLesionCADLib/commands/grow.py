@@ -43,7 +43,7 @@ def run(args) -> int:
 
     from ..study.loading import load_case
     from ..errors import CaseError
-    from ..image_files import check_labels, same_grid, with_format
+    from ..image_files import read_image_file, same_grid, with_format
     from ..lesions.annotation_files import LABELS_FILE, write_annotation
     from ..lesions.grow_methods import DEFAULT_GROW_METHOD, grow_method
     from ..lesions.growing import GrowParams, grow_lesions
@@ -75,11 +75,7 @@ def run(args) -> int:
         prostate = case.prostate
     zones = None
     if args.zones:
-        try:
-            zones = sitk.ReadImage(args.zones)
-        except RuntimeError:
-            raise CaseError(f"{args.zones}: not a readable image file.") from None
-        check_labels(zones, args.zones, "zones label map", 2)
+        zones = read_image_file(args.zones, "zones label map", label=True, max_label=2)
         if not same_grid(zones, case.t2):
             raise CaseError(f"{args.zones}: the zones label map is not on the T2 image grid.")
         if prostate is None:
