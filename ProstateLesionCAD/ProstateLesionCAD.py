@@ -404,16 +404,24 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         if dicomImport is None or not dicomImport.finished:
             return
         self.stopDicomImport()
-        with slicer.util.tryWithErrorDisplay("Could not load the imported DICOM folder.", waitCursor=True):
-            self.startDicomLoad(dicomImport.folder)
+        if dicomImport.cancelled:
+            self.ui.inputStatusLabel.text = "Import stopped; the files indexed so far stay in the DICOM database."
+        else:
+            with slicer.util.tryWithErrorDisplay("Could not load the imported DICOM folder.", waitCursor=True):
+                self.startDicomLoad(dicomImport.folder)
         self.updateButtons()
+
+    def onCancelDicomImport(self):
+        """Stop what the indexer still has queued; the poll lets it go once its thread is done (destroying
+        a ctkDICOMIndexer waits for its thread)."""
+        self._dicomImport.cancel()
+        self.ui.inputStatusLabel.text = "Stopping the import…"
 
     def stopDicomImport(self, cancel=False):
         self._importTimer.stop()
         dicomImport, self._dicomImport = self._dicomImport, None
         if cancel and dicomImport is not None:
             dicomImport.cancel()
-            self.ui.inputStatusLabel.text = "Import stopped; the files indexed so far stay in the DICOM database."
 
     @staticmethod
     def dicomDatabase():
@@ -705,8 +713,7 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def onCancel(self):
         if self._dicomImport is not None:
-            self.stopDicomImport(cancel=True)
-            self.updateButtons()
+            self.onCancelDicomImport()
         self.logic.runner.cancel()
 
     def onPoll(self):

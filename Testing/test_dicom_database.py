@@ -434,6 +434,7 @@ def test_a_folder_is_imported_in_the_indexers_thread_and_polled(sample_dicom):
 
     stopped = dicom_database.DatabaseImport(ThreadIndexer(0.01), [], sample_dicom)
     stopped.cancel()
+    assert stopped.cancelled and not job.cancelled
     while not stopped.finished:
         time.sleep(0.01)
     assert len(stopped.indexer.indexed) < len(files)

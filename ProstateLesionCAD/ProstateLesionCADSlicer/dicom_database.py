@@ -139,6 +139,7 @@ class DatabaseImport:
 
     def __init__(self, indexer, database, folder, copy_files: bool = False):
         self.indexer, self.folder = indexer, str(folder)
+        self.cancelled = False
         indexer.backgroundImportEnabled = True
         indexer.addDirectory(database, self.folder, copy_files)
 
@@ -147,7 +148,9 @@ class DatabaseImport:
         return not self.indexer.importing
 
     def cancel(self) -> None:
-        """Stop indexing what is still queued (files indexed so far stay in the database)."""
+        """Stop indexing what is still queued (files indexed so far stay in the database); `finished`
+        once the indexer's thread has stopped."""
+        self.cancelled = True
         self.indexer.cancel()
 
 
