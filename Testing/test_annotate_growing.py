@@ -158,3 +158,13 @@ def test_a_lesion_hidden_under_a_lower_numbered_one_is_an_empty_flagged_segment(
     assert outcome.grown == [*ids, twin] and "no_voxels_of_its_own" in outcome.reports[twin].flags
     assert _mask(logic, seeds, ids[0], t2_node).any() and not _mask(logic, seeds, twin, t2_node).any()
     assert "no_voxels_of_its_own" in logic.table_rows(seeds)[2].flags
+
+
+def test_a_point_list_removed_while_it_grows_gets_no_segmentation(scene_setup):
+    scene, t2, t2_node, seeds, logic, ids = scene_setup
+    queue = GrowQueue(logic)
+    assert queue.request(seeds, t2_node) is None
+    scene.RemoveNode(seeds)
+    [update] = queue.wait(TIMEOUT_S)
+    assert not update.error and update.outcome.grown == [] and update.outcome.changed_meanwhile == ids
+    assert scene.GetNodesByClass("vtkMRMLSegmentationNode").GetNumberOfItems() == 0

@@ -36,7 +36,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ProstateLesionCADLib import coordinates
-from ProstateLesionCADLib.errors import CaseError, FormatError, ParameterError
+from ProstateLesionCADLib.errors import CadError, CaseError, FormatError, ParameterError
 from ProstateLesionCADLib.lesions.growing import GrowParams, Seed
 
 from . import mrml_volumes
@@ -181,6 +181,9 @@ def apply_grow_result(logic: AnnotateLogic, job: GrowJob, out_dir) -> GrowOutcom
     out = Path(out_dir) if out_dir is not None else None
     outcome = GrowOutcome(skipped_edited=list(job.skipped_edited))
     seeds_node, t2_node = job.seeds_node, job.t2_node
+    if seeds_node.GetScene() is None or t2_node.GetScene() is None:  # the point list or the T2 was removed
+        outcome.changed_meanwhile = [sent.point_id for sent in job.sent]
+        return outcome
     seg_node = logic._ensure_segmentation(seeds_node, t2_node)
     if job.sent:
         try:
@@ -311,6 +314,8 @@ class GrowQueue:
         job, self._job = self._job, None
         try:
             result = self._finish(job, update)
+        except CadError as exc:  # outputs that cannot be read back: said, nothing more written
+            result = GrowUpdate(True, error=str(exc), log=update.log)
         finally:
             update.cleanup()
         pending, self._pending = self._pending, None
