@@ -94,6 +94,8 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._dicomPlan = None
         self._studySteps = []
         self._dicomImport = None  # a folder being imported into the DICOM database (indexer's thread)
+        self._afterImport = None  # what follows once it is indexed (or stopped)
+        self._importLabel = None  # the status line it reports in
 
     # ------------------------------------------------------------ set-up
 
@@ -388,13 +390,22 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
                 self.loadStudy(folder)
                 return
             # indexed in the indexer's own thread; the classification starts once it is done
-            indexer = ctk.ctkDICOMIndexer()
-            indexer.connect("progress(int)", self.onDicomImportProgress)
-            self._dicomImport = dicom_database.DatabaseImport(indexer, database, folder)
-            self.ui.progressBar.value = 0
-            self.ui.inputStatusLabel.text = "Importing the folder into the DICOM database…"
-            self._importTimer.start()
-            self.updateButtons()
+            self.startDatabaseImport(lambda indexer: dicom_database.DatabaseImport(indexer, database, folder),
+                                     lambda job: None if job.cancelled else self.startDicomLoad(job.folder),
+                                     self.ui.inputStatusLabel,
+                                     "Importing the folder into the DICOM database…")
+
+    def startDatabaseImport(self, start, after, label, text):
+        """Index files into the DICOM database in the indexer's thread (`start(indexer)` gives the
+        DatabaseImport); `after(job)` runs once it is done or stopped (job.cancelled)."""
+        indexer = ctk.ctkDICOMIndexer()
+        indexer.connect("progress(int)", self.onDicomImportProgress)
+        self._dicomImport, self._afterImport = start(indexer), after
+        self._importLabel = label
+        self.ui.progressBar.value = 0
+        label.text = text
+        self._importTimer.start()
+        self.updateButtons()
 
     def onDicomImportProgress(self, percent):
         self.ui.progressBar.value = percent
@@ -403,23 +414,24 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         dicomImport = self._dicomImport
         if dicomImport is None or not dicomImport.finished:
             return
+        after = self._afterImport
         self.stopDicomImport()
         if dicomImport.cancelled:
-            self.ui.inputStatusLabel.text = "Import stopped; the files indexed so far stay in the DICOM database."
-        else:
-            with slicer.util.tryWithErrorDisplay("Could not load the imported DICOM folder.", waitCursor=True):
-                self.startDicomLoad(dicomImport.folder)
+            self._importLabel.text = "Import stopped; the files indexed so far stay in the DICOM database."
+        with slicer.util.tryWithErrorDisplay("Could not go on after the import into the DICOM database.",
+                                             waitCursor=True):
+            after(dicomImport)
         self.updateButtons()
 
     def onCancelDicomImport(self):
         """Stop what the indexer still has queued; the poll lets it go once its thread is done (destroying
         a ctkDICOMIndexer waits for its thread)."""
         self._dicomImport.cancel()
-        self.ui.inputStatusLabel.text = "Stopping the import…"
+        self._importLabel.text = "Stopping the import…"
 
     def stopDicomImport(self, cancel=False):
         self._importTimer.stop()
-        dicomImport, self._dicomImport = self._dicomImport, None
+        dicomImport, self._dicomImport, self._afterImport = self._dicomImport, None, None
         if cancel and dicomImport is not None:
             dicomImport.cancel()
 
@@ -745,6 +757,12 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             update.cleanup()
             self.updateButtons()
 
+    def onExportImported(self, job):
+        names = dicom_export.finish_import(job)
+        if not job.cancelled:
+            self.ui.detectStatusLabel.text = (f"Imported {' and '.join(names)} into the DICOM database "
+                                              "(a new series in the T2's study).")
+
     def loadResult(self, step, out, log=()):
         if step == "dicom":
             self.onDicomClassified(dicom_database.read_plan(log))
@@ -764,9 +782,10 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         elif step == "detection":
             self.showDetections(self.cad.keep_detection_run(out))
         elif step == dicom_export.STEP:
-            files = dicom_export.import_into_database(out, self.dicomDatabase())
-            self.ui.detectStatusLabel.text = (f"Imported {' and '.join(f.name for f in files)} into the DICOM database "
-                                              "(a new series in the T2's study).")
+            database = self.dicomDatabase()
+            self.startDatabaseImport(lambda indexer: dicom_export.start_import(out, database, indexer),
+                                     self.onExportImported, self.ui.detectStatusLabel,
+                                     "Importing the DICOM SEG and SR into the DICOM database…")
         elif step == "install":
             self.refreshModels()
             self.ui.modelCardLabel.text = "Installed. " + self.ui.modelCardLabel.text

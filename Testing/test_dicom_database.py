@@ -397,10 +397,12 @@ class ThreadIndexer:
         self.backgroundImportEnabled = False
         self.importing = False
         self.indexed: list[str] = []
+        self.copied = None
         self._seconds, self._stop, self._threading = seconds_per_file, False, threading
 
     def addDirectory(self, database, folder, copy_files=False):
         files = sorted(str(p) for p in Path(folder).rglob("*.dcm"))
+        self.copied = copy_files
         self.importing = True
         worker = self._threading.Thread(target=self._index, args=(database, files))
         worker.start()
