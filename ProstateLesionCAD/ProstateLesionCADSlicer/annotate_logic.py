@@ -21,7 +21,9 @@ Ktrans, majority vote). This module is only the MRML glue around it:
   format) with lesions.annotation_files, as `prostate-cad grow` does: both or neither.
 
 The Widget debounces point moves (a single-shot timer); `moved_seeds` is the testable
-part: which seeds moved or are new since they were last grown.
+part: which seeds moved or are new since they were last grown. The panel grows through
+annotate_growing (`prostate-cad grow` in the background, written into the segments by
+`_write_segment` as here); `grow` runs the same rule in the calling process (scripts, tests).
 """
 
 from __future__ import annotations
