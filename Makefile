@@ -14,7 +14,7 @@ SLICER512 := slicer-core==5.12.4.0
 MRML_TESTS := Testing/test_cad_logic.py Testing/test_zonal_slicer_logic.py Testing/test_annotate_logic.py \
 	Testing/test_capabilities.py Testing/test_panel_runner.py Testing/test_sample_data.py \
 	Testing/test_self_test_steps.py Testing/test_slicer_api.py Testing/test_export_slicer.py \
-	Testing/test_dicom_database.py Testing/test_dicom_export_panel.py
+	Testing/test_dicom_database.py Testing/test_dicom_export_panel.py Testing/test_annotate_growing.py
 
 .PHONY: demo test bench accuracy venv venv-slicer512 slicer-api-list clean
 

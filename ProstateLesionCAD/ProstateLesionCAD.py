@@ -20,10 +20,10 @@ from ProstateLesionCADLib import ggg_palette, requirements
 from ProstateLesionCADLib.errors import CaseError
 from ProstateLesionCADLib.models import catalog as model_catalog
 from ProstateLesionCADLib.study.case_json import read_case_json
-from ProstateLesionCADSlicer import (background_process, dependencies, dicom_database, dicom_export, sample_data,
-                                     self_test_steps, slicer_version)
+from ProstateLesionCADSlicer import (annotate_growing, background_process, dependencies, dicom_database, dicom_export,
+                                     sample_data, self_test_steps, slicer_version)
 from ProstateLesionCADSlicer.annotate_logic import TABLE_COLUMNS as SEED_COLUMNS, AnnotateLogic
-from ProstateLesionCADSlicer.cad_logic import PANEL_STEPS, CadLogic
+from ProstateLesionCADSlicer.cad_logic import OFFERED_STEPS, PANEL_STEPS, CadLogic
 from ProstateLesionCADSlicer.parameters import CRITERIA, get_parameter_node
 from ProstateLesionCADSlicer.self_test_checks import require_models, require_steps
 
@@ -84,6 +84,7 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._updatingGUI = False
         self._packages = []
         self.annotateLogic = None
+        self.growQueue = None  # lesion growing in the background, one grow at a time
         self._seedsNode = None
         self._availability = {}  # step -> (offered?, tooltip), refreshed when packages get installed
         self._installing = False
@@ -92,6 +93,9 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._dicomSource = None  # what the classification ran on: a folder or the database's file list
         self._dicomPlan = None
         self._studySteps = []
+        self._dicomImport = None  # a folder being imported into the DICOM database (indexer's thread)
+        self._afterImport = None  # what follows once it is indexed (or stopped)
+        self._importLabel = None  # the status line it reports in
 
     # ------------------------------------------------------------ set-up
 
@@ -142,6 +146,7 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.lesionTableView.connect("clicked(QModelIndex)", self.onTableClicked)
 
         self.annotateLogic = AnnotateLogic(slicer.mrmlScene)
+        self.growQueue = annotate_growing.GrowQueue(self.annotateLogic)
         self.ui.seedsTableWidget.setColumnCount(len(SEED_COLUMNS))
         self.ui.seedsTableWidget.setHorizontalHeaderLabels(list(SEED_COLUMNS))
         self.ui.seedsSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onSeedsNodeChanged)
@@ -153,6 +158,9 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._regrowTimer.setSingleShot(True)
         self._regrowTimer.setInterval(REGROW_DEBOUNCE_MS)
         self._regrowTimer.connect("timeout()", self.onSeedsSettled)
+        self._growTimer = qt.QTimer()
+        self._growTimer.setInterval(background_process.POLL_MS)
+        self._growTimer.connect("timeout()", self.onGrowPoll)
 
         self._timer = qt.QTimer()
         self._timer.setInterval(background_process.POLL_MS)
@@ -163,6 +171,9 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._studyLoadTimer = qt.QTimer()
         self._studyLoadTimer.setInterval(0)  # one series per pass of the event loop
         self._studyLoadTimer.connect("timeout()", self.onStudyLoadStep)
+        self._importTimer = qt.QTimer()
+        self._importTimer.setInterval(background_process.POLL_MS)
+        self._importTimer.connect("timeout()", self.onDicomImportPoll)
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
@@ -172,11 +183,14 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def cleanup(self):
         self._timer.stop()
+        self.stopDicomImport(cancel=True)
         self.stopStudyLoad()
         self.logic.runner.stop()
         self.cad.forget_kept_run()
         self.stopDeviceProbe()
         self._regrowTimer.stop()
+        self._growTimer.stop()
+        self.growQueue.stop()
         self.removeObservers()
 
     def enter(self):
@@ -187,6 +201,8 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def onSceneStartClose(self, caller, event):
         self.stopStudyLoad()
+        self._growTimer.stop()
+        self.growQueue.stop()  # its seeds and segments are going
         self.setParameterNode(None)
         self.ui.seedsSelector.setCurrentNode(None)
 
@@ -244,7 +260,8 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
     def updateButtons(self):
         """Offer only what the library can do now, and say why when it cannot."""
-        running = self.logic.runner.running or self._installing or self._studyLoad is not None
+        running = (self.logic.runner.running or self._installing or self._studyLoad is not None
+                   or self._dicomImport is not None)
         availability = self._availability or self.cad.step_availability()
         hasT2 = self.cad.params.t2 is not None
         for step, button in (("registration", self.ui.registrationButton), ("zones", self.ui.zonesButton),
@@ -253,11 +270,13 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             ready = offered and hasT2 and not running and (step != "detection" or bool(self._packages))
             button.enabled = ready
             button.toolTip = tip if not offered else (tip if hasT2 else "Select a T2 volume first.")
-        offered, tip = dicom_export.export_availability(self.cad.params, self.dicomDatabase() is not None)
+        offered, tip = availability[dicom_export.STEP]  # highdicom installed?
+        if offered:
+            offered, tip = dicom_export.export_availability(self.cad.params, self.dicomDatabase() is not None)
         self.ui.exportDicomButton.enabled = offered and not running
         self.ui.exportDicomButton.toolTip = tip
         self.ui.resetRegistrationButton.enabled = self.cad.params.registration_transform is not None and not running
-        self.ui.cancelButton.enabled = self.logic.runner.running
+        self.ui.cancelButton.enabled = self.logic.runner.running or self._dicomImport is not None
         self.ui.installDependenciesButton.enabled = not running
         self.updatePresetButtons()
         self.updateAnnotateButtons()
@@ -289,7 +308,7 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         """Which steps can run with the packages installed now (found without importing them);
         what is missing is shown above the steps with the button that installs it."""
         self._availability = self.cad.step_availability()
-        summary = dependencies.missing_summary(PANEL_STEPS)
+        summary = dependencies.missing_summary(OFFERED_STEPS)
         self.ui.dependenciesLabel.text = summary
         self.ui.dependenciesLabel.visible = bool(summary)
         self.ui.installDependenciesButton.visible = bool(summary)
@@ -300,7 +319,7 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self._installing = True  # the steps wait: pip processes events while it installs
         self.updateButtons()
         try:
-            dependencies.install_from_panel(PANEL_STEPS, self.ui.progressBar, self.ui.dependenciesLabel)
+            dependencies.install_from_panel(OFFERED_STEPS, self.ui.progressBar, self.ui.dependenciesLabel)
         finally:
             self._installing = False
             self.refreshAvailability()
@@ -370,11 +389,51 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             if database is None:  # no DICOM database yet: the project's loader reads the folder
                 self.loadStudy(folder)
                 return
-            from DICOMLib import DICOMUtils
+            # indexed in the indexer's own thread; the classification starts once it is done
+            self.startDatabaseImport(lambda indexer: dicom_database.DatabaseImport(indexer, database, folder),
+                                     lambda job: None if job.cancelled else self.startDicomLoad(job.folder),
+                                     self.ui.inputStatusLabel,
+                                     "Importing the folder into the DICOM database…")
 
-            if not DICOMUtils.importDicom(folder, database):
-                raise RuntimeError(f"Slicer's DICOM database could not import {folder}.")
-            self.startDicomLoad(folder)
+    def startDatabaseImport(self, start, after, label, text):
+        """Index files into the DICOM database in the indexer's thread (`start(indexer)` gives the
+        DatabaseImport); `after(job)` runs once it is done or stopped (job.cancelled)."""
+        indexer = ctk.ctkDICOMIndexer()
+        indexer.connect("progress(int)", self.onDicomImportProgress)
+        self._dicomImport, self._afterImport = start(indexer), after
+        self._importLabel = label
+        self.ui.progressBar.value = 0
+        label.text = text
+        self._importTimer.start()
+        self.updateButtons()
+
+    def onDicomImportProgress(self, percent):
+        self.ui.progressBar.value = percent
+
+    def onDicomImportPoll(self):
+        dicomImport = self._dicomImport
+        if dicomImport is None or not dicomImport.finished:
+            return
+        after = self._afterImport
+        self.stopDicomImport()
+        if dicomImport.cancelled:
+            self._importLabel.text = "Import stopped; the files indexed so far stay in the DICOM database."
+        with slicer.util.tryWithErrorDisplay("Could not go on after the import into the DICOM database.",
+                                             waitCursor=True):
+            after(dicomImport)
+        self.updateButtons()
+
+    def onCancelDicomImport(self):
+        """Stop what the indexer still has queued; the poll lets it go once its thread is done (destroying
+        a ctkDICOMIndexer waits for its thread)."""
+        self._dicomImport.cancel()
+        self._importLabel.text = "Stopping the import…"
+
+    def stopDicomImport(self, cancel=False):
+        self._importTimer.stop()
+        dicomImport, self._dicomImport, self._afterImport = self._dicomImport, None, None
+        if cancel and dicomImport is not None:
+            dicomImport.cancel()
 
     @staticmethod
     def dicomDatabase():
@@ -549,11 +608,7 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         if self.annotateLogic.segmentation_of(self._seedsNode) is None:  # nothing grown yet: just show positions
             self.updateSeedTable()
             return
-        with slicer.util.tryWithErrorDisplay("Could not re-grow the moved seed.", waitCursor=True):
-            outcome = self.annotateLogic.regrow_moved(self._seedsNode, self.cad.params.t2,
-                                                      force=self.ui.overwriteEditsCheckBox.checked)
-            self.ui.annotateStatusLabel.text = outcome.message()
-        self.updateSeedTable()
+        self.requestGrow(annotate_growing.MOVED, "Could not re-grow the moved seed.")
 
     def updateSeedTable(self):
         table = self.ui.seedsTableWidget
@@ -593,12 +648,40 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             slicer.modules.markups.logic().JumpSlicesToLocation(*center, True)
 
     def growSeeds(self, pointIds=None):
-        with slicer.util.tryWithErrorDisplay("Could not grow the lesions.", waitCursor=True):
-            self._regrowTimer.stop()
-            outcome = self.annotateLogic.grow(self._seedsNode, self.cad.params.t2, pointIds,
+        self._regrowTimer.stop()
+        self.requestGrow(pointIds, "Could not grow the lesions.")
+
+    def requestGrow(self, pointIds, failure):
+        """Grow in the background (annotate_growing); a request while a grow runs waits for it."""
+        with slicer.util.tryWithErrorDisplay(failure):
+            finished = self.growQueue.request(self._seedsNode, self.cad.params.t2, pointIds,
                                               force=self.ui.overwriteEditsCheckBox.checked)
-            self.ui.annotateStatusLabel.text = outcome.message()
+            if finished is not None:
+                self.showGrown(finished)
+            elif self.growQueue.waiting:
+                self.ui.annotateStatusLabel.text = "Growing… (your latest request follows)"
+            else:
+                self.ui.annotateStatusLabel.text = "Growing…"
+                self._growTimer.start()
+
+    def onGrowPoll(self):
+        update = self.growQueue.poll()
+        if update is None:
+            self._growTimer.stop()
+            return
+        if update.finished:
+            self.showGrown(update)
+        if not self.growQueue.running:
+            self._growTimer.stop()
+
+    def showGrown(self, update):
+        """A finished grow: its outcome in the status line, the table refreshed; a failure in one sentence."""
+        self.ui.annotateStatusLabel.text = update.outcome.message() if update.outcome else update.message
+        if self.growQueue.running:
+            self.ui.annotateStatusLabel.text += " Growing the next request…"
         self.updateSeedTable()
+        if update.error:
+            slicer.util.errorDisplay(f"Could not grow the lesions: {update.error}", detailedText="\n".join(update.log))
 
     def onGrow(self):
         self.growSeeds(None)
@@ -641,6 +724,8 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.updateButtons()
 
     def onCancel(self):
+        if self._dicomImport is not None:
+            self.onCancelDicomImport()
         self.logic.runner.cancel()
 
     def onPoll(self):
@@ -672,6 +757,12 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             update.cleanup()
             self.updateButtons()
 
+    def onExportImported(self, job):
+        names = dicom_export.finish_import(job)
+        if not job.cancelled:
+            self.ui.detectStatusLabel.text = (f"Imported {' and '.join(names)} into the DICOM database "
+                                              "(a new series in the T2's study).")
+
     def loadResult(self, step, out, log=()):
         if step == "dicom":
             self.onDicomClassified(dicom_database.read_plan(log))
@@ -691,9 +782,10 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         elif step == "detection":
             self.showDetections(self.cad.keep_detection_run(out))
         elif step == dicom_export.STEP:
-            files = dicom_export.import_into_database(out, self.dicomDatabase())
-            self.ui.detectStatusLabel.text = (f"Imported {' and '.join(f.name for f in files)} into the DICOM database "
-                                              "(a new series in the T2's study).")
+            database = self.dicomDatabase()
+            self.startDatabaseImport(lambda indexer: dicom_export.start_import(out, database, indexer),
+                                     self.onExportImported, self.ui.detectStatusLabel,
+                                     "Importing the DICOM SEG and SR into the DICOM database…")
         elif step == "install":
             self.refreshModels()
             self.ui.modelCardLabel.text = "Installed. " + self.ui.modelCardLabel.text

@@ -409,7 +409,7 @@ def test_steps_are_offered_only_when_the_library_has_them(scene_logic):
     _, logic = scene_logic
     assert logic.capabilities["install"].words == ("models", "install")
     availability = logic.step_availability()
-    assert list(availability) == ["registration", "zones", "detection"]
+    assert list(availability) == ["registration", "zones", "detection", "dicom-seg"]  # the DICOM export too
     for step, (offered, tip) in availability.items():
         assert offered and logic.capabilities[step].command in tip
     logic.capabilities = {}

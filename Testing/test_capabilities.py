@@ -15,18 +15,19 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ProstateLesionCAD"))
 
-from ProstateLesionCADLib import cli, device  # noqa: E402
+from ProstateLesionCADLib import cli, device, requirements  # noqa: E402
 from ProstateLesionCADLib.capabilities import Option, Step, panel_steps  # noqa: E402
 from ProstateLesionCADLib.errors import ParameterError  # noqa: E402
 from ProstateLesionCADLib.registration.multistart import PRESETS  # noqa: E402
 from ProstateLesionCADLib.zones import BACKENDS, DEMO_MODEL  # noqa: E402
-from ProstateLesionCADSlicer.step_arguments import (DetectionArguments, InstallArguments,  # noqa: E402
-                                                    RegistrationArguments, ZonesArguments, step_availability)
+from ProstateLesionCADSlicer.step_arguments import (DetectionArguments, DicomExportArguments,  # noqa: E402
+                                                    InstallArguments, RegistrationArguments, ZonesArguments,
+                                                    step_availability)
 
 POSITIONAL = {"registration": ["case/case.json"], "zones": ["work/t2.nrrd"], "detection": ["case/case.json"],
-              "install": ["package.zip"]}
+              "install": ["package.zip"], "dicom-seg": ["study"]}
 REQUIRED = {"registration": ["--out", "out"], "zones": ["--out", "out"],
-            "detection": ["--model", "demo", "--out", "out"], "install": []}
+            "detection": ["--model", "demo", "--out", "out"], "install": [], "dicom-seg": ["--out", "out"]}
 
 
 def _parse(argv):
@@ -43,9 +44,14 @@ def _dest(flag: str) -> str:
 
 def test_the_panels_steps_and_their_fixed_choices():
     steps = panel_steps()
-    assert list(steps) == ["registration", "zones", "detection", "install"]
+    assert list(steps) == ["registration", "zones", "detection", "install", "dicom-seg"]
     assert {name: s.words for name, s in steps.items()} == {
-        "registration": ("register",), "zones": ("zones",), "detection": ("detect",), "install": ("models", "install")}
+        "registration": ("register",), "zones": ("zones",), "detection": ("detect",), "install": ("models", "install"),
+        "dicom-seg": ("export",)}
+    export = steps["dicom-seg"]
+    assert export.accepts("--dicom-seg") and export.accepts("--dicom-sr") and not export.accepts("--dicom-seg", "x")
+    assert export.accepts("--detections", "run/detections.json") and export.accepts("--zones", "zones.nrrd")
+    assert not export.accepts("--seg-nrrd") and export.command == "prostate-cad export"
     assert steps["detection"].option("--device").choices == device.CHOICES == ("auto", "cpu", "cuda")
     assert steps["zones"].option("--backend").choices == tuple(BACKENDS)
     assert steps["registration"].option("--preset").choices == tuple(PRESETS) and "fast" in PRESETS
@@ -89,6 +95,12 @@ def test_every_command_line_the_panels_build_parses(tmp_path):
         assert args.transform == (str(transform_file) if transform_file else None)
         # a transform file replaces registering; without one, register=False means "as acquired"
         assert args.no_register == (transform_file is None and not register)
+    detections = tmp_path / "run" / "detections.json"
+    for zones_file in (None, zones):
+        args = _parse(DicomExportArguments(case, detections, out, zones_file).command(python="py")[3:])
+        assert (args.path, args.detections, args.out) == (str(case), str(detections), str(out))
+        assert args.dicom_seg and args.dicom_sr and not args.seg_nrrd and not args.picai
+        assert args.zones == (str(zones_file) if zones_file else None)
     args = _parse(InstallArguments("package.zip", "ab" * 32).command(python="py")[3:])
     assert (args.source, args.sha256) == ("package.zip", "ab" * 32)
     assert _parse(InstallArguments("package.zip").command(python="py")[3:]).sha256 is None
@@ -107,3 +119,18 @@ def test_typed_arguments_refuse_values_the_library_does_not_take(tmp_path):
     availability = step_availability(panel_steps(), ("zones", "segmentation"))
     assert availability["zones"] == (True, f"{panel_steps()['zones'].summary} (prostate-cad zones)")
     assert availability["segmentation"][0] is False
+
+
+def test_the_dicom_export_is_offered_only_once_highdicom_is_installed():
+    """Writing DICOM SEG/SR needs highdicom, which Slicer does not bundle: the export is a first-use
+    step like the others, disabled with a tooltip naming what to install until it is there."""
+    assert [p.name for p in requirements.step_needs(["dicom-seg"])] == ["highdicom"]
+
+    def lacking(version_of):
+        return lambda name: requirements.missing_packages([name], version_of, lambda module: True)
+    absent = step_availability(panel_steps(), ("dicom-seg",), lacking(lambda name: None))["dicom-seg"]
+    assert absent[0] is False and "highdicom" in absent[1] and "Install required packages" in absent[1]
+    old = step_availability(panel_steps(), ("dicom-seg",), lacking(lambda name: "0.27.0"))["dicom-seg"]
+    assert old[0] is False
+    present = step_availability(panel_steps(), ("dicom-seg",), lacking(lambda name: "0.28.2"))["dicom-seg"]
+    assert present == (True, f"{panel_steps()['dicom-seg'].summary} (prostate-cad export)")

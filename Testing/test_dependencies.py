@@ -76,13 +76,12 @@ def test_every_panel_step_has_an_entry_and_the_table_is_consistent():
 
 def test_every_library_dependency_slicer_lacks_is_installed_by_a_step():
     """What pyproject declares is what the first-use installer brings into Slicer, except the
-    packages only command-line verbs without a panel step import (DICOM SEG/SR and .seg.nrrd
-    export)."""
+    packages only command-line verbs without a panel step import (.seg.nrrd export)."""
     import tomllib
     declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     names = {requirements.canonical(re.split(r"[<>=!~ \[;]", d, maxsplit=1)[0]) for d in declared}
     bundled = set(map(requirements.canonical, BUNDLED)) | {"simpleitk"}
-    command_line_only = {"highdicom", "slicerio"}
+    command_line_only = {"slicerio"}  # highdicom: installed for the panel's "Export to DICOM database"
     installed = {requirements.canonical(n) for names_ in requirements.STEP_PACKAGES.values() for n in names_}
     # lavlab-taps is installed without its declared dependencies, outside pyproject (Makefile)
     assert names - bundled - command_line_only == installed - {"lavlab-taps"}

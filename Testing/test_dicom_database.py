@@ -6,8 +6,10 @@
   (a real child process), then `StudyLoad` builds the nodes: UIDs and b-values as attributes,
   DCE as one sequence node with a browser (the Sequences logic, attached to the scene as
   Slicer attaches it, makes the proxy volume).
-- The GUI-thread part of "load the sample through the database path" and of "export the step
-  inputs", on the embedded sample (Resources/Sample) written as DICOM, each < 200 ms.
+- The GUI-thread part of "load the sample through the database path", "export the step inputs",
+  "grow a seed" (start and end; the growing is a child process), "export the annotation" and
+  "start Export to DICOM database", on the embedded sample (Resources/Sample) written as DICOM,
+  each < 200 ms.
 
 The series loader here reads the files with vtkMRMLVolumeArchetypeStorageNode, the MRML class
 Slicer's DICOM scalar volume plugin reads them with (volumes logic AddArchetypeScalarVolume),
@@ -40,7 +42,11 @@ from ProstateLesionCADLib.phantoms.generate import make_phantom  # noqa: E402
 from ProstateLesionCADLib.resources import sample_case_dir  # noqa: E402
 from ProstateLesionCADLib.study.case_json import read_case_json  # noqa: E402
 from ProstateLesionCADLib.study.loading import load_case  # noqa: E402
-from ProstateLesionCADSlicer import dicom_database  # noqa: E402
+from ProstateLesionCADLib.formats import DetectionCase, DetectionSet, read_ground_truth, write_detections  # noqa: E402
+from ProstateLesionCADSlicer import dicom_database, dicom_export  # noqa: E402
+from ProstateLesionCADSlicer.annotate_growing import apply_grow_result, plan_grow, write_grow_inputs  # noqa: E402
+from ProstateLesionCADSlicer.annotate_logic import AnnotateLogic  # noqa: E402
+from ProstateLesionCADSlicer.self_test_steps import sample_lesion  # noqa: E402
 from ProstateLesionCADSlicer.background_process import SUCCEEDED, ProcessRunner  # noqa: E402
 from ProstateLesionCADSlicer.cad_logic import B_VALUE_ATTRIBUTE, ROLE_ATTRIBUTE, CadLogic  # noqa: E402
 from ProstateLesionCADSlicer.mrml_volumes import volume_node_to_image  # noqa: E402
@@ -299,11 +305,179 @@ def test_gui_thread_part_of_database_load_and_step_export_on_the_sample(sample_d
     export_cpu, export_wall = _best(export)
     assert (work / "case" / "case.json").is_file()
 
+    # Growing a seed on the sample's lesion (annotate_growing, as the panel grows): the GUI-thread part
+    # when the grow starts (plan, inputs written) and when it ends (the lesion read into its segment);
+    # the growing itself runs in `prostate-cad grow`, a child process of the runner.
+    grow_times, seeds_nodes, outcome = _gui_thread_part_of_growing(cad, tmp_path / "grow")
+    # Exporting: the annotation (lesions.nrrd + ground-truth.json) and the start of "Export to DICOM
+    # database" (the study's files linked, the zones written; the SEG and SR are written in the background).
+    logic = AnnotateLogic(cad.scene)
+    exports = iter(range(REPEATS))
+    annotation_cpu, annotation_wall = _best(
+        lambda: logic.export(seeds_nodes[0], cad.params.t2, tmp_path / f"annotation-{next(exports)}"))
+    assert read_ground_truth(tmp_path / "annotation-0" / "ground-truth.json").cases[0].lesions[0].id == 1
+    dicom_cpu, dicom_wall = _best_of_dicom_export_start(cad, sample_dicom, tmp_path / "dicom-export")
+
     with capsys.disabled():
         print("\nGUI thread on the embedded sample (CPU s / wall s, best of 3):")
         for name, (cpu, wall) in best.items():
             print(f"  load: {name:<40} {cpu:.3f} / {wall:.3f}")
         print(f"  export step inputs (registration)            {export_cpu:.3f} / {export_wall:.3f}")
+        for name, (cpu, wall) in grow_times.items():
+            print(f"  grow a seed: {name:<33} {cpu:.3f} / {wall:.3f}")
+        print(f"  export the annotation                        {annotation_cpu:.3f} / {annotation_wall:.3f}")
+        print(f"  export to DICOM database: start              {dicom_cpu:.3f} / {dicom_wall:.3f}")
     slow = {name: cpu for name, (cpu, _) in best.items() if cpu >= GUI_LIMIT_S}
     assert not slow, f"load steps over {GUI_LIMIT_S} s of GUI-thread time: {slow}"
     assert export_cpu < GUI_LIMIT_S, f"exporting the step inputs took {export_cpu:.3f} s on the GUI thread"
+    assert outcome.grown and outcome.reports[outcome.grown[0]].volume_cc > 0.1
+    slow = {name: cpu for name, (cpu, _) in grow_times.items() if cpu >= GUI_LIMIT_S}
+    assert not slow, f"growing a seed took over {GUI_LIMIT_S} s of GUI-thread time: {slow}"
+    assert annotation_cpu < GUI_LIMIT_S, f"exporting the annotation took {annotation_cpu:.3f} s on the GUI thread"
+    assert dicom_cpu < GUI_LIMIT_S, f"starting the DICOM export took {dicom_cpu:.3f} s on the GUI thread"
+
+
+def _gui_thread_part_of_growing(cad, folder: Path):
+    """Best-of-REPEATS (CPU s, wall s) of a grow's start and end on the GUI thread, one fresh seed list per run
+    (so that each end writes a new segment); the seed lists and the first run's outcome."""
+    logic = AnnotateLogic(cad.scene)
+    ras, ggg = sample_lesion()
+    starts, ends, seeds_nodes, outcome = [], [], [], None
+    for run in range(REPEATS):
+        seeds = cad.scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", f"seeds {run}")
+        seeds.AddControlPoint(*ras, "")
+        logic.set_ggg(seeds, logic.point_ids(seeds)[0], ggg)
+        work = folder / str(run)
+        work.mkdir(parents=True)
+        cpu, wall = time.process_time(), time.perf_counter()
+        job = plan_grow(logic, seeds, cad.params.t2)
+        argv = write_grow_inputs(logic, job, work)
+        starts.append((time.process_time() - cpu, time.perf_counter() - wall))
+        if run == 0:  # the background part, once: the real command in a child process
+            runner = ProcessRunner()
+            runner.start("grow", lambda step_dir: argv)
+            update = runner.wait(300)
+            update.cleanup()
+            assert update.state == SUCCEEDED, update.error
+            grown = work / "out"  # the argv's --out
+        cpu, wall = time.process_time(), time.perf_counter()
+        result = apply_grow_result(logic, job, grown)
+        ends.append((time.process_time() - cpu, time.perf_counter() - wall))
+        outcome = outcome or result
+        seeds_nodes.append(seeds)
+    return {"start (inputs written)": min(starts), "end (segment written)": min(ends)}, seeds_nodes, outcome
+
+
+def _best_of_dicom_export_start(cad, study: Path, folder: Path) -> tuple[float, float]:
+    """The GUI-thread part of starting "Export to DICOM database" (dicom_export.panel_export_command)."""
+    from test_dicom_export_panel import StudyFiles
+
+    database = StudyFiles(study)
+    detections = folder / "detections.json"
+    folder.mkdir(parents=True)
+    write_detections(DetectionSet([DetectionCase(cad.params.case_id, [])]), detections)
+    cad.params.detections_file = str(detections)
+    runs = iter(range(REPEATS))
+
+    def start():
+        work = folder / str(next(runs))
+        argv = dicom_export.panel_export_command(cad, work, database, python="python")
+        assert Path(argv[argv.index("export") + 1]).is_file()
+    return _best(start)
+
+
+class ThreadIndexer:
+    """Stands in for ctkDICOMIndexer (not in the slicer-core wheel) with the members DatabaseImport uses,
+    behaving as CTK's does: addDirectory blocks until indexed unless backgroundImportEnabled is set, then
+    a worker thread indexes and `importing` is true until it is done; cancel() stops what is queued."""
+
+    def __init__(self, seconds_per_file: float):
+        import threading
+
+        self.backgroundImportEnabled = False
+        self.importing = False
+        self.indexed: list[str] = []
+        self.copied = None
+        self._seconds, self._stop, self._threading = seconds_per_file, False, threading
+
+    def addDirectory(self, database, folder, copy_files=False):
+        files = sorted(str(p) for p in Path(folder).rglob("*.dcm"))
+        self.copied = copy_files
+        self.importing = True
+        worker = self._threading.Thread(target=self._index, args=(database, files))
+        worker.start()
+        if not self.backgroundImportEnabled:
+            worker.join()
+
+    def _index(self, database, files):
+        for path in files:
+            if self._stop:
+                break
+            time.sleep(self._seconds)
+            self.indexed.append(path)
+            database.append(path)
+        self.importing = False
+
+    def cancel(self):
+        self._stop = True
+
+
+def test_a_folder_is_imported_in_the_indexers_thread_and_polled(sample_dicom):
+    files = sorted(str(p) for p in sample_dicom.rglob("*.dcm"))
+    database: list[str] = []
+    started = time.perf_counter()
+    job = dicom_database.DatabaseImport(ThreadIndexer(0.002), database, sample_dicom)
+    assert time.perf_counter() - started < 0.1  # returned at once: the GUI keeps running
+    assert job.indexer.backgroundImportEnabled and not job.finished and job.folder == str(sample_dicom)
+    deadline = time.monotonic() + 60
+    while not job.finished and time.monotonic() < deadline:
+        time.sleep(0.05)  # the panel's timer
+    assert job.finished and database == files
+
+    stopped = dicom_database.DatabaseImport(ThreadIndexer(0.01), [], sample_dicom)
+    stopped.cancel()
+    assert stopped.cancelled and not job.cancelled
+    while not stopped.finished:
+        time.sleep(0.01)
+    assert len(stopped.indexer.indexed) < len(files)
+
+
+@pytest.mark.parametrize("slope,unit", [(1e-3, "10^-3 mm²/s"), (None, None)])
+def test_an_adc_the_plugin_reads_in_another_unit_is_put_in_micro_units_as_the_loader_does(
+        slope, unit, prostatex_dir, tmp_path, capsys):
+    """Real ProstateX-0000 DICOM, its ADC series rewritten with RescaleSlope 0.001 (the same stored
+    integers in 10^-3 mm²/s, as some Philips and PACS exports store it): read by the plugin path
+    (archetype storage node), the ADC node holds what the project's loader gives, and says so; a
+    step's case made from an ADC node Slicer's own DICOM module read in that unit is converted too."""
+    import dicom_variants as dv
+
+    study = prostatex_dir / "ProstateX-0000"
+    folder = study if slope is None else dv.scaled_adc(study, tmp_path / "study", 7, others=[4, 6, 8], slope=slope)
+    loader_case = load_case(folder)
+    reference = sitk.GetArrayFromImage(load_case(study).adc)  # stored in 10^-6 mm²/s
+    assert np.allclose(sitk.GetArrayFromImage(loader_case.adc), reference, rtol=1e-5, atol=1e-3)
+
+    plan = load_json([str(folder)], capsys)
+    scene = slicer.vtkMRMLScene()
+    cad = CadLogic(scene)
+    result = dicom_database.StudyLoad(cad, plan, archetype_loader(scene)).run()
+    adc = cad.params.adc
+    assert adc is result.created["ADC"]
+    assert np.allclose(slicer.util.arrayFromVolume(adc), reference, rtol=1e-5, atol=1e-3)
+    note = adc.GetAttribute(dicom_database.ADC_UNIT_ATTRIBUTE)
+    if slope is None:
+        assert not note and "ADC stored" not in result.summary()
+        return
+    assert note == f"ADC stored in {unit} (99th percentile {2919 * slope:.4g}); multiplied by {1 / slope:g} to 10^-6 mm²/s"
+    assert note in loader_case.notes[0] and note in result.summary()
+    assert adc.GetDisplayNode().GetAutoWindowLevel()
+
+    # an ADC loaded by Slicer's DICOM module itself, left in the scanner's unit, selected in the panel
+    files = next(entry["files"] for entry in plan["roles"] if entry["slot"] == "ADC")
+    raw = archetype_loader(scene)(files, "ADC as Slicer's DICOM module loads it")
+    assert np.allclose(slicer.util.arrayFromVolume(raw), reference * slope, rtol=1e-5, atol=1e-6)
+    cad.params.adc = raw
+    case = cad.case_from_nodes()
+    assert np.allclose(sitk.GetArrayFromImage(case.adc), reference, rtol=1e-5, atol=1e-3)
+    assert any(unit in n for n in case.notes)
+    assert np.allclose(slicer.util.arrayFromVolume(raw), reference * slope, rtol=1e-5, atol=1e-6)  # node unchanged

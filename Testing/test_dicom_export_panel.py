@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from contextlib import redirect_stdout
 from io import StringIO
 from pathlib import Path
@@ -36,7 +37,7 @@ from ProstateLesionCADSlicer import dicom_database, dicom_export  # noqa: E402
 from ProstateLesionCADSlicer.background_process import SUCCEEDED, ProcessRunner, cli_command  # noqa: E402
 from ProstateLesionCADSlicer.cad_logic import CadLogic  # noqa: E402
 from ProstateLesionCADSlicer.mrml_volumes import image_to_volume_node, volume_node_to_image  # noqa: E402
-from test_dicom_database import archetype_loader  # noqa: E402
+from test_dicom_database import ThreadIndexer, archetype_loader  # noqa: E402
 from test_export import CASE, MODEL, _blobs, _detections, _zones  # noqa: E402
 
 STEP_TIMEOUT_S = 300
@@ -190,6 +191,17 @@ def test_the_step_writes_a_seg_and_sr_on_the_t2_instances_through_the_runner(pan
                     for series in s.ReferencedSeriesSequence for item in series.ReferencedSOPSequence}
         assert seg.SOPInstanceUID in evidence and set(t2_uids) <= evidence
         assert len(sr.content.get_volumetric_roi_measurement_groups()) == 7
+
+        # the import: the files leave the step's folder (removed next) and are copied by the indexer's thread
+        indexed: list[str] = []
+        job = dicom_export.start_import(update.out_dir, indexed, ThreadIndexer(0.01))
+        assert job.indexer.backgroundImportEnabled and job.indexer.copied is True
+        assert not seg_file.exists() and Path(job.folder) != update.out_dir
+        update.cleanup()
+        while not job.finished:
+            time.sleep(0.01)
+        assert sorted(Path(p).name for p in indexed) == sorted(dicom_export.EXPORTED)
+        assert dicom_export.finish_import(job) == sorted(dicom_export.EXPORTED) and not Path(job.folder).exists()
     finally:
         update.cleanup()
     with pytest.raises(FormatError, match="the export wrote no segmentation.dcm or measurement-report.dcm"):

@@ -66,10 +66,9 @@ def _freeze(python: Path) -> dict[str, str]:
     return {requirements.canonical(d["name"]): d["version"] for d in json.loads(out[out.index("["):])}
 
 
-@pytest.mark.slow
-def test_the_panels_installer_makes_registration_zones_and_detection_run_in_a_slicer_like_python(tmp_path):
-    timings = {}
-    started = time.monotonic()
+def _slicer_like_python(tmp_path: Path) -> tuple[Path, dict[str, str], dict[str, str], Path]:
+    """A fresh virtual environment holding what Slicer 5.12 bundles: (its python, its packages, the
+    environment running the library in it, the installer driver)."""
     venv = tmp_path / "slicer-python"
     _run([sys.executable, "-m", "venv", str(venv)])
     python = venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
@@ -79,11 +78,19 @@ def test_the_panels_installer_makes_registration_zones_and_detection_run_in_a_sl
           *(f"{name}=={version}" for name, version in bundled.items() if name != "pip")])
     slicer_like = _freeze(python)
     assert {requirements.canonical(n): v for n, v in bundled.items()}.items() <= slicer_like.items()
-    timings["Slicer-like Python"] = time.monotonic() - started
-
     env = {**os.environ, "PYTHONPATH": str(MODULE_DIR), "PYTHONUNBUFFERED": "1"}
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
+    return python, slicer_like, env, driver
+
+
+@pytest.mark.slow
+def test_the_panels_installer_makes_registration_zones_and_detection_run_in_a_slicer_like_python(tmp_path):
+    timings = {}
+    started = time.monotonic()
+    python, slicer_like, env, driver = _slicer_like_python(tmp_path)
+    timings["Slicer-like Python"] = time.monotonic() - started
+
     sample = sample_case_dir()
     out = tmp_path / "out"
     commands = {
@@ -129,3 +136,40 @@ def test_the_panels_installer_makes_registration_zones_and_detection_run_in_a_sl
     unpinned = {k: v for k, v in added.items() if pins.get(k) != v}
     assert not unpinned, f"installed but not pinned in slicer-constraints.txt: {unpinned}"
     print(f"first-use install timings (s): {timings}, total {time.monotonic() - started:.0f}")
+
+
+@pytest.mark.slow
+def test_the_panels_installer_makes_the_dicom_export_run_in_a_slicer_like_python(tmp_path, prostatex_dir):
+    """"Export to DICOM database" needs highdicom: asked for once, installed with what it brings (pinned in
+    the shipped constraints), then `prostate-cad export --dicom-seg --dicom-sr` writes both files on the
+    real ProstateX-0000 DICOM, as the panel runs it; no PyTorch is involved."""
+    import SimpleITK as sitk
+
+    from ProstateLesionCADLib.formats import DetectionSet, write_detections
+    from ProstateLesionCADLib.study.loading import load_case
+    from test_export import CASE, MODEL, _detections
+
+    python, slicer_like, env, driver = _slicer_like_python(tmp_path)
+    report = json.loads(_run([str(python), str(driver), "dicom-seg", TORCH], env).stdout.strip().splitlines()[-1])
+    assert report["before"] == {"dicom-seg": ["highdicom"]} and report["installed"] == ["highdicom"]
+    assert report["after"] == {"dicom-seg": []} and len(report["asked"]) == 1 and "highdicom" in report["asked"][0]
+    assert not report["torch_imported"]
+
+    study = prostatex_dir / CASE
+    t2 = load_case(study).t2
+    assert isinstance(t2, sitk.Image)
+    detections = tmp_path / "detections.json"
+    write_detections(DetectionSet([_detections(t2)], MODEL), detections)
+    out = tmp_path / "export"
+    _run([str(python), "-m", "ProstateLesionCADLib", "export", str(study), "--detections", str(detections),
+          "--dicom-seg", "--dicom-sr", "--out", str(out)], env)
+    assert (out / "segmentation.dcm").is_file() and (out / "measurement-report.dcm").is_file()
+
+    after = _freeze(python)
+    assert {k: after.get(k) for k in slicer_like} == slicer_like  # Slicer's own packages as they were
+    assert "torch" not in after
+    shipped = requirements.constraints_text(requirements.SHIPPED_CONSTRAINTS.read_text(), {})
+    pins = {requirements.canonical(k): v for k, v in
+            (line.split("==") for line in shipped.splitlines() if "==" in line and not line.startswith("#"))}
+    unpinned = {k: v for k, v in after.items() if k not in slicer_like and pins.get(k) != v}
+    assert not unpinned, f"installed but not pinned in slicer-constraints.txt: {unpinned}"

@@ -200,3 +200,20 @@ def test_cli_grow_bad_seed_leaves_nothing(tmp_path, repo_dir):
     proc = _cli("grow", sample, "--seeds", seeds, "--out", out)
     assert proc.returncode == 2 and "outside the T2 image" in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+def test_cli_grow_zones_must_be_a_label_map_on_the_t2_grid(tmp_path, repo_dir):
+    """--zones (what the Slicer panel passes): a zones map off the T2 grid or with other labels is
+    refused in one sentence, and nothing is written."""
+    sample = repo_dir / "Resources" / "Sample" / "ProstateX-0000"
+    t2 = sitk.ReadImage(str(sample / "t2.nrrd"))
+    for name, image, expected in (
+            ("half.nrrd", sitk.Image([n // 2 for n in t2.GetSize()], sitk.sitkUInt8), "not on the T2 image grid"),
+            ("labels.nrrd", sitk.Cast(t2 * 0 + 7, sitk.sitkUInt8), "whole-number labels 0..2")):
+        if image.GetSize() == t2.GetSize():
+            image.CopyInformation(t2)
+        sitk.WriteImage(image, str(tmp_path / name))
+        out = tmp_path / f"grown-{name}"
+        proc = _cli("grow", sample, "--seeds", sample / "ground-truth.json", "--out", out, "--zones", tmp_path / name)
+        assert proc.returncode == 2 and expected in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert not out.exists()

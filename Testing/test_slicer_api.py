@@ -93,6 +93,11 @@ HAND_CHECKED = {
                                                 "dicomVisualBrowser.patientView().selectedSeriesInstanceUIDs(), "
                                                 "dicomBrowser.selectedItems(...)); DICOM.py reads "
                                                 "slicer.modules.DICOMWidget.browserWidget",
+    "ctk.ctkDICOMIndexer": "CTK 5056664a (the CTK of Slicer 5.12.3, SuperBuild/External_CTK.cmake) Libs/DICOM/Core/"
+                           "ctkDICOMIndexer.h: Q_PROPERTY backgroundImportEnabled and importing, Q_INVOKABLE "
+                           "addDirectory(ctkDICOMDatabase*, QString, bool), signal progress(int), slot cancel(); "
+                           "Modules/Scripted/DICOMLib/DICOMProcesses.py calls ctk.ctkDICOMIndexer() and sets "
+                           "backgroundImportEnabled = True",
     "ctk.ctkDICOMModel.IndexType.SeriesType": "CTK ctkDICOMModel::IndexType; Modules/Scripted/DICOMLib/DICOMBrowser.py "
                                               "toggleBrowsers passes ctk.ctkDICOMModel.IndexType.SeriesType to "
                                               "dicomBrowser.selectedItems",

@@ -28,7 +28,7 @@ class Option:
 
 @dataclass(frozen=True)
 class Step:
-    name: str  # the panel's name for it: "registration", "zones", "detection", "install"
+    name: str  # the panel's name for it: "registration", "zones", "detection", "install", "dicom-seg"
     words: tuple[str, ...]  # the command after `prostate-cad`: ("register",), ("models", "install")
     summary: str  # one line for the panel's tooltip
     options: tuple[Option, ...] = ()
@@ -62,5 +62,10 @@ def panel_steps() -> dict[str, Step]:
               Option("--transform"), Option("--no-register", switch=True))),
         Step("install", ("models", "install"), "Install a model package from a file or a URL.",
              (Option("--sha256"),)),
+        # the CAD panel's "Export to DICOM database" (writing DICOM needs highdicom, which Slicer lacks)
+        Step("dicom-seg", ("export",), "Write the lesions and zones as a DICOM SEG and a DICOM SR measurement "
+             "report over the T2's study.",
+             (Option("--detections"), Option("--zones"), Option("--out"), Option("--dicom-seg", switch=True),
+              Option("--dicom-sr", switch=True))),
     )
     return {step.name: step for step in steps}

@@ -58,6 +58,7 @@ PACKAGES: dict[str, Package] = {p.name: p for p in (
     # DICOM pixel decoders for pydicom (JPEG 2000); Slicer's GDCM reads the other compressed syntaxes
     Package("pylibjpeg", "pylibjpeg", "2.0", "pylibjpeg"),
     Package("pylibjpeg-openjpeg", "openjpeg", "2.0", "OpenJPEG decoder (pylibjpeg-openjpeg)"),
+    Package("highdicom", "highdicom", "0.28", "highdicom (DICOM SEG and SR)"),
 )}
 
 # step -> packages its `prostate-cad` command imports beyond Slicer's own (panel steps, plus training)
@@ -70,6 +71,8 @@ STEP_PACKAGES: dict[str, tuple[str, ...]] = {
     "detection": ("torch", "onnxruntime", "lavlab-taps", "scikit-image", "matplotlib", "pylibjpeg",
                   "pylibjpeg-openjpeg"),
     "install": (),
+    # `prostate-cad export --dicom-seg --dicom-sr`: the SEG and SR are written with highdicom
+    "dicom-seg": ("highdicom",),
     "training": ("torch", "monai", "matplotlib", "scikit-image"),
 }
 

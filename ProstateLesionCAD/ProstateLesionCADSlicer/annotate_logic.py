@@ -21,7 +21,9 @@ Ktrans, majority vote). This module is only the MRML glue around it:
   format) with lesions.annotation_files, as `prostate-cad grow` does: both or neither.
 
 The Widget debounces point moves (a single-shot timer); `moved_seeds` is the testable
-part: which seeds moved or are new since they were last grown.
+part: which seeds moved or are new since they were last grown. The panel grows through
+annotate_growing (`prostate-cad grow` in the background, written into the segments by
+`_write_segment` as here); `grow` runs the same rule in the calling process (scripts, tests).
 """
 
 from __future__ import annotations
@@ -75,6 +77,9 @@ class GrowOutcome:
     skipped_edited: list[str] = field(default_factory=list)  # hand-edited segments left alone
     removed: list[str] = field(default_factory=list)  # segments of deleted points that were removed
     reports: dict = field(default_factory=dict)  # point ID -> lesion_growing.GrownLesion
+    # grown in the background, but moved, deleted or hand-edited while it grew: left as they are now
+    changed_meanwhile: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. a DWI the growing could not use
 
     def message(self) -> str:
         parts = [f"grew {len(self.grown)} lesion(s)"]
@@ -82,7 +87,9 @@ class GrowOutcome:
             parts.append(f"kept {len(self.skipped_edited)} segment(s) edited by hand (tick 'Overwrite my edits' to re-grow them)")
         if self.removed:
             parts.append(f"removed {len(self.removed)} segment(s) of deleted seeds")
-        return "; ".join(parts) + "."
+        if self.changed_meanwhile:
+            parts.append(f"left {len(self.changed_meanwhile)} seed(s) moved, deleted or edited while growing as they are")
+        return "; ".join(parts + self.notes) + "."
 
 
 def segment_id_for(point_id: str) -> str:
@@ -310,18 +317,10 @@ class AnnotateLogic:
         if seeds_node is None or seeds_node.GetNumberOfControlPoints() == 0:
             raise CaseError("Place at least one seed point before growing.")
         seg_node = self._ensure_segmentation(seeds_node, t2_node)
-        segmentation = seg_node.GetSegmentation()
         outcome = GrowOutcome()
         todo = self.point_ids(seeds_node) if point_ids is None else list(point_ids)
         if point_ids is None:  # a full grow also drops the segments of deleted points (unless edited)
-            alive = {segment_id_for(pid) for pid in todo}
-            for i in reversed(range(segmentation.GetNumberOfSegments())):
-                sid = segmentation.GetNthSegmentID(i)
-                segment = segmentation.GetSegment(sid)
-                pid = _tag(segment, "PointId")
-                if pid and sid not in alive and (force or not self.is_edited(seg_node, pid)):
-                    segmentation.RemoveSegment(sid)
-                    outcome.removed.append(pid)
+            outcome.removed = self.remove_deleted_segments(seeds_node, force)
         work = [pid for pid in todo if force or not self.is_edited(seg_node, pid)]
         outcome.skipped_edited = [pid for pid in todo if pid not in work]
         if not work:
@@ -340,6 +339,22 @@ class AnnotateLogic:
         if progress:
             progress(1.0, outcome.message())
         return outcome
+
+    def remove_deleted_segments(self, seeds_node, force: bool = False) -> list[str]:
+        """Remove the segments of deleted points (hand-edited ones only with force); their point IDs."""
+        seg_node = self.segmentation_of(seeds_node)
+        if seg_node is None:
+            return []
+        segmentation = seg_node.GetSegmentation()
+        alive = {segment_id_for(pid) for pid in self.point_ids(seeds_node)}
+        removed = []
+        for i in reversed(range(segmentation.GetNumberOfSegments())):
+            sid = segmentation.GetNthSegmentID(i)
+            pid = _tag(segmentation.GetSegment(sid), "PointId")
+            if pid and sid not in alive and (force or not self.is_edited(seg_node, pid)):
+                segmentation.RemoveSegment(sid)
+                removed.append(pid)
+        return removed
 
     def grow_all(self, seeds_node, t2_node, force: bool = False, progress=None) -> GrowOutcome:
         return self.grow(seeds_node, t2_node, None, force, progress)

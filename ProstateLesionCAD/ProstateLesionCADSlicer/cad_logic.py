@@ -21,6 +21,7 @@ import SimpleITK as sitk
 from ProstateLesionCADLib import formats, ggg_palette
 from ProstateLesionCADLib.capabilities import panel_steps
 from ProstateLesionCADLib.lesions import masks as lesion_masks
+from ProstateLesionCADLib.study.adc_units import adc_to_micro
 from ProstateLesionCADLib.errors import CaseError, FormatError, ModelError
 
 from . import lesion_nodes, mrml_volumes
@@ -39,6 +40,9 @@ DEFAULT_B = {"DWI_LOW": 400.0, "DWI_HIGH": 800.0}  # when a DWI volume carries n
 
 DETECTION_TASKS = ("detector", "focalnet")  # model tasks `prostate-cad detect` dispatches on
 PANEL_STEPS = ("registration", "zones", "detection")  # the steps with a button in the panel
+DICOM_EXPORT_STEP = "dicom-seg"  # "Export to DICOM database" (dicom_export.py)
+# what the panel offers, and installs the packages of on first use: the steps and the DICOM export
+OFFERED_STEPS = (*PANEL_STEPS, DICOM_EXPORT_STEP)
 TRANSFORM_FILE = "registration.h5"  # the ADC/DWI placement handed to detection
 
 
@@ -55,8 +59,9 @@ class CadLogic:
         return parameters(self.scene)
 
     def step_availability(self) -> dict[str, tuple[bool, str]]:
-        """Step -> (offered?, tooltip). A step the library's capabilities lack is not offered."""
-        return step_availability(self.capabilities, PANEL_STEPS)
+        """Step -> (offered?, tooltip), for the steps and the DICOM export. A step the library's capabilities
+        lack is not offered, nor one whose Python packages are not installed yet."""
+        return step_availability(self.capabilities, OFFERED_STEPS)
 
     @staticmethod
     def detector_models() -> list:
@@ -140,7 +145,10 @@ class CadLogic:
         case = Case(case_id=p.case_id or p.t2.GetName(), t2=mrml_volumes.volume_node_to_image(p.t2))
         used = [("T2", p.t2)]
         if p.adc is not None:
-            case.adc = mrml_volumes.volume_node_to_image(p.adc)
+            # in 10^-6 mm²/s, as the project's loader gives it, also when the ADC was loaded by Slicer's own
+            # DICOM module in the scanner's unit (the panel's database load converts the node itself)
+            case.adc, unit_note = adc_to_micro(mrml_volumes.volume_node_to_image(p.adc))
+            case.notes += [f"ADC '{p.adc.GetName()}': {unit_note}"] if unit_note else []
             used.append(("ADC", p.adc))
         for role in ("DWI_LOW", "DWI_HIGH"):
             node = p.input(role)

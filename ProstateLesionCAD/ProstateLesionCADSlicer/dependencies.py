@@ -37,7 +37,8 @@ TorchRunner = Callable[[str, Path], None]  # "torch>=2.2", a constraints file; r
 Confirm = Callable[[str, str], bool]  # (question, details) -> install?
 Progress = Callable[[float, str], None]  # (fraction 0..1, message)
 
-STEP_NAMES = {"registration": "Registration", "zones": "Zones", "detection": "Detect", "training": "Training"}
+STEP_NAMES = {"registration": "Registration", "zones": "Zones", "detection": "Detect", "training": "Training",
+              "dicom-seg": "Export to DICOM database"}
 
 
 class PipFailed(Exception):

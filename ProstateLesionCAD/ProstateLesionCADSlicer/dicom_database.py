@@ -15,7 +15,9 @@ Three parts, so that only the first needs a running Slicer:
   role's files are handed to a series loader — in Slicer the DICOM scalar volume plugin
   (`dicom_plugin_loader`), which gives the volume its DICOM.instanceUIDs and its subject
   hierarchy entry — and the panel's attributes are added:
-  role, b-value, SeriesInstanceUID. DCE time points become one vtkMRMLSequenceNode
+  role, b-value, SeriesInstanceUID. An ADC stored in another unit than 10⁻⁶ mm²/s (10⁻³ mm²/s,
+  mm²/s: some Philips and PACS exports) is converted in place by the project loader's rule
+  (mrml_volumes.adc_node_to_micro) and says so (ADC_UNIT_ATTRIBUTE, the status line). DCE time points become one vtkMRMLSequenceNode
   (index: time in seconds) with a sequence browser; Slicer's Sequences module creates the
   proxy volume the views show.
 
@@ -39,12 +41,13 @@ from ProstateLesionCADLib.study.series_plan import FORMAT as PLAN_FORMAT
 
 from .background_process import cli_command
 from .cad_logic import B_VALUE_ATTRIBUTE, ROLE_ATTRIBUTE
-from .mrml_volumes import image_to_volume_node
+from .mrml_volumes import adc_node_to_micro, image_to_volume_node
 
 if TYPE_CHECKING:
     from ProstateLesionCADLib.study.case import Case
 
 INSTANCE_UIDS_ATTRIBUTE = "DICOM.instanceUIDs"  # set by Slicer's DICOM plugins: SOPInstanceUIDs, one per slice
+ADC_UNIT_ATTRIBUTE = "ProstateLesionCAD.ADCUnit"  # what was done to an ADC read in another unit
 SERIES_UID_ATTRIBUTE = "ProstateLesionCAD.SeriesInstanceUID"
 STUDY_UID_TAG = "0020,000D"
 SERIES_UID_TAG = "0020,000E"
@@ -122,6 +125,35 @@ def database_studies(database) -> list[StudyEntry]:
     return entries
 
 
+class DatabaseImport:
+    """A folder imported into Slicer's DICOM database without blocking the GUI.
+
+    DICOMUtils.importDicom (Slicer 5.12) calls ctkDICOMIndexer.addDirectory and then
+    waitForImportFinished, which spins a local event loop until the indexer's worker thread is
+    done: the panel's handler would not return for the whole import. Here the indexer runs with
+    `backgroundImportEnabled` (the Q_PROPERTY Slicer's DICOMListener and CTK's DICOM browsers set),
+    so addDirectory returns at once (for a folder holding a DICOMDIR, after reading that index
+    file), and the panel's timer polls the indexer's `importing` property. The indexer object
+    (`ctk.ctkDICOMIndexer()` in Slicer) is passed in, so that this class imports no Qt.
+    """
+
+    def __init__(self, indexer, database, folder, copy_files: bool = False):
+        self.indexer, self.folder = indexer, str(folder)
+        self.cancelled = False
+        indexer.backgroundImportEnabled = True
+        indexer.addDirectory(database, self.folder, copy_files)
+
+    @property
+    def finished(self) -> bool:
+        return not self.indexer.importing
+
+    def cancel(self) -> None:
+        """Stop indexing what is still queued (files indexed so far stay in the database); `finished`
+        once the indexer's thread has stopped."""
+        self.cancelled = True
+        self.indexer.cancel()
+
+
 # ------------------------------------------------------------ classification (a background command)
 
 def write_file_list(files: Sequence[str], work_dir) -> Path:
@@ -181,6 +213,9 @@ class LoadedStudy:
         text = f"{self.case_id}: " + ", ".join(sorted(self.created))
         if self.skipped:
             text += f"; not loaded ({', '.join(self.skipped)}: not one file per slice)"
+        adc = self.created.get("ADC")
+        if adc is not None and adc.GetAttribute(ADC_UNIT_ATTRIBUTE):
+            text += f"; {adc.GetAttribute(ADC_UNIT_ATTRIBUTE)}"
         return text
 
 
@@ -222,6 +257,10 @@ def _load_entry(entry: dict, name: str, role: str, load_series: SeriesLoader, b:
                 scene=None, image=None):
     """A volume node through the series loader, or from the exported `image` when given."""
     node = load_series(list(entry["files"]), name) if image is None else image_to_volume_node(scene, image, name)
+    if role == "ADC" and image is None:  # the exported image is in 10^-6 mm²/s already (the project's loader)
+        note = adc_node_to_micro(node)
+        if note:
+            node.SetAttribute(ADC_UNIT_ATTRIBUTE, note)
     node.SetAttribute(ROLE_ATTRIBUTE, role)
     node.SetAttribute(SERIES_UID_ATTRIBUTE, entry["series_uid"])
     if b is not None:

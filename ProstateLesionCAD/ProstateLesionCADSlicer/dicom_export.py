@@ -12,8 +12,10 @@ Three parts, as in dicom_database.py, so that only the last needs a running Slic
 - **The background command** (`export_command`): `prostate-cad export <study> --detections
   <run>/detections.json [--zones zones.nrrd] --dicom-seg --dicom-sr --out <step>/out`, run in the
   panel's ProcessRunner; the zones are the (possibly hand-edited) zones the panel shows.
-- **The import** (`import_into_database`): the written SEG and SR are copied into the database
-  (DICOMLib.DICOMUtils.importDicom), since the step's folder is removed afterwards.
+- **The import** (`start_import`): the written SEG and SR are moved out of the step's folder (which
+  is removed once the step is done) into a folder of their own and copied into the database by the
+  DICOM indexer in its background thread (dicom_database.DatabaseImport); the panel removes that
+  folder once the indexer is done (`finish_import`).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -31,9 +34,10 @@ from ProstateLesionCADLib.export.results import SEG_FILE, SR_FILE
 from ProstateLesionCADLib.study.case_json import CASE_JSON
 
 from . import dicom_database
-from .background_process import cli_command
+from .cad_logic import DICOM_EXPORT_STEP
+from .step_arguments import DicomExportArguments
 
-STEP = "dicom-seg"  # the panel's name for the step (status label, runner)
+STEP = DICOM_EXPORT_STEP  # the panel's name for the step (capabilities, requirements, status label, runner)
 STUDY_FOLDER = "study"
 STUDY_CASE = "study-case.json"
 ZONES_FILE = "zones.nrrd"
@@ -106,10 +110,8 @@ def study_source(params, work_dir, database=None) -> Path:
 
 def export_command(source, detections, out_dir, zones_file=None, python: Optional[str] = None) -> list[str]:
     """The argv writing the SEG and SR of a run (`prostate-cad export ... --dicom-seg --dicom-sr`)."""
-    args = [str(source), "--detections", str(detections), "--dicom-seg", "--dicom-sr", "--out", str(out_dir)]
-    if zones_file is not None:
-        args += ["--zones", str(zones_file)]
-    return cli_command("export", args, python)
+    return DicomExportArguments(Path(source), Path(detections), Path(out_dir),
+                                Path(zones_file) if zones_file is not None else None).command(python=python)
 
 
 def panel_export_command(cad, work_dir, database=None, python: Optional[str] = None) -> list[str]:
@@ -137,13 +139,21 @@ def exported_files(out_dir) -> list[Path]:
     return files
 
 
-def import_into_database(out_dir, database) -> list[Path]:
-    """Copy the written SEG and SR into Slicer's DICOM database (needs a running Slicer)."""
-    from DICOMLib import DICOMUtils
-
+def start_import(out_dir, database, indexer) -> "dicom_database.DatabaseImport":
+    """Start copying the written SEG and SR into Slicer's DICOM database in the indexer's thread (in
+    Slicer `ctk.ctkDICOMIndexer()`); they are first moved to a folder of their own, which outlives the
+    step's folder until `finish_import`."""
     files = exported_files(out_dir)
     if database is None:
         raise CaseError("Slicer's DICOM database is not open: open it in the DICOM module first.")
-    if not DICOMUtils.importDicom(str(out_dir), database, copyFiles=True):
-        raise CaseError(f"Slicer's DICOM database could not import {', '.join(f.name for f in files)}.")
-    return files
+    folder = Path(tempfile.mkdtemp(prefix="ProstateLesionCAD-dicom-seg-"))
+    for path in files:
+        shutil.move(str(path), folder / path.name)
+    return dicom_database.DatabaseImport(indexer, database, folder, copy_files=True)
+
+
+def finish_import(job: "dicom_database.DatabaseImport") -> list[str]:
+    """Once the indexer is done: the names of the files it was given; their folder is removed."""
+    names = sorted(path.name for path in Path(job.folder).iterdir())
+    shutil.rmtree(job.folder, ignore_errors=True)
+    return names

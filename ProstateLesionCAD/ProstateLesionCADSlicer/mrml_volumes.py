@@ -55,6 +55,33 @@ def volume_node_to_image(node) -> sitk.Image:
     return image
 
 
+def adc_node_to_micro(node) -> Optional[str]:
+    """Put an ADC volume's voxels in 10⁻⁶ mm²/s in place, by the rule of the project's loader
+    (study.adc_units: the unit named by the 99th percentile of the positive values), as a volume
+    read by Slicer's DICOM plugin keeps the scanner's unit (10⁻³ mm²/s or mm²/s on some Philips
+    and PACS exports). Returns the note the loader gives (None when nothing was done); window and
+    level follow the new values."""
+    from ProstateLesionCADLib.study.adc_units import adc_unit
+
+    data = node.GetImageData()
+    if data is None or data.GetPointData().GetScalars() is None:
+        return None
+    values = numpy_support.vtk_to_numpy(data.GetPointData().GetScalars())
+    name, factor, p99 = adc_unit(values)
+    if name is None:
+        return f"ADC values (99th percentile {p99:.4g}) fit no known unit; used as stored, as 10^-6 mm²/s"
+    if factor == 1.0:
+        return None
+    scaled = (values.astype(np.float32) * np.float32(factor)).astype(np.float32)
+    data.GetPointData().SetScalars(numpy_support.numpy_to_vtk(scaled, deep=True))
+    data.Modified()
+    node.Modified()
+    display = node.GetDisplayNode()
+    if display is not None:
+        display.AutoWindowLevelOn()
+    return f"ADC stored in {name} (99th percentile {p99:.4g}); multiplied by {factor:g} to 10^-6 mm²/s"
+
+
 def ras_to_ijk(node, ras) -> tuple[float, float, float]:
     """Continuous voxel index of a RAS point in a volume node."""
     m = vtk.vtkMatrix4x4()

@@ -123,15 +123,28 @@ def sample_lesion() -> tuple[tuple[float, float, float], int]:
     return tuple(coordinates.lps_to_ras(truth.center_lps)), truth.ggg
 
 
-def annotate_sample(scene, t2_node, out_dir=None) -> Path:
-    """Seed on the sample's lesion, grow, move the seed, re-grow, export; returns the ground-truth file."""
+def _grow(queue, seeds, t2_node, point_ids, timeout: float):
+    """A grow as the panel runs it (annotate_growing: `prostate-cad grow` in the background); its outcome."""
+    finished = queue.request(seeds, t2_node, point_ids)
+    updates = [finished] if finished is not None else queue.wait(timeout)
+    if len(updates) != 1 or updates[0].error:
+        raise StepFailed(f"Growing failed: {updates[-1].error if updates else 'no result'}")
+    return updates[0].outcome
+
+
+def annotate_sample(scene, t2_node, out_dir=None, timeout: float = 600.0) -> Path:
+    """Seed on the sample's lesion, grow, move the seed, re-grow (both in the background, as the panel
+    grows), export; returns the ground-truth file."""
+    from .annotate_growing import MOVED, GrowQueue
+
     logic = AnnotateLogic(scene)
+    queue = GrowQueue(logic)
     ras, ggg = sample_lesion()
     seeds = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "Self-test seeds")
     seeds.AddControlPoint(*ras, "")
     pid = logic.point_ids(seeds)[0]
     logic.set_ggg(seeds, pid, ggg)
-    grown = logic.grow_all(seeds, t2_node)
+    grown = _grow(queue, seeds, t2_node, None, timeout)
     if grown.grown != [pid]:
         raise StepFailed(f"Growing the seed gave: {grown.message()}")
     seg_node = logic.segmentation_of(seeds)
@@ -142,7 +155,7 @@ def annotate_sample(scene, t2_node, out_dir=None) -> Path:
     seeds.SetNthControlPointPosition(0, *(np.array(ras) + SEED_MOVE_MM))
     if logic.moved_seeds(seeds) != [pid]:
         raise StepFailed("Moving the seed was not noticed.")
-    regrown = logic.regrow_moved(seeds, t2_node)
+    regrown = _grow(queue, seeds, t2_node, MOVED, timeout)
     if regrown.grown != [pid] or logic.moved_seeds(seeds):
         raise StepFailed(f"Re-growing the moved seed gave: {regrown.message()}")
     folder = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="ProstateLesionCAD-selftest-"))

@@ -117,6 +117,25 @@ class DetectionArguments(StepArguments):
 
 
 @dataclass(frozen=True)
+class DicomExportArguments(StepArguments):
+    """A detection run (and the zones shown) as a DICOM SEG and SR over the study `source` (a DICOM
+    folder, or a case file choosing the T2's series among the database's files)."""
+
+    STEP: ClassVar[str] = "dicom-seg"
+    source: Path
+    detections: Path
+    out_dir: Path
+    zones_file: Optional[Path] = None
+
+    def as_arg_list(self, step: Step) -> list[str]:
+        args = [str(self.source), "--detections", str(self.detections), "--dicom-seg", "--dicom-sr",
+                "--out", str(self.out_dir)]
+        if self.zones_file is not None:
+            args += ["--zones", str(self.zones_file)]
+        return args
+
+
+@dataclass(frozen=True)
 class InstallArguments(StepArguments):
     STEP: ClassVar[str] = "install"
     source: str  # package folder, archive, URL or catalogue name

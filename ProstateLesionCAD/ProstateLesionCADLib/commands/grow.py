@@ -19,6 +19,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--case-id", default=None, help="which case of a multi-case seed JSON")
     parser.add_argument("--prostate", default=None, help="prostate mask (or zones label map) on any grid: "
                                                          "clips leaks out of the gland")
+    parser.add_argument("--zones", default=None, help="zones label map on the T2 grid (1 = CG, 2 = PZ): a lesion "
+                                                      "stays in its seed's zone, as the Slicer panel grows it; "
+                                                      "also the gland mask when --prostate is not given")
     parser.add_argument("--transform", default=None, help="registration transform (ITK .h5/.tfm) applied to "
                                                           "the high-b DWI (and ADC with --method released) before growing (Ktrans stays as "
                                                           "acquired, as in the paper)")
@@ -40,7 +43,7 @@ def run(args) -> int:
 
     from ..study.loading import load_case
     from ..errors import CaseError
-    from ..image_files import with_format
+    from ..image_files import read_image_file, same_grid, with_format
     from ..lesions.annotation_files import LABELS_FILE, write_annotation
     from ..lesions.grow_methods import DEFAULT_GROW_METHOD, grow_method
     from ..lesions.growing import GrowParams, grow_lesions
@@ -70,9 +73,16 @@ def run(args) -> int:
             raise CaseError(f"{args.prostate}: not a readable image file.") from None
     elif case.prostate is not None:
         prostate = case.prostate
+    zones = None
+    if args.zones:
+        zones = read_image_file(args.zones, "zones label map", label=True, max_label=2)
+        if not same_grid(zones, case.t2):
+            raise CaseError(f"{args.zones}: the zones label map is not on the T2 image grid.")
+        if prostate is None:
+            prostate = zones > 0
     sequences_of, grow_one = grow_method(method, transform)
     labels, reports = grow_lesions(case.t2, seeds, sequences_of(case, transform), prostate, params,
-                                   sub_progress(progress, 0.3, 0.95), grow_one=grow_one)
+                                   sub_progress(progress, 0.3, 0.95), zones=zones, grow_one=grow_one)
     write_annotation(args.out, case.case_id, labels, [r.seed for r in reports],
                      label_of={r.seed.id: r.label for r in reports},
                      extra_json={"grow.json": {"case_id": case.case_id, "method": method, "lesions": [r.summary() for r in reports]}},
