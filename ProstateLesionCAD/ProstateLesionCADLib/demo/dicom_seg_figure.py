@@ -133,38 +133,45 @@ def read_seg_over_t2(seg_path: str | os.PathLike, t2_folder: str | os.PathLike) 
     return SegOverlay(str(getattr(seg, "SeriesDescription", "") or ""), segments, slices)
 
 
-def overlay_rgba(image: SegSlice, segments: dict[int, SegSegment], alpha: float = 0.45) -> np.ndarray:
-    """The colour layer drawn over the T2: each lesion segment's pixels in its SEG colour (later
-    segments on top), transparent elsewhere."""
+def drawn_segments(overlay: SegOverlay, lesions: int = 5) -> list[int]:
+    """The segments a figure draws: the first `lesions` lesion segments (the SEG lists them by
+    rank, highest score first) and every zone segment."""
+    numbers = [n for n, s in overlay.segments.items() if s.lesion][:lesions]
+    return numbers + [n for n, s in overlay.segments.items() if not s.lesion]
+
+
+def overlay_rgba(image: SegSlice, segments: dict[int, SegSegment], numbers: Optional[Sequence[int]] = None,
+                 alpha: float = 0.45) -> np.ndarray:
+    """The colour layer drawn over the T2: each lesion segment's pixels (of `numbers`, default
+    all) in its SEG colour (later segments on top), transparent elsewhere."""
     layer = np.zeros(image.t2.shape + (4,), float)
     for number, mask in image.masks.items():
-        if segments[number].lesion:
+        if segments[number].lesion and (numbers is None or number in numbers):
             layer[mask] = (*segments[number].rgb, alpha)
     return layer
 
 
-def shown_slices(overlay: SegOverlay, panels: int = 3) -> list[SegSlice]:
-    """Up to `panels` T2 images: the one holding most of each lesion segment in turn (distinct
-    images, slice order); without lesions the image with most zone pixels."""
+def shown_slices(overlay: SegOverlay, numbers: Sequence[int], panels: int = 3) -> list[SegSlice]:
+    """Up to `panels` T2 images: the one holding most of each lesion segment of `numbers` in turn
+    (distinct images, slice order); without lesions the image with most zone pixels."""
     chosen: list[SegSlice] = []
-    lesions = [n for n, s in overlay.segments.items() if s.lesion]
-    for number in lesions:
+    for number in (n for n in numbers if overlay.segments[n].lesion):
         best = max(overlay.slices, key=lambda s: int(s.masks[number].sum()))
         if best.masks[number].any() and best not in chosen:
             chosen.append(best)
         if len(chosen) == panels:
             break
     if not chosen and overlay.slices:
-        chosen = [max(overlay.slices, key=lambda s: sum(int(m.sum()) for m in s.masks.values()))]
+        chosen = [max(overlay.slices, key=lambda s: sum(int(s.masks[n].sum()) for n in numbers))]
     return sorted(chosen, key=lambda s: s.position)
 
 
-def _view(images: Sequence[SegSlice], margin: float = 0.35) -> tuple[slice, slice]:
-    """A square window around every segment pixel of the shown images (the whole image without any)."""
+def _view(images: Sequence[SegSlice], numbers: Sequence[int], margin: float = 0.35) -> tuple[slice, slice]:
+    """A square window around every drawn segment pixel of the shown images (the whole image without any)."""
     union = np.zeros(images[0].t2.shape, bool)
     for image in images:
-        for mask in image.masks.values():
-            union |= mask
+        for number in numbers:
+            union |= image.masks[number]
     if not union.any():
         return slice(None), slice(None)
     rows, columns = np.nonzero(union)
@@ -174,40 +181,50 @@ def _view(images: Sequence[SegSlice], margin: float = 0.35) -> tuple[slice, slic
     return cut[0], cut[1]
 
 
-def draw_seg_over_t2(overlay: SegOverlay, path: str | os.PathLike, title: str, panels: int = 3) -> list[SegSlice]:
-    """Write the figure: lesion segments filled and outlined in their SEG colours, zone segments
-    outlined, over the shown T2 images; returns the images shown."""
+def draw_seg_over_t2(overlay: SegOverlay, path: str | os.PathLike, title: str, panels: int = 3,
+                     lesions: int = 5) -> list[SegSlice]:
+    """Write the figure: the `lesions` highest-ranked lesion segments filled and outlined in their
+    SEG colours, zone segments outlined, over the shown T2 images; returns the images shown."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    images = shown_slices(overlay, panels)
+    numbers = drawn_segments(overlay, lesions)
+    images = shown_slices(overlay, numbers, panels)
     if not images:
         raise CaseError("The SEG refers to no T2 image, so there is nothing to draw.")
-    rows, columns = _view(images)
-    fig, axes = plt.subplots(1, len(images), figsize=(3.6 * len(images), 4.3), squeeze=False)
+    rows, columns = _view(images, numbers)
+    handles = [Line2D([], [], color=overlay.segments[n].rgb, lw=4 if overlay.segments[n].lesion else 1.5,
+                      ls="-" if overlay.segments[n].lesion else "--", label=overlay.segments[n].label)
+               for n in numbers if any(i.masks[n].any() for i in images)]
+    legend_rows = -(-len(handles) // 3)
+    fig, axes = plt.subplots(1, len(images), figsize=(3.6 * len(images), 3.7 + 0.22 * legend_rows), squeeze=False)
     for ax, image in zip(axes[0], images):
         t2 = image.t2[rows, columns]
         lo, hi = np.percentile(t2, [1, 99.5])
         ax.imshow(t2, cmap="gray", vmin=lo, vmax=hi, interpolation="nearest")
-        ax.imshow(overlay_rgba(image, overlay.segments)[rows, columns], interpolation="nearest")
-        for number, mask in image.masks.items():
-            if mask[rows, columns].any():
+        ax.imshow(overlay_rgba(image, overlay.segments, numbers)[rows, columns], interpolation="nearest")
+        for number in numbers:
+            mask = image.masks[number][rows, columns]
+            if mask.any():
                 segment = overlay.segments[number]
-                ax.contour(mask[rows, columns].astype(float), levels=[0.5], colors=[segment.rgb],
+                ax.contour(mask.astype(float), levels=[0.5], colors=[segment.rgb],
                            linewidths=1.2 if segment.lesion else 0.8, linestyles="solid" if segment.lesion else "dashed")
         where = f"instance {image.instance_number}" if image.instance_number is not None else "image"
         where += f", frame {image.frame}" if image.frame is not None else ""
         ax.set_title(f"T2 {where} (slice at {image.position:.1f} mm)", fontsize=7)
         ax.axis("off")
-    handles = [Line2D([], [], color=s.rgb, lw=4 if s.lesion else 1.5, ls="-" if s.lesion else "--", label=s.label)
-               for s in overlay.segments.values() if any(i.masks[s.number].any() for i in images)]
     if handles:
         fig.legend(handles=handles, loc="lower center", ncol=min(3, len(handles)), fontsize=7, frameon=False)
+    total = sum(1 for s in overlay.segments.values() if s.lesion)
+    drawn = sum(1 for n in numbers if overlay.segments[n].lesion)
+    if drawn < total:
+        title += f"\n{drawn} highest-scoring of its {total} lesion segments shown"
     fig.suptitle(title, fontsize=8)
-    fig.tight_layout(rect=(0, 0.1 if handles else 0, 1, 0.95))
+    height = fig.get_size_inches()[1]
+    fig.tight_layout(rect=(0, (0.22 * legend_rows + 0.15) / height if handles else 0, 1, 1 - 0.45 / height))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
