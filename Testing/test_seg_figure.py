@@ -147,11 +147,16 @@ def test_the_figure_follows_the_file(demo_step_run, run_dir, study, tmp_path):
     assert any(old.masks[1].any() for old in before.slices)
 
 
-def _tool(argv):
+def _captured(call, *args):
+    """(exit status, stdout, stderr) of a command-line entry point."""
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli.run_tool(seg_figure, argv)
+        code = call(*args)
     return code, out.getvalue(), err.getvalue()
+
+
+def _tool(argv):
+    return _captured(cli.run_tool, seg_figure, argv)
 
 
 def test_developer_tool_draws_a_seg_and_refuses_a_wrong_study(demo_step_run, run_dir, study, prostatex_dir, tmp_path):
@@ -166,3 +171,22 @@ def test_developer_tool_draws_a_seg_and_refuses_a_wrong_study(demo_step_run, run
     assert code == 2 and "T2 images the SEG refers to are not there" in stderr and not (tmp_path / "x.png").exists()
     code, _, stderr = _tool([str(study / "missing.dcm"), "--t2", str(study), "--out", str(tmp_path / "x.png")])
     assert code == 2 and "no such file" in stderr
+
+
+def test_demo_refuses_a_dicom_study_of_another_patient_before_running(study, tmp_path):
+    from ProstateLesionCADLib.demo.run import default_steps, run_demo
+    from ProstateLesionCADLib.errors import CaseError
+
+    other = tmp_path / "other-patient"
+    t2 = next(p for p in study.iterdir() if "t2tsetra" in p.name)
+    (other / t2.name).mkdir(parents=True)
+    for path in t2.glob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        ds.PatientID = "ProstateX-9999"
+        ds.save_as(other / t2.name / path.name)
+    with pytest.raises(CaseError, match="is of 'ProstateX-9999', not of the case 'ProstateX-0000'"):
+        run_demo(tmp_path / "out", steps=default_steps()[:1], options={"dicom": other})
+    assert not (tmp_path / "out").exists()
+    code, _, stderr = _captured(cli.main, ["demo", "--out", str(tmp_path / "out2"), "--dicom", str(tmp_path / "none")])
+    assert code == 2 and "--dicom" in stderr and "no such folder" in stderr and not (tmp_path / "out2").exists()
+

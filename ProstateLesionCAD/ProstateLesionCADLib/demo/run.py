@@ -47,6 +47,21 @@ def _load_sample(state: DemoState, progress: ProgressCallback) -> None:
     progress(0.0, f"loading {state.case_dir}")
     state.case = load_case(state.case_dir)
     progress(1.0, f"loaded {state.case.case_id}: {', '.join(state.case.roles_present())}")
+    if state.results.get("dicom") is not None:
+        _check_dicom_study(state)
+
+
+def _check_dicom_study(state: DemoState) -> None:
+    """The DICOM study given for the SEG is the case's own patient (said now, not after the run)."""
+    from ..errors import CaseError
+    from ..export.source import find_source
+
+    study = find_source(state.results["dicom"])
+    if study.dicom is None:
+        raise CaseError(f"{state.results['dicom']}: not a DICOM study ({study.no_dicom})")
+    if study.case_id != state.case.case_id:
+        raise CaseError(f"The DICOM study {state.results['dicom']} is of {study.case_id!r}, not of the case "
+                        f"{state.case.case_id!r}; give the case's own DICOM study.")
 
 
 def _pipeline(state: DemoState):
