@@ -23,9 +23,9 @@ from ProstateLesionCADLib.demo.dicom_seg_figure import draw_seg_over_t2, overlay
 from ProstateLesionCADLib.demo.run import DemoState, dicom_step
 from ProstateLesionCADLib.export.results import SEG_FILE, SR_FILE
 from ProstateLesionCADLib.export.source import dicom_source
-from ProstateLesionCADLib.formats import DetectionSet, read_detections, write_detections
+from ProstateLesionCADLib.formats import read_detections
 from ProstateLesionCADLib.lesions.masks import detection_mask
-from test_export import CASE, MODEL, _blobs, _dcmqi_masks, _detections, _zones
+from test_export import CASE, _dcmqi_masks, write_run
 
 
 @pytest.fixture(scope="module")
@@ -41,16 +41,7 @@ def source(study):
 @pytest.fixture(scope="module")
 def run_dir(source, tmp_path_factory):
     """A demo-like output folder: detections/ (hand-made detections, probability map) and zones/."""
-    grid = source.t2_grid
-    root = tmp_path_factory.mktemp("demo-out")
-    (root / "detections").mkdir()
-    (root / "zones").mkdir()
-    sitk.WriteImage(_blobs(grid), str(root / "detections" / "lesion-probability.nrrd"), True)
-    case = _detections(grid)
-    case.probability_map = root / "detections" / "lesion-probability.nrrd"
-    write_detections(DetectionSet([case], MODEL), root / "detections" / "detections.json")
-    sitk.WriteImage(_zones(grid), str(root / "zones" / "zones.nrrd"), True)
-    return root
+    return write_run(tmp_path_factory.mktemp("demo-out"), source.t2_grid, detections="detections")
 
 
 @pytest.fixture(scope="module")
@@ -190,3 +181,32 @@ def test_demo_refuses_a_dicom_study_of_another_patient_before_running(study, tmp
     code, _, stderr = _captured(cli.main, ["demo", "--out", str(tmp_path / "out2"), "--dicom", str(tmp_path / "none")])
     assert code == 2 and "--dicom" in stderr and "no such folder" in stderr and not (tmp_path / "out2").exists()
 
+
+
+@pytest.mark.parametrize("true_enhanced", [False, True], ids=["legacy-converted", "enhanced-mr"])
+def test_over_a_multiframe_t2_the_figure_takes_each_frame_it_refers_to(demo_step_run, run_dir, study, source,
+                                                                       tmp_path, true_enhanced):
+    """The T2 as one multi-frame object (frames in reverse slice order): each SEG frame is drawn
+    over the T2 frame it names, and the masks are those of the SEG over the single-frame T2."""
+    from dicom_variants import legacy_enhanced
+
+    copy = legacy_enhanced(study, tmp_path / "study", numbers=[4], true_enhanced=true_enhanced)
+    multi = dicom_source(copy)
+    code, _, stderr = _captured(cli.main, ["export", str(copy), "--detections",
+                                           str(run_dir / "detections" / "detections.json"), "--zones",
+                                           str(run_dir / "zones" / "zones.nrrd"), "--out", str(tmp_path / "out"),
+                                           "--dicom-seg"])
+    assert code == 0, stderr
+    overlay = read_seg_over_t2(tmp_path / "out" / SEG_FILE, copy)
+    single = read_seg_over_t2(run_dir / "dicom" / SEG_FILE, study)
+    k_of_frame = {frame + 1: k for k, frame in enumerate(multi.dicom.frame_of_slice)}
+    k_of_uid = {ds.SOPInstanceUID: k for k, ds in enumerate(source.dicom.datasets)}
+    assert {s.sop_instance_uid for s in overlay.slices} == {multi.dicom.datasets[0].SOPInstanceUID}
+    assert sorted(k_of_frame[s.frame] for s in overlay.slices) == sorted(k_of_uid[s.sop_instance_uid]
+                                                                       for s in single.slices)
+    by_k = {k_of_uid[s.sop_instance_uid]: s for s in single.slices}
+    for image in overlay.slices:
+        reference = by_k[k_of_frame[image.frame]]
+        assert np.array_equal(image.t2, reference.t2)
+        assert all(np.array_equal(image.masks[n], reference.masks[n]) for n in reference.masks)
+    draw_seg_over_t2(overlay, tmp_path / "multi.png", "multi-frame")
