@@ -42,8 +42,10 @@ $(STAMP512): pyproject.toml requirements-lock.txt
 	$(PY512) -m pip install --quiet --no-deps -c $(VENV512)/constraints.txt lavlab-taps
 	touch $(STAMP512)
 
+# --dicom: the sample's own DICOM study (the tests' copy), so the demo also writes the detections as a
+# DICOM SEG/SR and draws the SEG, read back from its file, over the T2 (demo-output/dicom/)
 demo: $(STAMP)
-	$(VENV)/bin/prostate-cad demo --out demo-output --overwrite
+	$(VENV)/bin/prostate-cad demo --out demo-output --overwrite --dicom Testing/data/prostatex/ProstateX-0000
 
 test: $(STAMP) $(STAMP512)
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q

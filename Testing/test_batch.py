@@ -123,6 +123,34 @@ def test_list_files_and_several_paths_name_cases(first_run, studies, tmp_path, c
     assert "--zones name one case's files" in capsys.readouterr().err
 
 
+def test_each_cases_detections_file_is_read_once(first_run, studies, tmp_path, monkeypatch, capsys):
+    """A batch reads a skipped case's detections.json once (finished? count, cohort file) and a
+    case it runs once (the cohort file)."""
+    from collections import Counter
+
+    from ProstateLesionCADLib import formats
+
+    _, out, _, _ = first_run
+    resumed = tmp_path / "out"
+    shutil.copytree(out, resumed)
+    shutil.rmtree(resumed / GOOD[1])
+    reads: Counter = Counter()
+    real = formats.read_detections
+
+    def counting(path, *args, **kwargs):
+        reads[str(path)] += 1
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(formats, "read_detections", counting)
+    listing = tmp_path / "cases.txt"
+    listing.write_text("\n".join(str(studies / name) for name in GOOD) + "\n")
+    assert cli.main(["detect", str(listing), "--out", str(resumed), "-q", *OPTIONS]) == 0
+    assert [r[1] for r in _table_rows(capsys.readouterr().out).values()] == [SKIPPED, "done", SKIPPED]
+    assert reads == Counter({str(resumed / name / "detections.json"): 1 for name in GOOD})
+    cohort = real(resumed / "detections.json")
+    assert [c.case_id for c in cohort.cases] == GOOD
+
+
 @pytest.mark.extended
 def test_dicom_study_with_series_subfolders_is_one_case_and_a_folder_of_them_a_batch(prostatex_0218_dir):
     prostatex_dir = prostatex_0218_dir.parent  # the data folder holding both studies

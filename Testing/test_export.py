@@ -104,18 +104,22 @@ def grid(study):
     return dicom_source(study).t2_grid
 
 
+def write_run(root: Path, grid: sitk.Image, detections: str = "det") -> Path:
+    """root/<detections>/ (detections.json + lesion-probability.nrrd of DETECTIONS) and root/zones/zones.nrrd."""
+    (root / detections).mkdir(parents=True)
+    (root / "zones").mkdir()
+    sitk.WriteImage(_blobs(grid), str(root / detections / "lesion-probability.nrrd"), True)
+    case = _detections(grid)
+    case.probability_map = root / detections / "lesion-probability.nrrd"
+    write_detections(DetectionSet([case], MODEL), root / detections / "detections.json")
+    sitk.WriteImage(_zones(grid), str(root / "zones" / "zones.nrrd"), True)
+    return root
+
+
 @pytest.fixture(scope="module")
 def run_dir(grid, tmp_path_factory) -> Path:
     """A detect run's folder (detections.json + lesion-probability.nrrd) and a zones folder."""
-    root = tmp_path_factory.mktemp("run")
-    (root / "det").mkdir()
-    (root / "zones").mkdir()
-    sitk.WriteImage(_blobs(grid), str(root / "det" / "lesion-probability.nrrd"), True)
-    case = _detections(grid)
-    case.probability_map = root / "det" / "lesion-probability.nrrd"
-    write_detections(DetectionSet([case], MODEL), root / "det" / "detections.json")
-    sitk.WriteImage(_zones(grid), str(root / "zones" / "zones.nrrd"), True)
-    return root
+    return write_run(tmp_path_factory.mktemp("run"), grid)
 
 
 def _cli(argv: list[str]) -> tuple[int, str, str]:

@@ -25,6 +25,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from .detection.outputs import DETECTIONS_FILE
 from .errors import CadError, FormatError, ParameterError
+from .formats import DetectionSet
 from .models.package import ModelPackage
 from .output_files import output_claim
 from .pipeline import load_detector, run_pipeline
@@ -182,26 +183,27 @@ def discover_cases(sources: Sequence[str | os.PathLike]) -> list[BatchCase]:
     return cases
 
 
-def is_finished(out_dir: str | os.PathLike) -> bool:
-    """A case's outputs are complete: detections.json reads as valid and the probability map it
-    names exists (the writer stages both, so a stopped run leaves neither)."""
+def finished_detections(out_dir: str | os.PathLike) -> Optional[DetectionSet]:
+    """The case's detections when its outputs are complete: detections.json reads as valid and
+    the probability map it names exists (the writer stages both, so a stopped run leaves
+    neither); None otherwise. The one read of a finished case's file in a batch."""
     from .formats import read_detections
 
     path = Path(out_dir) / DETECTIONS_FILE
     if not path.is_file():
-        return False
+        return None
     try:
         found = read_detections(path)
     except CadError:
-        return False
-    return (len(found.cases) == 1 and found.cases[0].probability_map is not None
-            and Path(found.cases[0].probability_map).is_file())
+        return None
+    finished = (len(found.cases) == 1 and found.cases[0].probability_map is not None
+                and Path(found.cases[0].probability_map).is_file())
+    return found if finished else None
 
 
-def _detections_in(out_dir: Path) -> int:
-    from .formats import read_detections
-
-    return len(read_detections(out_dir / DETECTIONS_FILE).cases[0].detections)
+def is_finished(out_dir: str | os.PathLike) -> bool:
+    """A case's outputs are complete (see `finished_detections`)."""
+    return finished_detections(out_dir) is not None
 
 
 @dataclass
@@ -272,6 +274,7 @@ def detect_cases(cases: Sequence[BatchCase], package: ModelPackage, out_root: st
     out_root = Path(out_root)
     detector = None
     outcomes: list[CaseOutcome] = []
+    skipped_sets: dict[str, DetectionSet] = {}
     n = len(cases)
     for i, item in enumerate(cases):
         def report(fraction: float, message: str, i=i, item=item) -> None:
@@ -279,8 +282,10 @@ def detect_cases(cases: Sequence[BatchCase], package: ModelPackage, out_root: st
 
         out = out_root / item.name
         start = time.perf_counter()
-        if is_finished(out) and not overwrite:
-            outcome = CaseOutcome(item.name, SKIPPED, _detections_in(out), 0.0, out_dir=str(out))
+        found = None if overwrite else finished_detections(out)
+        if found is not None:
+            outcome = CaseOutcome(item.name, SKIPPED, len(found.cases[0].detections), 0.0, out_dir=str(out))
+            skipped_sets[item.name] = found  # kept for the cohort's file: read once
             report(1.0, "finished before, skipped")
         else:
             if detector is None:
@@ -306,18 +311,20 @@ def detect_cases(cases: Sequence[BatchCase], package: ModelPackage, out_root: st
         outcomes.append(outcome)
         if on_case is not None:
             on_case(outcome)
-    write_cohort_detections(out_root, [out_root / o.case for o in outcomes if o.status != FAILED])
+    write_cohort_detections(out_root, [skipped_sets.get(o.case) or out_root / o.case
+                                       for o in outcomes if o.status != FAILED])
     return BatchReport(outcomes, {"name": package.name, "version": package.version})
 
 
-def write_cohort_detections(out_root: Path, case_dirs: Sequence[Path]) -> Optional[Path]:
+def write_cohort_detections(out_root: Path, cases: Sequence[Path | DetectionSet]) -> Optional[Path]:
     """out_root/detections.json: the cases' own detections.json files joined into one (their
-    probability maps referenced where they are); None when no case finished."""
-    from .formats import DetectionSet, read_detections, write_detections
+    probability maps referenced where they are); a case is its output folder, or its detections
+    when they were read already. None when no case finished."""
+    from .formats import read_detections, write_detections
 
-    if not case_dirs:
+    if not cases:
         return None
-    sets = [read_detections(folder / DETECTIONS_FILE) for folder in case_dirs]
+    sets = [c if isinstance(c, DetectionSet) else read_detections(Path(c) / DETECTIONS_FILE) for c in cases]
     path = out_root / DETECTIONS_FILE
     write_detections(DetectionSet([c for s in sets for c in s.cases], model=sets[0].model), path)
     return path

@@ -47,6 +47,21 @@ def _load_sample(state: DemoState, progress: ProgressCallback) -> None:
     progress(0.0, f"loading {state.case_dir}")
     state.case = load_case(state.case_dir)
     progress(1.0, f"loaded {state.case.case_id}: {', '.join(state.case.roles_present())}")
+    if state.results.get("dicom") is not None:
+        _check_dicom_study(state)
+
+
+def _check_dicom_study(state: DemoState) -> None:
+    """The DICOM study given for the SEG is the case's own patient (said now, not after the run)."""
+    from ..errors import CaseError
+    from ..export.source import find_source
+
+    study = find_source(state.results["dicom"])
+    if study.dicom is None:
+        raise CaseError(f"{state.results['dicom']}: not a DICOM study ({study.no_dicom})")
+    if study.case_id != state.case.case_id:
+        raise CaseError(f"The DICOM study {state.results['dicom']} is of {study.case_id!r}, not of the case "
+                        f"{state.case.case_id!r}; give the case's own DICOM study.")
 
 
 def _pipeline(state: DemoState):
@@ -113,6 +128,36 @@ def _detect(state: DemoState, progress: ProgressCallback) -> None:
     progress(1.0, f"{len(result.detections.detections)} detections (demo model)")
 
 
+def _dicom_seg(state: DemoState, progress: ProgressCallback) -> None:
+    """The detections and zones as a DICOM SEG and SR over the study's DICOM T2 (`state.results["dicom"]`,
+    the study the case came from), then the SEG read back from its file and drawn over the T2
+    images it refers to: the figure shows what a DICOM viewer gets, not our own masks."""
+    from ..detection.outputs import DETECTIONS_FILE
+    from ..export.results import SEG_FILE, SR_FILE, export_results
+    from .dicom_seg_figure import draw_seg_over_t2, read_seg_over_t2
+
+    study = Path(state.results["dicom"])
+    zones = state.out / "zones" / "zones.nrrd"
+    folder = state.out / "dicom"
+    result = export_results(study, folder, detections=state.out / "detections" / DETECTIONS_FILE,
+                            zones=zones if zones.is_file() else None, formats=["dicom-seg", "dicom-sr"],
+                            progress=sub_progress(progress, 0.0, 0.6))
+    progress(0.7, f"reading {SEG_FILE} back over the T2 images it refers to")
+    overlay = read_seg_over_t2(folder / SEG_FILE, study)
+    model = state.pipeline.result.model.name if state.pipeline is not None else "the detector"
+    draw_seg_over_t2(overlay, folder / "seg-over-t2.png",
+                     f"DICOM SEG of {model} (DEMO MODEL) and the zones, read back with highdicom over the DICOM T2")
+    state.outputs += [f"dicom/{SEG_FILE}", f"dicom/{SR_FILE}", "dicom/seg-over-t2.png"]
+    lesions = sum(1 for s in overlay.segments.values() if s.lesion)
+    progress(1.0, f"{SEG_FILE}: {lesions} lesions, {len(overlay.segments) - lesions} zones over "
+                  f"{len(overlay.slices)} T2 images of {result.case_id}")
+
+
+def dicom_step() -> DemoStep:
+    """The demo's DICOM step (run_demo adds it when it has a DICOM study for the case)."""
+    return DemoStep("DICOM SEG over T2", _dicom_seg, 1.0)
+
+
 def _write_channels(state: DemoState, progress: ProgressCallback) -> None:
     from ..preprocessing.preprocess import save_preprocessed
 
@@ -175,8 +220,9 @@ def run_demo(out_dir: str | os.PathLike, case_dir: Optional[str | os.PathLike] =
              steps: Optional[list[DemoStep]] = None, progress: Optional[ProgressCallback] = None,
              options: Optional[dict[str, Any]] = None, overwrite: Optional[bool] = None) -> DemoState:
     """Run the demo steps on `case_dir` (default: the embedded sample) into `out_dir`;
-    `options` seed `state.results` (e.g. {"registration_starts": 2}). A non-empty `out_dir`
-    is replaced only with `overwrite` (unset: as the command's --overwrite says)."""
+    `options` seed `state.results` (e.g. {"registration_starts": 2}; {"dicom": DIR}, the DICOM
+    study of the case, adds the DICOM SEG step; a DICOM case folder is its own). A non-empty
+    `out_dir` is replaced only with `overwrite` (unset: as the command's --overwrite says)."""
     from ..errors import CaseError
     from ..resources import sample_case_dir
 
@@ -187,11 +233,15 @@ def run_demo(out_dir: str | os.PathLike, case_dir: Optional[str | os.PathLike] =
             raise CaseError(f"The case {case_path} does not exist.")
         raise CaseError(f"The embedded sample {case_path} does not exist; reinstall the project "
                         f"or pass another case with --case.")
-    steps = steps if steps is not None else default_steps()
+    options = dict(options or {})
+    if options.get("dicom") is None and case_path.is_dir() and not (case_path / "case.json").is_file():
+        options["dicom"] = case_path  # a DICOM study folder
+    if steps is None:
+        steps = default_steps() + ([dicom_step()] if options.get("dicom") is not None else [])
     total = sum(s.weight for s in steps) or 1.0
     done = 0.0
     with staged_output_dir(out_dir, overwrite) as stage:
-        state = DemoState(out=stage, case_dir=case_path, results=dict(options or {}))
+        state = DemoState(out=stage, case_dir=case_path, results=options)
         for number, step in enumerate(steps, 1):
             start = done / total
             done += step.weight
