@@ -5,8 +5,9 @@ Dice of the demo cascade with one_piece_cg only and with the step after it, for 
 setting (the shell) and for the anterior bands the default was chosen against (up to all the
 anterior PZ on the CG's slices); also the share of the phantoms' *true* PZ each would move. On the
 embedded ProstateX-0000 sample (no labelled zones exist): the zones.json split QC (CG islands,
-PZ share behind the gland's centroid, CG roughness) before and after, for both backends. Run it
-as `python -m ProstateLesionCADLib.demo.zones_postprocess_eval [N_PHANTOMS] [FIRST_SEED]`.
+PZ share behind the gland's centroid, CG roughness) before and after, default backend (TAPS). Run it
+as `python -m ProstateLesionCADLib.demo.zones_postprocess_eval [N_PHANTOMS FIRST_SEED [T2...]]` (T2: more
+real T2 images or DICOM series folders, e.g. ProstateX-0218's).
 """
 
 from __future__ import annotations
@@ -64,31 +65,45 @@ def phantom_dice(n_phantoms: int = 8, first_seed: int = 9901) -> dict:
             for name, s in scores.items()}
 
 
-def sample_qc() -> dict:
-    from ..resources import sample_case_dir
+def _read_t2(path: str) -> sitk.Image:
+    """A T2 image file, or a folder holding one DICOM series."""
+    from pathlib import Path
+
+    if Path(path).is_dir():
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(path)))
+        return reader.Execute()
+    return sitk.ReadImage(str(path))
+
+
+def real_qc(t2_path: str) -> dict:
+    """Split QC of the default backend (TAPS gland + the demo CNN-2) on a real T2, per variant."""
     from ..zones.cascade import load_cascade, run_cascade
     from ..zones.qc import check_zone_split
     from ..zones.taps_gland import segment_gland
 
-    t2 = sitk.ReadImage(str(sample_case_dir() / "t2.nrrd"))
-    nets = load_cascade()
-    gland = segment_gland(t2).mask
+    t2 = _read_t2(t2_path)
+    out = run_cascade(load_cascade(), t2, prostate=segment_gland(t2).mask, pz_shell_mm=None)
     result = {}
-    for backend, prostate in (("taps", gland), ("cascade", None)):
-        out = run_cascade(nets, t2, prostate=prostate, pz_shell_mm=None)
-        for name, kw in VARIANTS.items():
-            cg = _apply(out.cg, out.prostate, t2, kw)
-            qc = check_zone_split(_zones_image(cg, out.prostate, t2))
-            qc["cg_voxels"] = int(cg.sum())
-            qc["pz_voxels"] = int((out.prostate & ~cg).sum())
-            result[f"{backend}: {name}"] = qc
+    for name, kw in VARIANTS.items():
+        cg = _apply(out.cg, out.prostate, t2, kw)
+        qc = check_zone_split(_zones_image(cg, out.prostate, t2))
+        qc["cg_voxels"] = int(cg.sum())
+        qc["pz_voxels"] = int((out.prostate & ~cg).sum())
+        result[name] = qc
     return result
 
 
-def measure(n_phantoms: int = 8, first_seed: int = 9901) -> dict:
-    return {"held_out_phantoms": phantom_dice(n_phantoms, first_seed), "ProstateX-0000": sample_qc()}
+def measure(n_phantoms: int = 8, first_seed: int = 9901, real_t2: tuple[str, ...] = ()) -> dict:
+    """Phantom Dice per variant, and the split QC on the embedded ProstateX-0000 T2 and on each of
+    `real_t2` (T2 image files or DICOM series folders)."""
+    from ..resources import sample_case_dir
+
+    return {"held_out_phantoms": phantom_dice(n_phantoms, first_seed),
+            "ProstateX-0000": real_qc(str(sample_case_dir() / "t2.nrrd")),
+            **{str(path): real_qc(path) for path in real_t2}}
 
 
 if __name__ == "__main__":
-    args = [int(a) for a in sys.argv[1:3]]
-    print(json.dumps(measure(*args), indent=1, ensure_ascii=False))
+    numbers = [int(a) for a in sys.argv[1:3]]
+    print(json.dumps(measure(*numbers, real_t2=tuple(sys.argv[3:])), indent=1, ensure_ascii=False))
