@@ -148,8 +148,8 @@ def run_cascade(nets: CascadeNets, t2: sitk.Image, prostate: Optional[sitk.Image
 
     The CG is post-processed into one body (postprocess.one_piece_cg), then the PZ is restricted
     to the gland's posterior-lateral shell of `pz_shell_mm` (postprocess.posterior_lateral_pz, with
-    `pz_anterior_band`; None skips that step). The networks see the T2 in the canonical voxel order (orientation.py);
-    the masks are returned on the T2's own grid."""
+    `pz_anterior_band`; None skips that step). The networks see the T2 in the canonical voxel
+    order (orientation.py); the masks are returned on the T2's own grid."""
     progress = progress or silent
     user_t2, t2 = t2, to_canonical(t2)
     if prostate is not None:

@@ -97,6 +97,7 @@ def one_piece_cg(cg: np.ndarray, prostate: np.ndarray) -> np.ndarray:
 # lowered CG and PZ Dice (the phantoms draw a thin PZ layer in front of the CG near the apex;
 # figures in README, "Zonal segmentation"), so it is an option for real MRI, not the default.
 
+
 def _patient_coordinates(shape: tuple[int, ...], image) -> tuple[np.ndarray, np.ndarray]:
     """L and P coordinates (mm, LPS, origin left out) of the voxels of a (z, y, x) array on
     `image`'s grid, from its direction and spacing, broadcast to `shape`."""
