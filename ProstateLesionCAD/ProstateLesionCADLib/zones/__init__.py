@@ -8,3 +8,5 @@ rest (`postprocess`). `segment.segment_zones` is the entry point; `qc` checks a 
 
 BACKENDS = ("taps", "cascade")  # where the prostate gland comes from
 DEMO_MODEL = "zones-demo-cascade"  # the bundled cascade package (phantom-trained CG/PZ split)
+PZ_SHELL_MM = 16.0  # PZ kept within this depth of the gland surface (postprocess.posterior_lateral_pz)
+ANTERIOR_BAND = 0.0  # anterior midline band given to the CG, share of its half-width; 0 = off (same function)

@@ -25,7 +25,7 @@ from ..models.package import ModelPackage, find_model
 from ..orientation import array_onto_grid, to_canonical
 from ..progress import ProgressCallback, silent
 from . import DEMO_MODEL
-from .postprocess import clean_gland, one_piece_cg, zones_from_masks
+from .postprocess import ANTERIOR_BAND, PZ_SHELL_MM, clean_gland, one_piece_cg, posterior_lateral_pz, zones_from_masks
 
 ARCHITECTURE = "dense-residual-unet-2.5d"
 DEFAULT_SPACING_XY = 1.0
@@ -142,21 +142,25 @@ class CascadeOutput:
 
 
 def run_cascade(nets: CascadeNets, t2: sitk.Image, prostate: Optional[sitk.Image] = None,
-                progress: Optional[ProgressCallback] = None) -> CascadeOutput:
+                progress: Optional[ProgressCallback] = None,
+                pz_shell_mm: Optional[float] = PZ_SHELL_MM, pz_anterior_band: float = ANTERIOR_BAND) -> CascadeOutput:
     """CNN-1 (unless `prostate` is given, e.g. from the TAPS backend), CNN-2, PZ = prostate − CG.
 
-    The networks see the T2 in the canonical voxel order (orientation.py); the masks are
-    returned on the T2's own grid."""
+    The CG is post-processed into one body (postprocess.one_piece_cg), then the PZ is restricted
+    to the gland's posterior-lateral shell of `pz_shell_mm` (postprocess.posterior_lateral_pz, with
+    `pz_anterior_band`; None skips that step). The networks see the T2 in the canonical voxel
+    order (orientation.py); the masks are returned on the T2's own grid."""
     progress = progress or silent
     user_t2, t2 = t2, to_canonical(t2)
     if prostate is not None:
         prostate = to_canonical(prostate)
-    out = _run_canonical(nets, t2, prostate, progress)
+    out = _run_canonical(nets, t2, prostate, progress, pz_shell_mm, pz_anterior_band)
     return CascadeOutput(*(array_onto_grid(a, t2, user_t2) for a in (out.prostate, out.cg, out.zones)))
 
 
 def _run_canonical(nets: CascadeNets, t2: sitk.Image, prostate: Optional[sitk.Image],
-                   progress: ProgressCallback) -> CascadeOutput:
+                   progress: ProgressCallback, pz_shell_mm: Optional[float],
+                   pz_anterior_band: float) -> CascadeOutput:
     grid = working_grid(t2, nets.spacing_xy)
     image = normalise(sitk.GetArrayFromImage(resample(t2, grid)))
     if prostate is None:
@@ -176,5 +180,7 @@ def _run_canonical(nets: CascadeNets, t2: sitk.Image, prostate: Optional[sitk.Im
     cg &= prostate_t2
     if cg.any():
         cg = one_piece_cg(cg, prostate_t2)
+        if pz_shell_mm is not None:
+            cg = posterior_lateral_pz(cg, prostate_t2, t2, shell_mm=pz_shell_mm, anterior_band=pz_anterior_band)
     progress(1.0, "cascade: done")
     return CascadeOutput(prostate_t2, cg, zones_from_masks(prostate_t2, cg))

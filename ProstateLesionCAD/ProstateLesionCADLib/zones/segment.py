@@ -28,7 +28,7 @@ from ..progress import ProgressCallback, silent, sub_progress
 from . import BACKENDS
 
 from .cascade import DEMO_MODEL, load_cascade, run_cascade
-from .postprocess import CG_LABEL, PZ_LABEL
+from .postprocess import ANTERIOR_BAND, CG_LABEL, PZ_LABEL, PZ_SHELL_MM, check_pz_restriction
 from .qc import check_gland, check_zone_split, voxel_volume_cm3
 
 ZONES_FORMAT = "prostate-cad-zones/1"
@@ -52,15 +52,19 @@ def _model_entry(card: dict) -> dict:
 
 def segment_zones(t2: sitk.Image, backend: str = "taps", model: str | os.PathLike = DEMO_MODEL,
                   case_id: str = "", progress: Optional[ProgressCallback] = None,
-                  gland_model_path: Optional[Path] = None) -> ZonesResult:
+                  gland_model_path: Optional[Path] = None,
+                  pz_shell_mm: Optional[float] = PZ_SHELL_MM, pz_anterior_band: float = ANTERIOR_BAND) -> ZonesResult:
     """Zonal label map of `t2` (LPS SimpleITK image, any voxel order) on its own grid, with its
-    report (volumes, models, QC flags)."""
+    report (volumes, models, QC flags, post-processing). `pz_shell_mm`, `pz_anterior_band`: the PZ
+    restriction to the posterior-lateral shell (postprocess.posterior_lateral_pz); None skips it."""
     from .taps_gland import check_t2, segment_gland
 
     progress = progress or silent
     if backend not in BACKENDS:
         raise ParameterError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}.")
     check_t2(t2)
+    if pz_shell_mm is not None:
+        check_pz_restriction(pz_shell_mm, pz_anterior_band)  # before the slow networks
     # Every network below sees the canonical voxel order; zones.nrrd goes back onto the T2's grid.
     user_t2, t2 = t2, to_canonical(t2)
     nets = load_cascade(model)  # fail early on a bad model, before the slow gland network
@@ -68,9 +72,11 @@ def segment_zones(t2: sitk.Image, backend: str = "taps", model: str | os.PathLik
     if backend == "taps":
         gland = segment_gland(t2, gland_model_path, sub_progress(progress, 0.0, 0.85))
         models["prostate"] = gland.model
-        out = run_cascade(nets, t2, prostate=gland.mask, progress=sub_progress(progress, 0.85, 1.0))
+        out = run_cascade(nets, t2, prostate=gland.mask, progress=sub_progress(progress, 0.85, 1.0),
+                          pz_shell_mm=pz_shell_mm, pz_anterior_band=pz_anterior_band)
     else:
-        out = run_cascade(nets, t2, progress=sub_progress(progress, 0.0, 1.0))
+        out = run_cascade(nets, t2, progress=sub_progress(progress, 0.0, 1.0), pz_shell_mm=pz_shell_mm,
+                          pz_anterior_band=pz_anterior_band)
         models["prostate"] = {"backend": "cascade", **_model_entry(nets.card), "network": "CNN-1"}
     models["central_gland"] = {"backend": "cascade", **_model_entry(nets.card), "network": "CNN-2"}
     zones = sitk.GetImageFromArray(out.zones)
@@ -96,7 +102,11 @@ def segment_zones(t2: sitk.Image, backend: str = "taps", model: str | os.PathLik
         "format": ZONES_FORMAT, "case_id": case_id, "backend": backend, "label_map": "zones.nrrd",
         "labels": {str(CG_LABEL): "central gland", str(PZ_LABEL): "peripheral zone"},
         "volumes_cm3": {k: round(val, 2) for k, val in volumes.items()},
-        "models": models, "qc": {"ok": not flags, "flags": flags, "zone_split": split},
+        "models": models,
+        "postprocessing": {"one_piece_cg": True,
+                           "posterior_lateral_pz": None if pz_shell_mm is None else
+                           {"shell_mm": float(pz_shell_mm), "anterior_band": float(pz_anterior_band)}},
+        "qc": {"ok": not flags, "flags": flags, "zone_split": split},
         "warnings": [DEMO_WARNING] if synthetic else [],
     }
     zones = onto_grid(zones, user_t2)
