@@ -5,6 +5,7 @@ and the folder around it hold what they held before (no staging folder, no lock)
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -112,3 +113,46 @@ def test_a_signal_landing_in_a_finaliser_still_ends_as_one_cancelled_line():
     proc = subprocess.run([sys.executable, "-c", _SIGNAL_IN_A_FINALISER], capture_output=True, text=True,
                           timeout=60, start_new_session=True)
     assert (proc.returncode, proc.stderr) == (128 + signal.SIGTERM, "error: cancelled by SIGTERM.\n")
+
+
+def test_a_cancelled_bench_stops_the_workers_of_its_measuring_child(tmp_path, repo_dir):
+    """`prostate-cad bench` runs each stage in a measuring child process; the registration stage
+    starts worker processes of its own there. SIGTERM to the bench must end them too, not leave
+    them computing with no parent."""
+    script = Path(sys.executable).with_name("prostate-cad")
+    head = [str(script)] if script.is_file() else [sys.executable, "-m", "ProstateLesionCADLib"]
+    env = dict(os.environ, PROSTATE_CAD_BENCH_REGISTRATION_PRESETS="fast")
+    proc = subprocess.Popen(head + ["bench", "--only", "registration", "--out", str(tmp_path / "bench")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    try:
+        root = psutil.Process(proc.pid)
+        deadline = time.monotonic() + 300
+        while True:  # the measuring child, then its registration workers below it
+            assert proc.poll() is None, "".join(lines)
+            assert time.monotonic() < deadline, "the registration workers never started"
+            grandchildren = [p for child in root.children() for p in _workers(child)]
+            if len(grandchildren) >= 2:
+                break
+            time.sleep(0.1)
+        time.sleep(0.5)
+        tree = [root, *root.children(recursive=True)]
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        while any(_running(p) for p in tree):
+            assert time.monotonic() - sent < 3.0, f"still running 3 s after SIGTERM: " \
+                                                  f"{[p.cmdline()[-1:] for p in tree if _running(p)]}"
+            time.sleep(0.02)
+        assert proc.wait(5) == 128 + signal.SIGTERM
+        reader.join(5)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        for p in psutil.process_iter():  # never leave stray workers behind, whatever failed
+            with contextlib.suppress(psutil.Error):
+                if "spawn_main" in " ".join(p.cmdline()) and p.ppid() == 1 and str(repo_dir) in " ".join(p.cmdline()):
+                    p.kill()
+    assert [line for line in lines if not line.startswith("PROGRESS ")] == ["error: cancelled by SIGTERM.\n"]

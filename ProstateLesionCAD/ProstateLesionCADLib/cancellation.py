@@ -236,6 +236,20 @@ def exit_now(status: int) -> None:
     os._exit(status)
 
 
+@contextlib.contextmanager
+def stopping_own_workers() -> Iterator[None]:
+    """For a child process that may start workers of its own (a benchmark's measuring child
+    running a registration): the SIGTERM its parent sends when cancelled stops those workers
+    too, then ends this process quietly with 128 + the signal. Without it the child would die
+    at once and leave its workers computing, orphaned."""
+    try:
+        with handling_signals():
+            yield
+    except Cancelled as exc:
+        end_helpers()
+        exit_now(exc.exit_status)
+
+
 def raise_if_cancelled() -> None:
     """Raise `Cancelled` if a signal came: after a `quiet_signals()` block, and before anything
     is published (whatever code a signal interrupted, nothing appears after a cancel)."""

@@ -12,11 +12,14 @@ import resource
 import time
 from typing import Any, Callable
 
+from ...cancellation import start_quiet_resource_tracker, stopping_own_workers
+
 
 def _child(conn, func, args, kwargs):
     start = time.perf_counter()
     try:
-        result = func(*args, **kwargs)
+        with stopping_own_workers():  # a cancelled bench stops this stage's worker processes too
+            result = func(*args, **kwargs)
         error = None
     except Exception as exc:  # reported in the bench table, not raised
         result, error = None, f"{type(exc).__name__}: {exc}"
@@ -29,6 +32,7 @@ def _child(conn, func, args, kwargs):
 def measure(func: Callable[..., Any], *args, **kwargs) -> dict[str, Any]:
     """Run func(*args, **kwargs) in a spawned child; return result, seconds, peak_mb, error."""
     ctx = mp.get_context("spawn")
+    start_quiet_resource_tracker()  # the child's worker pools share it: no warnings after a cancel
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(child, func, args, kwargs))
     proc.start()
