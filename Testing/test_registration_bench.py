@@ -40,3 +40,22 @@ def test_gradient_criterion_prefers_the_true_deformation():
     before = bench.gradient_criterion(case.t2, case.adc, identity_transform(), case.prostate)
     truth = bench.gradient_criterion(case.t2, case.adc, phantom.deformation, case.prostate)
     assert -1.0 <= before < truth <= 1.0 and truth - before > 0.05, (before, truth)
+
+
+def test_chosen_names_the_variant_of_a_mixed_multi_start():
+    import dataclasses
+
+    from ProstateLesionCADLib.registration.multistart import PRESETS, StartResult
+    from ProstateLesionCADLib.registration.register import RegistrationResult
+    from ProstateLesionCADLib.registration.scoring import Score
+
+    mixed = dataclasses.replace(PRESETS["fast"], start_variants=((("metric_margin_mm", 10.0),), ()))
+    starts = [StartResult(i, identity_transform(), Score(0.1 * i), None, 1, "", 0.0, variant=i % 2) for i in range(4)]
+
+    def result(settings, kept):
+        return RegistrationResult(identity_transform(), kept, None if kept else 3, Score(0.3), Score(0.0),
+                                  starts=starts, settings=settings)
+
+    assert bench._chosen(result(mixed, False)) == "start 3 (variant 1)"
+    assert bench._chosen(result(PRESETS["fast"], False)) == "start 3"
+    assert bench._chosen(result(mixed, True)) == "identity"

@@ -41,7 +41,7 @@ from ..errors import CaseError, ParameterError
 from ..image_files import check_grid_size
 from ..progress import ProgressCallback, silent, sub_progress
 from . import released
-from .multistart import PRESETS, RegistrationProblem, RegistrationSettings, StartResult, default_workers, run_starts, score_problem
+from .multistart import PRESETS, RegistrationProblem, check_variants, RegistrationSettings, StartResult, default_workers, run_starts, score_problem
 from .scoring import Score, gradient_magnitude, normalise_for_mi, scoring_regions
 
 __all__ = ["PRESETS", "RegistrationSettings", "RegistrationResult", "register_case", "register_images",
@@ -193,17 +193,24 @@ def build_problem(t2: sitk.Image, adc: sitk.Image, zones: Optional[sitk.Image] =
     levels = [(normalise_for_mi(gradient_magnitude(fixed, sigma), union),
                normalise_for_mi(gradient_magnitude(moving, sigma))) for sigma in settings.gradient_sigmas_mm]
     fixed_score_grad = gradient_magnitude(fixed, settings.score_sigma_mm)
-    metric_mask = _metric_mask(fixed, union, regions.kind, settings)
     shrink = list(settings.level_shrink) + [1] * (len(levels) - len(settings.level_shrink))
-    masked_from = 0 if settings.metric_mask_levels is None else len(levels) - int(settings.metric_mask_levels)
-    levels_mi = []
-    for index, ((fixed_level, moving_level), factor) in enumerate(zip(levels, shrink)):
-        mask = metric_mask if index >= masked_from else None
-        if factor > 1:  # the gradients are smoothed at this level's sigma: averaging them loses little
-            fixed_level = sitk.BinShrink(fixed_level, [int(factor), int(factor), 1])
-            mask = None if mask is None else sitk.Resample(mask, fixed_level, sitk.Transform(),
-                                                           sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-        levels_mi.append((fixed_level, moving_level, mask))
+    # the gradients are smoothed at each level's sigma: averaging them on a coarser grid loses little
+    shrunk = [(sitk.BinShrink(f, [int(k), int(k), 1]) if k > 1 else f, m) for (f, m), k in zip(levels, shrink)]
+    masks: dict = {}  # metric mask per margin, shared between variants
+
+    def levels_for(own: RegistrationSettings) -> list:
+        if own.metric_margin_mm not in masks:
+            masks[own.metric_margin_mm] = _metric_mask(fixed, union, regions.kind, own.metric_margin_mm)
+        metric_mask = masks[own.metric_margin_mm]
+        masked_from = 0 if own.metric_mask_levels is None else len(levels) - int(own.metric_mask_levels)
+        out = []
+        for index, (fixed_level, moving_level) in enumerate(shrunk):
+            mask = metric_mask if index >= masked_from else None
+            if mask is not None and fixed_level.GetSize() != fixed.GetSize():
+                mask = sitk.Resample(mask, fixed_level, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+            out.append((fixed_level, moving_level, mask))
+        return out
+
     # The BSpline domain: T2's full extent (a 1-voxel-thick copy would do, but keep geometry exact).
     domain = sitk.Image([int(v) for v in t2.GetSize()], sitk.sitkUInt8)
     domain.CopyInformation(t2)
@@ -211,21 +218,21 @@ def build_problem(t2: sitk.Image, adc: sitk.Image, zones: Optional[sitk.Image] =
                                fixed_features_mi=levels[-1][0],
                                moving_image=moving,
                                moving_features_mi=levels[-1][1],
-                               levels_mi=levels_mi,
+                               levels_mi=levels_for(settings),
+                               variant_levels=[levels_for(settings.variant(i)) for i in range(len(settings.start_variants))],
                                domain=domain, regions=regions)
 
 
-def _metric_mask(fixed: sitk.Image, union: np.ndarray, kind: str,
-                 settings: RegistrationSettings) -> Optional[sitk.Image]:
-    """Where the optimiser's metric is sampled: the scoring regions dilated by the preset's
-    margin, or None (the whole working region) without a margin or without a mask."""
-    if settings.metric_margin_mm is None or kind == "central":
+def _metric_mask(fixed: sitk.Image, union: np.ndarray, kind: str, margin_mm: Optional[float]) -> Optional[sitk.Image]:
+    """Where the optimiser's metric is sampled: the scoring regions dilated by `margin_mm`, or
+    None (the whole working region) without a margin or without a mask."""
+    if margin_mm is None or kind == "central":
         return None
     gland = sitk.GetImageFromArray(union.astype(np.uint8))
     gland.CopyInformation(fixed)
     distance = sitk.SignedMaurerDistanceMap(gland, insideIsPositive=False, squaredDistance=False,
                                             useImageSpacing=True)
-    mask = sitk.Cast(distance <= float(settings.metric_margin_mm), sitk.sitkUInt8)
+    mask = sitk.Cast(distance <= float(margin_mm), sitk.sitkUInt8)
     mask.CopyInformation(fixed)
     return mask
 
@@ -237,6 +244,7 @@ def _settings_for(preset: str | RegistrationSettings, starts: Optional[int]) -> 
         if preset not in PRESETS:
             raise ParameterError(f"Unknown registration preset '{preset}' (choose from {', '.join(PRESETS)}).")
         settings = PRESETS[preset]
+    check_variants(settings)
     if starts is not None:
         if int(starts) < 1:
             raise ParameterError(f"--starts must be at least 1 (got {starts}).")

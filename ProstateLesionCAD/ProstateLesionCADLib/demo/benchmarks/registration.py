@@ -101,6 +101,16 @@ def authors_transform(path: Path, geometry):
     return sitk.CompositeTransform([frame, theirs, frame.GetInverse()])  # the last one added acts first
 
 
+def _chosen(result) -> str:
+    """Which start won, and for a mixed multi-start which variant it ran."""
+    if result.identity_kept:
+        return "identity"
+    text = f"start {result.chosen_start}"
+    if result.settings is not None and result.settings.start_variants:
+        text += f" (variant {result.starts[result.chosen_start].variant})"
+    return text
+
+
 def _study(path: str, reference: str, presets: list[str], starts: dict, png: str, give_zones: bool = True) -> dict:
     """Runs in a child process (measured): zones, then every candidate on the criterion."""
     import matplotlib
@@ -132,7 +142,7 @@ def _study(path: str, reference: str, presets: list[str], starts: dict, png: str
         rows.append({"candidate": f"preset {preset}", "transform": result.transform,
                      "criterion": gradient_criterion(case.t2, case.adc, result.transform, prostate),
                      "starts": len(result.starts), "workers": int(result.timings["workers"]),
-                     "chosen": "identity" if result.identity_kept else f"start {result.chosen_start}",
+                     "chosen": _chosen(result),
                      "score": f"{result.identity_score.total:.4f} → {result.chosen_score.total:.4f}",
                      "cpu_s": result.timings["starts_cpu"], "wall_s": time.perf_counter() - began})
     fig, axes = plt.subplots(1, len(rows), figsize=(4 * len(rows), 4.3))
@@ -164,6 +174,7 @@ def _phantoms(presets: list[str], n: int, starts: int) -> dict:
 
     out = {name: [] for name in ["identity"] + presets}
     kept = {name: 0 for name in presets}
+    chosen = {name: [] for name in presets}
     cpu = {name: 0.0 for name in presets}
     for seed in range(n):
         phantom = make_phantom(seed, deformation_mm=PHANTOM_DEFORMATION_MM, with_dce=False, with_ktrans=False)
@@ -176,8 +187,9 @@ def _phantoms(presets: list[str], n: int, starts: int) -> dict:
             result = register_case(phantom.case, preset=name, starts=starts, seed=0)
             out[name].append(tre(result.transform, phantom.deformation, points))
             kept[name] += int(result.identity_kept)
+            chosen[name].append(_chosen(result))
             cpu[name] += result.timings["starts_cpu"]
-    return {"tre": out, "identity_kept": kept, "cpu_s": cpu}
+    return {"tre": out, "identity_kept": kept, "cpu_s": cpu, "chosen": chosen}
 
 
 def run(out_dir, progress) -> str:
@@ -234,12 +246,13 @@ def run(out_dir, progress) -> str:
                      "worst TRE mm": f"{max(v):.2f}",
                      "identity kept": "" if name == "identity" else f"{r['identity_kept'][name]} of {len(v)}",
                      "CPU s": "" if name == "identity" else f"{r['cpu_s'][name]:.0f}",
-                     "CPU s per start": "" if name == "identity" else f"{r['cpu_s'][name] / (len(v) * phantom_starts):.2f}"}
+                     "CPU s per start": "" if name == "identity" else f"{r['cpu_s'][name] / (len(v) * phantom_starts):.2f}",
+                     "chosen": "" if name == "identity" else "; ".join(r["chosen"][name])}
                     for name, v in r["tre"].items()]
         text += (f"\nTRE on {n_phantoms} phantoms (seeds 0–{n_phantoms - 1}, known {PHANTOM_DEFORMATION_MM:g} mm "
                  f"deformation; lesion centres and gland surface points), {phantom_starts} starts per preset:\n\n"
                  + table(tre_rows, ["candidate", "mean TRE mm", "worst TRE mm", "identity kept", "CPU s",
-                                   "CPU s per start"]))
+                                   "CPU s per start", "chosen"]))
     if notes:
         text += "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
     return text
