@@ -110,18 +110,16 @@ def test_variants_may_only_change_the_metric():
         reg._settings_for(released, None)
 
 
-def test_mixed_paper_settings_register_a_phantom_from_both_variants(phantom):
-    """MIXED_PAPER alternates the gland + 10 mm and the whole-region metric, 10% samples each, on
-    the paper preset's grid, 50 starts; a short run of it registers a phantom from both."""
-    from ProstateLesionCADLib.registration.multistart import MIXED_PAPER
-
-    assert MIXED_PAPER.starts == 50 and MIXED_PAPER.variant_count() == 2
-    assert MIXED_PAPER.working_spacing_mm == PRESETS["paper"].working_spacing_mm
-    masked, whole = MIXED_PAPER.variant(0), MIXED_PAPER.variant(1)
+def test_default_preset_is_the_mixed_multi_start(phantom):
+    """The default (paper) alternates the gland + 10 mm and the whole-region metric, 10% samples
+    each, 50 starts; a short run of it registers a phantom from both variants."""
+    paper = PRESETS["paper"]
+    assert paper.starts == 50 and paper.variant_count() == 2
+    masked, whole = paper.variant(0), paper.variant(1)
     assert (masked.metric_fraction, masked.metric_margin_mm) == (0.1, 10.0)
     assert (whole.metric_fraction, whole.metric_margin_mm) == (0.1, None)
-    result = reg.register_case(phantom.case, preset=MIXED_PAPER, starts=4, seed=0, workers=2)
-    assert result.settings.start_variants == MIXED_PAPER.start_variants
+    result = reg.register_case(phantom.case, starts=4, seed=0, workers=2)
+    assert result.settings.start_variants == paper.start_variants
     assert [s.variant for s in result.starts] == [0, 1, 0, 1]
     assert all(s.score is not None for s in result.starts)
     assert not result.identity_kept and result.chosen_score.total > result.identity_score.total
