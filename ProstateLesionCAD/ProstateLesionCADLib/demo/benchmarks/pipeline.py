@@ -1,12 +1,12 @@
-"""Bench: the whole pipeline as `prostate-cad detect` runs it with the panel's defaults — a
-study folder -> detections.json (TAPS gland + CG split, `fast` registration) — for the demo
+"""Bench: the whole pipeline as `prostate-cad detect` runs it — a study folder ->
+detections.json (TAPS gland + CG split; the panel's `fast` registration and the command
+line's 50-start `paper` one) — for the demo
 ensemble and for a paper-size 25-member ensemble (exp0 topology, random weights): wall time,
 CPU time and peak memory per stage and in total.
 
 The study is the ProstateX-0000 DICOM study of ../shared when present (the same study as the
 embedded sample), else the embedded sample (NRRD + case.json). Options (environment):
-PROSTATE_CAD_BENCH_PIPELINE_PRESETS  registration presets, default "fast"; "fast,paper" adds
-                                     the paper's 50-start registration
+PROSTATE_CAD_BENCH_PIPELINE_PRESETS  registration presets, default "fast,paper"
 PROSTATE_CAD_BENCH_PIPELINE_MODELS   "demo,paper-size" (default) or one of them
 PROSTATE_CAD_BENCH_PIPELINE_STUDY    another study folder (DICOM or case folder)
 """
@@ -167,7 +167,7 @@ def _configurations() -> list[tuple[str, str]]:
     from ...errors import ParameterError
     from ...registration.multistart import PRESETS
 
-    presets = [p.strip() for p in os.environ.get("PROSTATE_CAD_BENCH_PIPELINE_PRESETS", "fast").split(",") if p.strip()]
+    presets = [p.strip() for p in os.environ.get("PROSTATE_CAD_BENCH_PIPELINE_PRESETS", "fast,paper").split(",") if p.strip()]
     models = [m.strip() for m in os.environ.get("PROSTATE_CAD_BENCH_PIPELINE_MODELS", "demo,paper-size").split(",")
               if m.strip()]
     bad = [m for m in models if m not in ("demo", "paper-size")]
@@ -213,7 +213,7 @@ def run(out_dir, progress) -> str:
                  "registration worker processes too; peak MB per stage is the sampled resident memory of the "
                  "process and its workers, the total is the process's own peak (ru_maxrss). The paper-size "
                  "ensemble is one set of random exp0 weights listed 25 times (the sample has no Ktrans: that "
-                 "channel stays blank, as with the published model). More runs: "
-                 "PROSTATE_CAD_BENCH_PIPELINE_PRESETS=fast,paper adds the paper's 50-start registration.")
+                 "channel stays blank, as with the published model). Fewer runs: "
+                 "PROSTATE_CAD_BENCH_PIPELINE_PRESETS=fast leaves out the paper's 50-start registration.")
     progress(1.0, "pipeline bench done")
     return table(rows, ["run", "stage", "wall s", "CPU s", "peak MB"]) + "\n" + "\n\n".join(notes) + "\n"
