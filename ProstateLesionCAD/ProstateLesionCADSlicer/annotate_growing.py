@@ -40,7 +40,8 @@ from ProstateLesionCADLib.errors import CadError, CaseError, FormatError, Parame
 from ProstateLesionCADLib.lesions.growing import GrowParams, Seed
 
 from . import mrml_volumes
-from .annotate_logic import MOVE_TOLERANCE_MM, AnnotateLogic, GrowOutcome, segment_fingerprint, segment_id_for
+from .annotate_logic import (MOVE_TOLERANCE_MM, AnnotateLogic, GrowOutcome, check_can_grow, segment_fingerprint,
+                             segment_id_for)
 from .background_process import SUCCEEDED, ProcessRunner, StepUpdate, cli_command
 
 STEP = "grow"
@@ -80,10 +81,7 @@ class GrowJob:
 def plan_grow(logic: AnnotateLogic, seeds_node, t2_node, point_ids: Optional[Sequence[str]] = None,
               force: bool = False) -> GrowJob:
     """The seeds to send (default: all); hand-edited segments only with force."""
-    if t2_node is None:
-        raise CaseError("Select a T2 volume to grow the lesions on.")
-    if seeds_node is None or seeds_node.GetNumberOfControlPoints() == 0:
-        raise CaseError("Place at least one seed point before growing.")
+    check_can_grow(seeds_node, t2_node)
     job = GrowJob(seeds_node, t2_node, force, point_ids is None)
     seg_node = logic.segmentation_of(seeds_node)
     for pid in (logic.point_ids(seeds_node) if point_ids is None else list(point_ids)):
@@ -280,10 +278,7 @@ class GrowQueue:
     def request(self, seeds_node, t2_node, point_ids: PointIds = None, force: bool = False) -> Optional[GrowUpdate]:
         """Ask for a grow (None: every seed; MOVED; or control point IDs). Starts it, or queues it while
         one runs; a finished update when there was nothing to send (only removals or skipped edits)."""
-        if t2_node is None:
-            raise CaseError("Select a T2 volume to grow the lesions on.")
-        if seeds_node is None or seeds_node.GetNumberOfControlPoints() == 0:
-            raise CaseError("Place at least one seed point before growing.")
+        check_can_grow(seeds_node, t2_node)  # at once, not when a queued request starts
         request = _Request(seeds_node, t2_node, every=point_ids is None, moved=point_ids == MOVED,
                            point_ids=[] if point_ids is None or point_ids == MOVED else list(point_ids), force=force)
         if self.running:

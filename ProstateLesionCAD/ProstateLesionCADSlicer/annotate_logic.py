@@ -163,6 +163,14 @@ def set_segment_mask(seg_node, segment_id: str, mask: np.ndarray, volume_node) -
         image, seg_node, segment_id, slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
 
 
+def check_can_grow(seeds_node, t2_node) -> None:
+    """A T2 to grow on and at least one seed, or one sentence saying which is missing."""
+    if t2_node is None:
+        raise CaseError("Select a T2 volume to grow the lesions on.")
+    if seeds_node is None or seeds_node.GetNumberOfControlPoints() == 0:
+        raise CaseError("Place at least one seed point before growing.")
+
+
 class AnnotateLogic:
     """Seeds (markups points) -> one grown segment per seed; takes the MRML scene explicitly."""
 
@@ -312,10 +320,7 @@ class AnnotateLogic:
     def grow(self, seeds_node, t2_node, point_ids: Optional[list[str]] = None, force: bool = False,
              progress=None) -> GrowOutcome:
         """(Re)grow the given seeds (default: all) into their segments; hand-edited ones only with force."""
-        if t2_node is None:
-            raise CaseError("Select a T2 volume to grow the lesions on.")
-        if seeds_node is None or seeds_node.GetNumberOfControlPoints() == 0:
-            raise CaseError("Place at least one seed point before growing.")
+        check_can_grow(seeds_node, t2_node)
         seg_node = self._ensure_segmentation(seeds_node, t2_node)
         outcome = GrowOutcome()
         todo = self.point_ids(seeds_node) if point_ids is None else list(point_ids)
