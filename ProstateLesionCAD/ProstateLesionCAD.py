@@ -26,6 +26,7 @@ from ProstateLesionCADSlicer.annotate_logic import TABLE_COLUMNS as SEED_COLUMNS
 from ProstateLesionCADSlicer.cad_logic import OFFERED_STEPS, PANEL_STEPS, CadLogic
 from ProstateLesionCADSlicer.parameters import CRITERIA, get_parameter_node
 from ProstateLesionCADSlicer.self_test_checks import require_models, require_steps
+from ProstateLesionCADSlicer.zonal_logic import anterior_band_state, shell_from_spin_box, spin_box_shell
 
 REGROW_DEBOUNCE_MS = 500  # a dragged seed re-grows once it has rested this long
 DEVICE_LABELS = {"auto": "Automatic", "cpu": "CPU", "cuda": "GPU"}
@@ -126,6 +127,9 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
 
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
         self.ui.deviceComboBox.connect("currentIndexChanged(int)", self.updateParameterNodeFromGUI)
+        self.ui.allCandidatesCheckBox.connect("toggled(bool)", self.updateParameterNodeFromGUI)
+        self.ui.pzShellSpinBox.connect("valueChanged(double)", self.updateParameterNodeFromGUI)
+        self.ui.pzAnteriorBandSpinBox.connect("valueChanged(double)", self.updateParameterNodeFromGUI)
         self.ui.criterionComboBox.connect("currentIndexChanged(int)", self.onFilterChanged)
         self.ui.thresholdSlider.connect("valueChanged(double)", self.onFilterChanged)
         self.ui.maxSensitivityButton.connect("clicked()", lambda: self.onPreset("max_sensitivity"))
@@ -241,6 +245,9 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.ui.deviceComboBox.currentIndex = max(0, self.ui.deviceComboBox.findData(p.device))
             self.ui.criterionComboBox.currentIndex = max(0, self.ui.criterionComboBox.findData(p.min_ggg))
             self.ui.thresholdSlider.value = p.score_threshold
+            self.ui.allCandidatesCheckBox.checked = p.all_candidates
+            self.ui.pzShellSpinBox.value = spin_box_shell(p.pz_shell_mm)
+            self.ui.pzAnteriorBandSpinBox.value = p.pz_anterior_band
             self.ui.lesionTableView.setMRMLTableNode(p.lesion_table)
             self.updateButtons()
         finally:
@@ -256,7 +263,11 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         p.dce = list(self.ui.dceSelector.checkedNodes())
         p.device = self.ui.deviceComboBox.currentData
         p.model = self.ui.modelComboBox.currentText if self.ui.modelComboBox.count else ""
+        p.all_candidates = self.ui.allCandidatesCheckBox.checked
+        p.pz_shell_mm = shell_from_spin_box(self.ui.pzShellSpinBox.value)
+        p.pz_anterior_band = self.ui.pzAnteriorBandSpinBox.value
         self._parameterNode.EndModify(wasModified)
+        self.updateOptionStates()
 
     def updateButtons(self):
         """Offer only what the library can do now, and say why when it cannot."""
@@ -280,6 +291,17 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.installDependenciesButton.enabled = not running
         self.updatePresetButtons()
         self.updateAnnotateButtons()
+        self.updateOptionStates()
+
+    def updateOptionStates(self):
+        """"Write every candidate" only for a FocalNet model, the anterior band only with the PZ shell step;
+        each disabled one says why in its tooltip."""
+        enabled, tip = self.cad.all_candidates_state(self.currentPackage())
+        self.ui.allCandidatesCheckBox.enabled = enabled
+        self.ui.allCandidatesCheckBox.toolTip = tip
+        enabled, tip = anterior_band_state(shell_from_spin_box(self.ui.pzShellSpinBox.value))
+        self.ui.pzAnteriorBandSpinBox.enabled = enabled
+        self.ui.pzAnteriorBandSpinBox.toolTip = tip
 
     # ------------------------------------------------------------ models, device, presets
 

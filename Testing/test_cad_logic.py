@@ -616,3 +616,57 @@ def test_model_selector_lists_every_package_detect_can_run(tmp_path, monkeypatch
     cards = [json.loads(c.read_text()) for c in sorted(bundled_models_dir().glob("*/model.json"))]
     bundled = [c["name"] for c in cards if c.get("task") in ("detector", "focalnet")]
     assert names == [*bundled, "my-focalnet", "my-retina"]
+
+
+def test_panel_options_reach_the_commands_and_survive_a_saved_scene(tmp_path, case_files, scene_logic):
+    """"Write every candidate" and the PZ post-processing, as the panel stores them in its parameter node:
+    they reach the zones and detect command lines (read back by the real parser), `--all` only for a
+    FocalNet model, and a saved and reloaded scene restores them."""
+    from ProstateLesionCADLib import cli
+    from ProstateLesionCADLib.models.package import find_model
+    from ProstateLesionCADLib.zones import ANTERIOR_BAND, PZ_SHELL_MM
+    from ProstateLesionCADSlicer.cad_logic import ALL_CANDIDATES_TIP
+
+    scene, logic = scene_logic
+    p = logic.params
+    parse = cli.build_parser().parse_args
+    # a new scene: the command line's defaults, the box unticked
+    assert (p.all_candidates, p.pz_shell_mm, p.pz_anterior_band) == (False, PZ_SHELL_MM, ANTERIOR_BAND)
+    p.pz_shell_mm, p.pz_anterior_band = 12.0, 0.4
+    args = parse(logic.step_command("zones", tmp_path / "z1")[3:])
+    assert (args.pz_shell_mm, args.pz_anterior_band) == ("12.0", 0.4)
+    p.pz_shell_mm = None  # "off"
+    argv = logic.step_command("zones", tmp_path / "z2")
+    assert parse(argv[3:]).pz_shell_mm == "off" and "--pz-anterior-band" not in argv
+    # detect segments the zones itself when the scene has none: it gets the same settings
+    p.model, p.all_candidates = "focalnet-demo", True
+    args = parse(logic.step_command("detection", tmp_path / "d1")[3:])
+    assert args.all_candidates is True and args.zones is None and args.pz_shell_mm == "off"
+    # a Retina U-Net model: the ticked box is not passed (the panel shows it disabled)
+    p.model = "demo-retina-unet-phantoms"
+    assert "--all" not in logic.step_command("detection", tmp_path / "d2")
+    retina, focalnet = find_model("demo-retina-unet-phantoms", verify=False), find_model("focalnet-demo", verify=False)
+    enabled, tip = CadLogic.all_candidates_state(retina)
+    assert not enabled and "Retina U-Net" in tip and "demo-retina-unet-phantoms" in tip
+    assert CadLogic.all_candidates_state(focalnet) == (True, ALL_CANDIDATES_TIP)
+    assert "working point" in ALL_CANDIDATES_TIP and "FROC" in ALL_CANDIDATES_TIP
+    assert CadLogic.all_candidates_state(None)[0] is False
+    # zones in the scene go to detect as they are: no PZ post-processing on its command line
+    p.model, p.pz_shell_mm = "focalnet-demo", 14.0
+    logic.zones_from_label_image(case_files["zones"])
+    argv = logic.step_command("detection", tmp_path / "d3")
+    assert "--zones" in argv and "--all" in argv and not any(a.startswith("--pz-") for a in argv)
+    p.all_candidates = False
+    assert "--all" not in logic.step_command("detection", tmp_path / "d4")
+    # saved and reloaded with the scene
+    p.all_candidates, p.pz_shell_mm, p.pz_anterior_band = True, None, 0.25
+    scene.SetURL(str(tmp_path / "scene.mrml"))
+    assert scene.Commit()
+    reloaded = slicer.vtkMRMLScene()
+    reloaded.SetURL(str(tmp_path / "scene.mrml"))
+    assert reloaded.Connect()
+    q = parameters(reloaded, create=False)
+    assert (q.all_candidates, q.pz_shell_mm, q.pz_anterior_band) == (True, None, 0.25)
+    q.pz_shell_mm, q.all_candidates = 9.5, False
+    assert (q.node.GetParameter("PzShellMm"), q.node.GetParameter("AllCandidates")) == ("9.5", "false")
+    assert (q.pz_shell_mm, q.all_candidates) == (9.5, False)

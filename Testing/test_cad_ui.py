@@ -30,6 +30,7 @@ EXPECTED_CLASS = {
     r"thresholdSlider": {"ctkSliderWidget"},
     r"lesionTableView": {"qMRMLTableView"},
     r"progressBar": {"QProgressBar"},
+    r".*SpinBox$": {"QDoubleSpinBox"},
     r".*CheckBox$": {"QCheckBox"},
     r".*TableWidget$": {"QTableWidget"},
     r".*PlaceWidget$": {"qSlicerMarkupsPlaceWidget"},
@@ -325,3 +326,78 @@ def test_load_from_dicom_database_sits_with_the_load_buttons_and_is_wired(app):
     widget = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "ProstateLesionCADWidget")
     methods = {f.name for f in widget.body if isinstance(f, ast.FunctionDef)}
     assert {"onLoadFromDatabase", "chooseDatabaseStudy", "startStudyLoad", "onStudyLoadStep"} <= methods
+
+
+ZONAL_MODULE = REPO / "ZonalSegmentation" / "ZonalSegmentation.py"
+ZONAL_UI = REPO / "ZonalSegmentation" / "Resources" / "UI" / "ZonalSegmentation.ui"
+
+
+def _function(path: Path, cls: str, name: str) -> str:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    klass = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == cls)
+    return ast.unparse(next(f for f in klass.body if isinstance(f, ast.FunctionDef) and f.name == name))
+
+
+def test_pz_post_processing_controls_show_the_command_line_defaults_and_off(app):
+    """Both panels' PZ controls: spin boxes starting at the command line's defaults, whose lowest value (0)
+    reads "off", which the glue turns into `--pz-shell-mm off` (zonal_logic.shell_from_spin_box)."""
+    from PySide6.QtUiTools import QUiLoader
+    from PySide6.QtWidgets import QDoubleSpinBox
+
+    from ProstateLesionCADLib.zones import ANTERIOR_BAND, PZ_SHELL_MM
+
+    for ui in (UI, ZONAL_UI):
+        form = QUiLoader().load(str(ui))
+        shell = form.findChild(QDoubleSpinBox, "pzShellSpinBox")
+        band = form.findChild(QDoubleSpinBox, "pzAnteriorBandSpinBox")
+        assert shell is not None and band is not None, ui.name
+        assert (shell.value(), band.value()) == (PZ_SHELL_MM, ANTERIOR_BAND), ui.name
+        assert band.text() == "off" and shell.text() == f"{PZ_SHELL_MM:.1f} mm"
+        assert shell.minimum() == band.minimum() == 0.0 and shell.maximum() >= 30 and band.maximum() >= 1.0
+        shell.setValue(-5)  # the lowest value is "off"
+        assert shell.value() == 0.0 and shell.text() == "off"
+        assert "--pz-shell-mm" in shell.toolTip() and "--pz-anterior-band" in band.toolTip()
+    # the CAD panel keeps them with the zones step
+    form = QUiLoader().load(str(UI))
+    steps = form.findChild(QDoubleSpinBox, "pzShellSpinBox").parentWidget()
+    assert steps is form.findChild(QDoubleSpinBox, "pzAnteriorBandSpinBox").parentWidget()
+    assert steps.objectName() == "stepsCollapsibleButton"
+    # CAD panel: parameter node <-> widgets both ways; the zonal panel: the same node, and its Apply passes them
+    gui = _function(MODULE, "ProstateLesionCADWidget", "updateGUIFromParameterNode")
+    node = _function(MODULE, "ProstateLesionCADWidget", "updateParameterNodeFromGUI")
+    assert "self.ui.pzShellSpinBox.value = spin_box_shell(p.pz_shell_mm)" in gui
+    assert "self.ui.pzAnteriorBandSpinBox.value = p.pz_anterior_band" in gui
+    assert "p.pz_shell_mm = shell_from_spin_box(self.ui.pzShellSpinBox.value)" in node
+    assert "p.pz_anterior_band = self.ui.pzAnteriorBandSpinBox.value" in node
+    apply = _function(ZONAL_MODULE, "ZonalSegmentationWidget", "onApply")
+    assert "shell_from_spin_box(self.ui.pzShellSpinBox.value)" in apply and "pzAnteriorBandSpinBox.value" in apply
+    changed = _function(ZONAL_MODULE, "ZonalSegmentationWidget", "onPzOptionsChanged")
+    assert "p.pz_shell_mm = shell_from_spin_box(self.ui.pzShellSpinBox.value)" in changed
+    for path, slot in ((MODULE, "self.updateParameterNodeFromGUI"), (ZONAL_MODULE, "self.onPzOptionsChanged")):
+        source = path.read_text(encoding="utf-8")
+        for name in ("pzShellSpinBox", "pzAnteriorBandSpinBox"):
+            assert f'self.ui.{name}.connect("valueChanged(double)", {slot})' in source
+
+
+def test_every_candidate_box_sits_with_the_model_and_follows_its_kind(app):
+    from PySide6.QtUiTools import QUiLoader
+    from PySide6.QtWidgets import QCheckBox, QComboBox
+
+    form = QUiLoader().load(str(UI))
+    box = form.findChild(QCheckBox, "allCandidatesCheckBox")
+    assert box is not None and "every candidate" in box.text() and "FocalNet" in box.text()
+    assert not box.isChecked()  # the command line's default: only the working point's candidates
+    assert "working point" in box.toolTip() and "FROC" in box.toolTip()
+    assert box.parentWidget() is form.findChild(QComboBox, "modelComboBox").parentWidget()
+    source = MODULE.read_text(encoding="utf-8")
+    assert 'self.ui.allCandidatesCheckBox.connect("toggled(bool)", self.updateParameterNodeFromGUI)' in source
+    assert "p.all_candidates = self.ui.allCandidatesCheckBox.checked" in _function(
+        MODULE, "ProstateLesionCADWidget", "updateParameterNodeFromGUI")
+    assert "self.ui.allCandidatesCheckBox.checked = p.all_candidates" in _function(
+        MODULE, "ProstateLesionCADWidget", "updateGUIFromParameterNode")
+    # enabled and explained from the selected package (CadLogic.all_candidates_state), refreshed with the buttons
+    states = _function(MODULE, "ProstateLesionCADWidget", "updateOptionStates")
+    assert "self.cad.all_candidates_state(self.currentPackage())" in states
+    assert "self.ui.allCandidatesCheckBox.enabled = enabled" in states
+    assert "self.ui.allCandidatesCheckBox.toolTip = tip" in states
+    assert "self.updateOptionStates()" in _function(MODULE, "ProstateLesionCADWidget", "updateButtons")

@@ -7,6 +7,7 @@ verb, a dropped option or a changed choice breaks this test, not the panel in Sl
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import sys
 from pathlib import Path
@@ -38,8 +39,13 @@ def _parse(argv):
         pytest.fail(f"prostate-cad rejects {' '.join(map(str, argv))} (exit {exc.code})")
 
 
-def _dest(flag: str) -> str:
-    return flag.lstrip("-").replace("-", "_")
+def _dest(words, flag: str) -> str:
+    """Where the real parser of the command `words` stores `flag` (e.g. detect's --all: all_candidates)."""
+    parser = cli.build_parser()
+    for word in words:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = sub.choices[word]
+    return next(a.dest for a in parser._actions if flag in a.option_strings)
 
 
 def test_the_panels_steps_and_their_fixed_choices():
@@ -69,9 +75,16 @@ def test_every_option_and_choice_of_a_step_parses_with_the_real_cli(name):
     for option in step.options:
         if option.flag in base:
             continue  # required: in every command line above
-        for value in [None] if option.switch else (list(option.choices) or ["some-value"]):
+        numbers = ["0.5"] if option.number else []  # a number option takes a number besides its choices
+        for value in [None] if option.switch else (list(option.choices) + numbers or ["some-value"]):
             args = _parse([*base, option.flag] if value is None else [*base, option.flag, value])
-            assert getattr(args, _dest(option.flag)) == (True if value is None else value), option.flag
+            got = getattr(args, _dest(step.words, option.flag))
+            if value in numbers:
+                assert float(got) == float(value), option.flag
+            else:
+                assert got == (True if value is None else value), option.flag
+        if option.number:  # a word is no number
+            assert not option.accepts("thick") and not option.accepts("nan") and option.accepts("12")
 
 
 def test_every_command_line_the_panels_build_parses(tmp_path):
@@ -104,6 +117,43 @@ def test_every_command_line_the_panels_build_parses(tmp_path):
     args = _parse(InstallArguments("package.zip", "ab" * 32).command(python="py")[3:])
     assert (args.source, args.sha256) == ("package.zip", "ab" * 32)
     assert _parse(InstallArguments("package.zip").command(python="py")[3:]).sha256 is None
+
+
+def test_pz_post_processing_and_every_candidate_reach_the_command_lines(tmp_path):
+    """The panels' PZ post-processing reaches `zones` and, when detect segments the zones itself (no zones
+    file), `detect`; "Write every candidate" reaches `detect --all`; the real parser reads them back."""
+    from ProstateLesionCADLib.zones import ANTERIOR_BAND, PZ_SHELL_MM
+
+    case, out, t2 = tmp_path / "case" / "case.json", tmp_path / "out", tmp_path / "t2.nrrd"
+    zones_file = tmp_path / "case" / "zones.nrrd"
+    args = _parse(ZonesArguments(t2, out).command(python="py")[3:])
+    assert (float(args.pz_shell_mm), args.pz_anterior_band) == (PZ_SHELL_MM, ANTERIOR_BAND)  # the defaults, spelt out
+    argv = ZonesArguments(t2, out, pz_shell_mm=12.5, pz_anterior_band=0.3).command(python="py")
+    args = _parse(argv[3:])
+    assert (args.pz_shell_mm, args.pz_anterior_band) == ("12.5", 0.3)
+    argv = ZonesArguments(t2, out, pz_shell_mm=None, pz_anterior_band=0.3).command(python="py")
+    assert _parse(argv[3:]).pz_shell_mm == "off" and "--pz-anterior-band" not in argv  # the band acts in the shell
+    argv = DetectionArguments(case, "focalnet-demo", out, all_candidates=True, pz_shell_mm=None).command(python="py")
+    args = _parse(argv[3:])
+    assert args.all_candidates is True and args.pz_shell_mm == "off" and args.zones is None
+    argv = DetectionArguments(case, "m", out, pz_shell_mm=20.0, pz_anterior_band=0.5).command(python="py")
+    args = _parse(argv[3:])
+    assert (args.pz_shell_mm, args.pz_anterior_band, args.all_candidates) == ("20.0", 0.5, False)
+    # given zones are used as they are: no PZ post-processing on the detect command line
+    argv = DetectionArguments(case, "m", out, zones_file=zones_file, pz_shell_mm=20.0).command(python="py")
+    assert not any(a.startswith("--pz-") for a in argv) and _parse(argv[3:]).zones == str(zones_file)
+    for shell, band in ((-2.0, 0.0), (float("inf"), 0.0), (12.0, -0.5)):
+        with pytest.raises(ParameterError, match="PZ shell"):
+            ZonesArguments(t2, out, pz_shell_mm=shell, pz_anterior_band=band).command()
+    # a library whose zones / detect lack these options: defaults are left out, anything else is refused
+    bare = {name: Step(s.name, s.words, s.summary, tuple(o for o in s.options
+                                                         if not o.flag.startswith("--pz-") and o.flag != "--all"))
+            for name, s in panel_steps().items()}
+    assert not any(a.startswith("--pz-") for a in ZonesArguments(t2, out).command(bare))
+    with pytest.raises(ParameterError, match="no --pz-shell-mm option"):
+        ZonesArguments(t2, out, pz_shell_mm=None).command(bare)
+    with pytest.raises(ParameterError, match="cannot write every FocalNet candidate"):
+        DetectionArguments(case, "m", out, all_candidates=True).command(bare)
 
 
 def test_typed_arguments_refuse_values_the_library_does_not_take(tmp_path):

@@ -257,3 +257,47 @@ def test_bad_options_are_refused_before_any_work(tmp_path, capsys):
         detector_package("zones-demo-cascade")
     assert cli.main(["detect", str(tmp_path), "--model", "zones-demo-cascade", "--out", str(tmp_path / "o")]) == 2
     assert "is a 'zones' model, not a detector" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_zones_segmented_by_detect_get_its_pz_post_processing(phantom, case_dir, tmp_path, monkeypatch, capsys):
+    """`detect --pz-shell-mm / --pz-anterior-band` reach the zones it segments itself (the Slicer panel
+    passes them when the scene has no zones); a bad value stops it before any work."""
+    from ProstateLesionCADLib.zones import ANTERIOR_BAND, PZ_SHELL_MM
+    from ProstateLesionCADLib.zones.segment import ZonesResult
+
+    seen = []
+
+    def fake_segment(t2, backend="taps", case_id="", progress=None, **kwargs):
+        seen.append(kwargs)
+        return ZonesResult(phantom.case.zones, {"qc": {"flags": []}, "warnings": []})
+
+    monkeypatch.setattr("ProstateLesionCADLib.zones.segment.segment_zones", fake_segment)
+    bare, pkg = load_case_without_masks(phantom), find_model(DEMO_NAME)
+    Pipeline(bare, pkg, register_preset=None).segment_zones()
+    Pipeline(bare, pkg, register_preset=None, pz_shell_mm=None, pz_anterior_band=0.3).segment_zones()
+    Pipeline(bare, pkg, register_preset=None, pz_shell_mm=11.0, pz_anterior_band=0.5).segment_zones()
+    assert seen == [{"pz_shell_mm": PZ_SHELL_MM, "pz_anterior_band": ANTERIOR_BAND},
+                    {"pz_shell_mm": None, "pz_anterior_band": 0.3}, {"pz_shell_mm": 11.0, "pz_anterior_band": 0.5}]
+    with pytest.raises(ParameterError, match="PZ shell"):
+        Pipeline(bare, pkg, register_preset=None, pz_shell_mm=12.0, pz_anterior_band=-1.0)
+    # the command line: its values handed to the pipeline, parsed as `zones` parses them
+    calls = []
+
+    class Stop(Exception):
+        pass
+
+    def spy(case, package, out_dir, **kwargs):
+        calls.append(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(pipeline_module, "run_pipeline", spy)
+    base = ["detect", str(case_dir), "--model", DEMO_NAME, "--no-register"]
+    for extra, expected in (([], (PZ_SHELL_MM, ANTERIOR_BAND)), (["--pz-shell-mm", "off"], (None, ANTERIOR_BAND)),
+                            (["--pz-shell-mm", "9", "--pz-anterior-band", "0.4"], (9.0, 0.4))):
+        with pytest.raises(Stop):
+            cli.main([*base, "--out", str(tmp_path / "run"), *extra])
+        assert (calls[-1]["pz_shell_mm"], calls[-1]["pz_anterior_band"]) == expected
+    for bad, words in ((["--pz-shell-mm", "thick"], "--pz-shell-mm"), (["--pz-anterior-band", "-1"], "anterior band")):
+        assert cli.main([*base, "--out", str(tmp_path / "bad"), *bad]) == 2
+        assert words in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert len(calls) == 3

@@ -212,3 +212,26 @@ def test_zones_step_arguments_and_label_map_export(scene_setup, tmp_path):
     assert labelmap.IsA("vtkMRMLLabelMapVolumeNode") and labelmap.GetName() == "Prostate zones label map"
     assert np.array_equal(sitk.GetArrayFromImage(mrml_volumes.volume_node_to_image(labelmap)),
                           sitk.GetArrayFromImage(zones))
+
+
+def test_pz_post_processing_reaches_the_zones_command(scene_setup, tmp_path):
+    """The Zonal Segmentation panel's PZ options (spin boxes whose 0 reads "off") reach `zones`."""
+    from ProstateLesionCADLib import cli
+    from ProstateLesionCADLib.zones import PZ_SHELL_MM
+    from ProstateLesionCADSlicer.zonal_logic import (BAND_OFF_TIP, BAND_TIP, anterior_band_state, shell_from_spin_box,
+                                                     spin_box_shell)
+
+    scene, t2_node, t2, zones = scene_setup
+    logic = ZonalLogic(scene)
+    parse = cli.build_parser().parse_args
+    args = parse(logic.zones_command(t2_node, tmp_path / "a")[3:])
+    assert (float(args.pz_shell_mm), args.pz_anterior_band) == (PZ_SHELL_MM, 0.0)
+    argv = logic.zones_command(t2_node, tmp_path / "b", "cascade", pz_shell_mm=shell_from_spin_box(18.0),
+                               pz_anterior_band=0.5)
+    args = parse(argv[3:])
+    assert (args.backend, args.pz_shell_mm, args.pz_anterior_band) == ("cascade", "18.0", 0.5)
+    argv = logic.zones_command(t2_node, tmp_path / "c", pz_shell_mm=shell_from_spin_box(0.0), pz_anterior_band=0.5)
+    assert parse(argv[3:]).pz_shell_mm == "off" and "--pz-anterior-band" not in argv
+    assert spin_box_shell(None) == 0.0 and spin_box_shell(PZ_SHELL_MM) == PZ_SHELL_MM
+    assert shell_from_spin_box(spin_box_shell(7.5)) == 7.5 and shell_from_spin_box(spin_box_shell(None)) is None
+    assert anterior_band_state(None) == (False, BAND_OFF_TIP) and anterior_band_state(16.0) == (True, BAND_TIP)

@@ -30,6 +30,7 @@ EXPECTED_CLASS = {
     r".*Label$": {"QLabel"},
     r".*ComboBox$": {"QComboBox"},
     r"progressBar": {"QProgressBar"},
+    r".*SpinBox$": {"QDoubleSpinBox"},
 }
 SLICER_PROVIDED = {"slicer", "vtk", "qt", "ctk", "numpy", "SimpleITK"}
 PROJECT = {"ProstateLesionCADLib", "ProstateLesionCADSlicer"}

@@ -15,10 +15,11 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-from ProstateLesionCADLib.zones import BACKENDS, DEMO_MODEL
+from ProstateLesionCADLib.zones import ANTERIOR_BAND, BACKENDS, DEMO_MODEL, PZ_SHELL_MM
 from ProstateLesionCADSlicer import background_process, dependencies
 from ProstateLesionCADSlicer.self_test_checks import require_models, require_steps
-from ProstateLesionCADSlicer.zonal_logic import ZonalLogic
+from ProstateLesionCADSlicer.parameters import parameters
+from ProstateLesionCADSlicer.zonal_logic import ZonalLogic, anterior_band_state, shell_from_spin_box, spin_box_shell
 
 BACKEND_LABELS = {"taps": "Pretrained TAPS gland network (real MRI)", "cascade": "Cascade CNN-1 of the zones model"}
 STEP_TIMEOUT_S = 1800  # the self-test's limit for the zones step on a CPU
@@ -79,16 +80,49 @@ class ZonalSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.exportLabelmapButton.connect("clicked()", self.onExportLabelmap)
         self.ui.exportTrainingButton.connect("clicked()", self.onExportTraining)
         self.ui.segmentationSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.showReport)
+        self.ui.pzShellSpinBox.connect("valueChanged(double)", self.onPzOptionsChanged)
+        self.ui.pzAnteriorBandSpinBox.connect("valueChanged(double)", self.onPzOptionsChanged)
+        self._showingPzOptions = False
         self._timer = qt.QTimer()
         self._timer.setInterval(background_process.POLL_MS)
         self._timer.connect("timeout()", self.onPoll)
         self.refreshAvailability()
         self.refreshModels()
+        self.showPzOptions()
 
     def cleanup(self):
         self._timer.stop()
         self.logic.runner.stop()
         self.removeObservers()
+
+    def enter(self):
+        self.showPzOptions()
+
+    # ------------------------------------------------------------ PZ post-processing (shared with the CAD panel)
+
+    def showPzOptions(self):
+        """The PZ post-processing as the scene's ProstateLesionCAD parameter node holds it: both panels make
+        one zones node per T2, with the same settings, saved with the scene."""
+        p = parameters(slicer.mrmlScene)
+        self._showingPzOptions = True
+        try:
+            self.ui.pzShellSpinBox.value = spin_box_shell(p.pz_shell_mm)
+            self.ui.pzAnteriorBandSpinBox.value = p.pz_anterior_band
+        finally:
+            self._showingPzOptions = False
+        self.updatePzOptionStates()
+
+    def onPzOptionsChanged(self, value=None):
+        if not self._showingPzOptions:
+            p = parameters(slicer.mrmlScene)
+            p.pz_shell_mm = shell_from_spin_box(self.ui.pzShellSpinBox.value)
+            p.pz_anterior_band = self.ui.pzAnteriorBandSpinBox.value
+        self.updatePzOptionStates()
+
+    def updatePzOptionStates(self):
+        enabled, tip = anterior_band_state(shell_from_spin_box(self.ui.pzShellSpinBox.value))
+        self.ui.pzAnteriorBandSpinBox.enabled = enabled
+        self.ui.pzAnteriorBandSpinBox.toolTip = tip
 
     # ------------------------------------------------------------ Python packages
 
@@ -147,7 +181,8 @@ class ZonalSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             index = self.ui.modelComboBox.currentIndex
             model = self.ui.modelComboBox.itemData(index) if index >= 0 else DEMO_MODEL
             backend = self.ui.backendComboBox.currentData or BACKENDS[0]
-            self.logic.start(t2, backend, model)
+            self.logic.start(t2, backend, model, shell_from_spin_box(self.ui.pzShellSpinBox.value),
+                             self.ui.pzAnteriorBandSpinBox.value)
             self._t2Node = t2
             self.ui.applyButton.enabled = False
             self.ui.installDependenciesButton.enabled = False
@@ -236,9 +271,10 @@ class ZonalSegmentationLogic(ScriptedLoadableModuleLogic):
         self.zonal = ZonalLogic(scene if scene is not None else slicer.mrmlScene)
         self.runner = background_process.ProcessRunner()
 
-    def start(self, t2Node, backend=BACKENDS[0], model=DEMO_MODEL):
-        """Start `prostate-cad zones` on the T2 volume in the background."""
-        return self.runner.start("zones", lambda work: self.zonal.zones_command(t2Node, work, backend, model))
+    def start(self, t2Node, backend=BACKENDS[0], model=DEMO_MODEL, pzShellMm=PZ_SHELL_MM, pzAnteriorBand=ANTERIOR_BAND):
+        """Start `prostate-cad zones` on the T2 volume in the background (pzShellMm None: that step off)."""
+        return self.runner.start("zones", lambda work: self.zonal.zones_command(
+            t2Node, work, backend, model, pz_shell_mm=pzShellMm, pz_anterior_band=pzAnteriorBand))
 
     def run(self, t2Node, backend=BACKENDS[0], model=DEMO_MODEL, timeout=STEP_TIMEOUT_S):
         """Blocking run (self-test, scripts): returns the T2's zones segmentation node."""

@@ -32,6 +32,7 @@ from .pipeline import load_detector, run_pipeline
 from .progress import ProgressCallback, silent, sub_progress
 from .study.case import Case
 from .study.picai_archive import is_picai_archive, list_cases
+from .zones import ANTERIOR_BAND, PZ_SHELL_MM
 
 DONE, SKIPPED, FAILED = "done", "skipped", "failed"
 
@@ -262,7 +263,8 @@ def detect_cases(cases: Sequence[BatchCase], package: ModelPackage, out_root: st
                  register_preset: Optional[str] = "paper", zones_backend: str = "taps", drop: Sequence[str] = (),
                  tta: bool = False, device: str = "auto", image_format: str = "nrrd", overwrite: bool = False,
                  progress: Optional[ProgressCallback] = None,
-                 on_case: Optional[Callable[[CaseOutcome], None]] = None, all_candidates: bool = False) -> BatchReport:
+                 on_case: Optional[Callable[[CaseOutcome], None]] = None, all_candidates: bool = False,
+                 pz_shell_mm: Optional[float] = PZ_SHELL_MM, pz_anterior_band: float = ANTERIOR_BAND) -> BatchReport:
     """Run the pipeline on every case into out_root/<case name>/; see the module docstring.
 
     `overwrite`: finished cases run again too, each case folder replaced as a whole.
@@ -298,7 +300,8 @@ def detect_cases(cases: Sequence[BatchCase], package: ModelPackage, out_root: st
                     result = run_pipeline(case, package, out, register_preset=register_preset,
                                           zones_backend=zones_backend, drop=drop, tta=tta, device=device,
                                           detector=detector, progress=sub_progress(report, 0.1, 1.0),
-                                          image_format=image_format, all_candidates=all_candidates)
+                                          image_format=image_format, all_candidates=all_candidates,
+                                          pz_shell_mm=pz_shell_mm, pz_anterior_band=pz_anterior_band)
                 outcome = CaseOutcome(item.name, DONE, len(result.detections.detections),
                                       time.perf_counter() - start, out_dir=str(out), notes=list(result.messages))
             except Exception as exc:  # any failure of one case is recorded and the batch goes on

@@ -10,6 +10,7 @@ reads it when it opens.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
 
@@ -19,11 +20,19 @@ class Option:
     flag: str  # "--device"
     choices: tuple[str, ...] = ()  # the values the command accepts; () = any value (a path, a name)
     switch: bool = False  # a flag without a value ("--no-register")
+    number: bool = False  # a finite number is accepted too (besides `choices`, e.g. "--pz-shell-mm 12|off")
 
     def accepts(self, value: Optional[str] = None) -> bool:
         if self.switch:
             return value is None
-        return value is None or not self.choices or value in self.choices
+        if value is None or value in self.choices:
+            return True
+        if self.number:
+            try:
+                return math.isfinite(float(value))
+            except ValueError:
+                return False
+        return not self.choices
 
 
 @dataclass(frozen=True)
@@ -52,14 +61,17 @@ def panel_steps() -> dict[str, Step]:
     from .registration.multistart import PRESETS
     from .zones import BACKENDS
 
+    # the PZ post-processing of `zones`, and of `detect` when it segments the zones itself
+    pz_options = (Option("--pz-shell-mm", ("off",), number=True), Option("--pz-anterior-band", number=True))
     steps = (
         Step("registration", ("register",), "Register ADC and DWI to T2 (multi-start, never worse than none).",
              (Option("--out"), Option("--preset", tuple(PRESETS)))),
         Step("zones", ("zones",), "Segment the prostate, central gland and peripheral zone of the T2.",
-             (Option("--out"), Option("--backend", tuple(BACKENDS)), Option("--model"))),
+             (Option("--out"), Option("--backend", tuple(BACKENDS)), Option("--model"), *pz_options)),
         Step("detection", ("detect",), "Detect and grade lesions with the selected model.",
              (Option("--model"), Option("--out"), Option("--device", tuple(DEVICES)), Option("--zones"),
-              Option("--transform"), Option("--no-register", switch=True))),
+              Option("--transform"), Option("--no-register", switch=True), Option("--all", switch=True),
+              *pz_options)),
         Step("install", ("models", "install"), "Install a model package from a file or a URL.",
              (Option("--sha256"),)),
         # the CAD panel's "Export to DICOM database" (writing DICOM needs highdicom, which Slicer lacks)

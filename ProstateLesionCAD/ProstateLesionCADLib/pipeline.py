@@ -46,6 +46,7 @@ from .models.package import ModelPackage, find_model
 from .orientation import canonical_case
 from .progress import ProgressCallback, silent, sub_progress
 from .study.case import Case
+from .zones import ANTERIOR_BAND, PZ_SHELL_MM
 
 STAGES = ("zones", "registration", "preprocessing", "detection", "outputs")
 # share of the progress bar per stage in run_pipeline
@@ -177,9 +178,15 @@ class Pipeline:
                  prostate: Optional[sitk.Image] = None, transform: Optional[sitk.Transform] = None,
                  register_preset: Optional[str] = "paper", registration_starts: Optional[int] = None,
                  zones_backend: str = "taps", drop: Sequence[str] = (), tta: bool = False, device: str = "auto",
-                 detector: Any = None, all_candidates: bool = False):
+                 detector: Any = None, all_candidates: bool = False, pz_shell_mm: Optional[float] = PZ_SHELL_MM,
+                 pz_anterior_band: float = ANTERIOR_BAND):
         self.kind = check_options(model_package, drop, register_preset, zones_backend)
+        if pz_shell_mm is not None:
+            from .zones.postprocess import check_pz_restriction
+            check_pz_restriction(pz_shell_mm, pz_anterior_band)  # before the detector loads
         self.all_candidates = all_candidates  # FocalNet: every local maximum, not only the working point's
+        # the PZ post-processing of zones segmented here (zones.segment.segment_zones; None: off)
+        self.pz_shell_mm, self.pz_anterior_band = pz_shell_mm, pz_anterior_band
         self.given_zones, self.given_prostate, self.given_transform = zones, prostate, transform
         self.register_preset, self.registration_starts = register_preset, registration_starts
         self.zones_backend = zones_backend
@@ -197,7 +204,8 @@ class Pipeline:
                 from .zones.segment import segment_zones
 
                 r.zones_result = segment_zones(case.t2, backend=self.zones_backend, case_id=case.case_id,
-                                               progress=progress)
+                                               progress=progress, pz_shell_mm=self.pz_shell_mm,
+                                               pz_anterior_band=self.pz_anterior_band)
                 report = r.zones_result.report
                 r.messages += [f"zones: {flag}" for flag in report["qc"]["flags"] + report["warnings"]]
                 r.messages.append("zones segmented automatically")
@@ -272,7 +280,8 @@ def run_pipeline(case: Case, model_package: ModelPackage, out_dir: str | os.Path
                  registration_starts: Optional[int] = None, zones_backend: str = "taps", drop: Sequence[str] = (),
                  tta: bool = False, device: str = "auto", detector: Any = None,
                  progress: Optional[ProgressCallback] = None, image_format: str = "nrrd",
-                 all_candidates: bool = False) -> PipelineResult:
+                 all_candidates: bool = False, pz_shell_mm: Optional[float] = PZ_SHELL_MM,
+                 pz_anterior_band: float = ANTERIOR_BAND) -> PipelineResult:
     """Every stage on one case; writes out_dir/detections.json and out_dir/lesion-probability.nrrd.
 
     zones / prostate: masks on any grid (zones 1 = CG, 2 = PZ), else the case's own.
@@ -283,11 +292,14 @@ def run_pipeline(case: Case, model_package: ModelPackage, out_dir: str | os.Path
     image_format: the probability map's file format (image_files.OUTPUT_FORMATS).
     all_candidates: FocalNet writes every local maximum, not only those at or above the
     package's working point (detection/focalnet/inference.py).
+    pz_shell_mm, pz_anterior_band: the PZ post-processing of zones segmented here
+    (zones.postprocess.posterior_lateral_pz; pz_shell_mm=None skips it).
     """
     pipeline = Pipeline(case, model_package, zones=zones, prostate=prostate, transform=transform,
                         register_preset=register_preset, registration_starts=registration_starts,
                         zones_backend=zones_backend, drop=drop, tta=tta, device=device, detector=detector,
-                        all_candidates=all_candidates)
+                        all_candidates=all_candidates, pz_shell_mm=pz_shell_mm,
+                        pz_anterior_band=pz_anterior_band)
     stages = (pipeline.segment_zones, pipeline.register, pipeline.preprocess, pipeline.detect)
     for name, stage in zip(STAGES, stages):
         stage(sub_progress(progress, *STAGE_SHARES[name]))

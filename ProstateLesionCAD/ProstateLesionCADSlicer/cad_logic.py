@@ -39,6 +39,13 @@ ROLE_ATTRIBUTE = "ProstateLesionCAD.Role"
 DEFAULT_B = {"DWI_LOW": 400.0, "DWI_HIGH": 800.0}  # when a DWI volume carries no b-value
 
 DETECTION_TASKS = ("detector", "focalnet")  # model tasks `prostate-cad detect` dispatches on
+ALL_CANDIDATES_TASK = "focalnet"  # `detect --all` changes what this task's packages write, no other's
+ALL_CANDIDATES_TIP = (
+    "FocalNet marks lesion candidates at the local maxima of its lesion probability and by default writes only "
+    "those at or above the package's working point (its GGG≥1 max-sensitivity threshold, set on held-out cases). "
+    "Ticked, it writes every local maximum above the localisation threshold (0.05), as the paper's FROC sweeps "
+    "them (prostate-cad evaluate --froc-protocol focalnet needs all): many more candidates, mostly false "
+    "positives; the score slider still filters what is shown (prostate-cad detect --all).")
 PANEL_STEPS = ("registration", "zones", "detection")  # the steps with a button in the panel
 DICOM_EXPORT_STEP = "dicom-seg"  # "Export to DICOM database" (dicom_export.py)
 # what the panel offers, and installs the packages of on first use: the steps and the DICOM export
@@ -79,6 +86,24 @@ class CadLogic:
         if not entry or "max_sensitivity" not in entry or "balanced" not in entry:
             return None
         return {"max_sensitivity": float(entry["max_sensitivity"]), "balanced": float(entry["balanced"])}
+
+    @staticmethod
+    def all_candidates_state(package) -> tuple[bool, str]:
+        """(enabled?, tooltip) of "Write every candidate": a FocalNet package only."""
+        if package is None:
+            return False, "Select a FocalNet detection model: only FocalNet filters its candidates at a working point."
+        if package.task != ALL_CANDIDATES_TASK:
+            return False, (f"Not for '{package.name}': a Retina U-Net model writes every detection it finds (the "
+                           "score slider chooses what is shown); only FocalNet models filter their candidates at "
+                           "a working point.")
+        return True, ALL_CANDIDATES_TIP
+
+    def writes_all_candidates(self) -> bool:
+        """Whether detection runs with `--all`: the box is ticked and the selected model is a FocalNet package."""
+        from ProstateLesionCADLib.models.package import find_model
+
+        p = self.params
+        return bool(p.all_candidates and p.model) and find_model(p.model, verify=False).task == ALL_CANDIDATES_TASK
 
     # ------------------------------------------------------------ inputs
 
@@ -234,8 +259,11 @@ class CadLogic:
         return RegistrationArguments(self.export_case(work / "case"), work / "out")
 
     def zones_arguments(self, work: Path) -> ZonesArguments:
-        """The ZonalSegmentation module's step on the selected T2 (its defaults: TAPS gland + demo cascade)."""
-        return self.zonal_logic().zones_arguments(self.params.t2, work)
+        """The ZonalSegmentation module's step on the selected T2 (its defaults: TAPS gland + demo cascade),
+        with the panel's PZ post-processing."""
+        p = self.params
+        return self.zonal_logic().zones_arguments(p.t2, work, pz_shell_mm=p.pz_shell_mm,
+                                                  pz_anterior_band=p.pz_anterior_band)
 
     def detection_arguments(self, work: Path) -> DetectionArguments:
         """The case as acquired, plus the registration the views show (if any) as a transform file.
@@ -251,7 +279,9 @@ class CadLogic:
         zones = case_json.parent / "zones.nrrd"
         return DetectionArguments(case_json, p.model, work / "out", p.device,
                                   zones_file=zones if zones.is_file() else None, transform_file=transform,
-                                  register=transform is None and p.registration_transform is None)
+                                  register=transform is None and p.registration_transform is None,
+                                  all_candidates=self.writes_all_candidates(), pz_shell_mm=p.pz_shell_mm,
+                                  pz_anterior_band=p.pz_anterior_band)
 
     def install_command(self, source: str, sha256: str = "", python: Optional[str] = None) -> list[str]:
         return InstallArguments(source, sha256).command(self.capabilities, python)

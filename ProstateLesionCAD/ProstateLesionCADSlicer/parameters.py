@@ -13,6 +13,7 @@ from typing import Optional
 
 from ProstateLesionCADLib import device as devices
 from ProstateLesionCADLib import ggg_palette
+from ProstateLesionCADLib.zones import ANTERIOR_BAND, PZ_SHELL_MM
 
 MODULE_NAME = "ProstateLesionCAD"
 
@@ -68,6 +69,31 @@ class _Int(_Float):
         obj.node.SetParameter(self.key, str(int(value)))
 
 
+class _Bool(_Text):
+    """A tick box: stored as "true" / "false"."""
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        return super().__get__(obj, owner) == "true"
+
+    def __set__(self, obj, value) -> None:
+        obj.node.SetParameter(self.key, "true" if value else "false")
+
+
+class _ShellMm(_Text):
+    """The PZ shell depth in mm, or None when the user turned the step off (stored as "off")."""
+
+    def __get__(self, obj, owner=None):
+        if obj is None:
+            return self
+        value = super().__get__(obj, owner)
+        return None if value == "off" else float(value)
+
+    def __set__(self, obj, value) -> None:
+        obj.node.SetParameter(self.key, "off" if value is None else repr(float(value)))
+
+
 class _Node:
     def __init__(self, role: str):
         self.role = role
@@ -92,6 +118,9 @@ class CadParameters:
     case_id = _Text("CaseId")
     dicom_folder = _Text("DicomFolder")
     lesion_run_key = _Text("LesionRunKey")
+    all_candidates = _Bool("AllCandidates", "false")  # FocalNet: `detect --all`
+    pz_shell_mm = _ShellMm("PzShellMm", repr(PZ_SHELL_MM))  # zones: --pz-shell-mm (None = off)
+    pz_anterior_band = _Float("PzAnteriorBand", repr(ANTERIOR_BAND))  # zones: --pz-anterior-band (0 = off)
     t2 = _Node("T2")
     adc = _Node("ADC")
     dwi_low = _Node("DWI_LOW")

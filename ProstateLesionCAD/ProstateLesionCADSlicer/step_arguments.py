@@ -16,7 +16,7 @@ from typing import Callable, ClassVar, Optional, Sequence
 from ProstateLesionCADLib import requirements
 from ProstateLesionCADLib.capabilities import Step, panel_steps
 from ProstateLesionCADLib.errors import ParameterError
-from ProstateLesionCADLib.zones import BACKENDS, DEMO_MODEL
+from ProstateLesionCADLib.zones import ANTERIOR_BAND, BACKENDS, DEMO_MODEL, PZ_SHELL_MM
 
 from .background_process import cli_command
 
@@ -43,6 +43,26 @@ def _checked(step: Step, flag: str, value: str, what: str) -> str:
     if option is not None and not option.accepts(value):
         raise ParameterError(f"{what} must be one of {', '.join(option.choices)}, got {value!r}.")
     return value
+
+
+def _pz_arguments(step: Step, shell_mm: Optional[float], anterior_band: float) -> list[str]:
+    """--pz-shell-mm / --pz-anterior-band (zones.postprocess.posterior_lateral_pz; shell None = off), each
+    passed when the step takes it; a library whose step lacks one refuses a value other than its default."""
+    if shell_mm is not None:
+        from ProstateLesionCADLib.zones.postprocess import check_pz_restriction
+
+        check_pz_restriction(shell_mm, anterior_band)
+    args = []
+    for flag, value, default, given in (("--pz-shell-mm", shell_mm, PZ_SHELL_MM, True),
+                                        ("--pz-anterior-band", anterior_band, ANTERIOR_BAND, shell_mm is not None)):
+        if not given:
+            continue  # without the shell step the band is not used
+        if step.accepts(flag):
+            args += [flag, "off" if value is None else repr(float(value))]
+        elif value != default:
+            raise ParameterError(f"'{step.command}' of this library has no {flag} option: leave the PZ "
+                                 "post-processing at its default.")
+    return args
 
 
 class StepArguments:
@@ -80,17 +100,23 @@ class ZonesArguments(StepArguments):
     out_dir: Path
     backend: str = BACKENDS[0]
     model: str = DEMO_MODEL
+    pz_shell_mm: Optional[float] = PZ_SHELL_MM  # None: the posterior-lateral PZ step is off
+    pz_anterior_band: float = ANTERIOR_BAND
 
     def as_arg_list(self, step: Step) -> list[str]:
         return [str(self.t2_file), "--out", str(self.out_dir),
-                "--backend", _checked(step, "--backend", self.backend, "The zones backend"), "--model", self.model]
+                "--backend", _checked(step, "--backend", self.backend, "The zones backend"), "--model", self.model,
+                *_pz_arguments(step, self.pz_shell_mm, self.pz_anterior_band)]
 
 
 @dataclass(frozen=True)
 class DetectionArguments(StepArguments):
     """`transform_file`: the registration as the user sees it (ITK resampling transform, T2
     point -> ADC/DWI point); the detector then registers nothing itself. Without one,
-    `register=False` makes it use ADC/DWI as acquired, `register=True` register them."""
+    `register=False` makes it use ADC/DWI as acquired, `register=True` register them.
+    `all_candidates`: FocalNet writes every local maximum (`--all`), not only those at or above
+    the package's working point. The PZ post-processing applies to the zones `detect` segments
+    itself, so it is passed only without a zones file."""
 
     STEP: ClassVar[str] = "detection"
     case_json: Path
@@ -100,6 +126,9 @@ class DetectionArguments(StepArguments):
     zones_file: Optional[Path] = None
     transform_file: Optional[Path] = None
     register: bool = True
+    all_candidates: bool = False
+    pz_shell_mm: Optional[float] = PZ_SHELL_MM
+    pz_anterior_band: float = ANTERIOR_BAND
 
     def as_arg_list(self, step: Step) -> list[str]:
         args = [str(self.case_json), "--model", self.model, "--out", str(self.out_dir)]
@@ -113,6 +142,12 @@ class DetectionArguments(StepArguments):
             args += ["--transform", str(self.transform_file)]
         elif not self.register and step.accepts("--no-register"):
             args.append("--no-register")
+        if self.all_candidates:
+            if not step.accepts("--all"):
+                raise ParameterError(f"'{step.command}' of this library cannot write every FocalNet candidate.")
+            args.append("--all")
+        if self.zones_file is None:
+            args += _pz_arguments(step, self.pz_shell_mm, self.pz_anterior_band)
         return args
 
 

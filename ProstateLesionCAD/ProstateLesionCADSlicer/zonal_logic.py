@@ -27,7 +27,7 @@ from ProstateLesionCADLib import coordinates
 from ProstateLesionCADLib.capabilities import panel_steps
 from ProstateLesionCADLib.lesions import masks as lesion_masks
 from ProstateLesionCADLib.errors import CaseError, FormatError
-from ProstateLesionCADLib.zones import BACKENDS, DEMO_MODEL
+from ProstateLesionCADLib.zones import ANTERIOR_BAND, BACKENDS, DEMO_MODEL, PZ_SHELL_MM
 from ProstateLesionCADSlicer import lesion_nodes, mrml_volumes
 from ProstateLesionCADSlicer.step_arguments import ZonesArguments, step_availability
 
@@ -43,6 +43,33 @@ SEGMENTS = {
 CATEGORY = "SCT^123037004^Anatomical Structure"
 TERMINOLOGY_CONTEXT = "Segmentation category and type - 3D Slicer General Anatomy list"
 ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
+
+
+# The PZ post-processing as both panels show it (zones.postprocess.posterior_lateral_pz): two spin boxes
+# whose lowest value, 0, reads "off" (Qt's specialValueText), so 0 mm means the step is skipped.
+SHELL_OFF = 0.0
+SHELL_TIP = ("Posterior-lateral PZ: peripheral-zone voxels deeper than this below the gland surface go to the "
+             "central gland (the PZ is a posterior-lateral shell, about 10 mm thick on T2). Default "
+             f"{PZ_SHELL_MM:g} mm; off keeps the network's CG/PZ split (prostate-cad zones --pz-shell-mm).")
+BAND_TIP = ("Anterior band: also give the central gland the PZ in front of it, within this share of the CG's "
+            "half-width of the midline (the anterior fibromuscular stroma). Off by default: it lowers the "
+            "held-out phantom Dice (prostate-cad zones --pz-anterior-band).")
+BAND_OFF_TIP = "Used only with the posterior-lateral PZ step: set a shell depth first."
+
+
+def shell_from_spin_box(value: float) -> Optional[float]:
+    """The spin box's value -> --pz-shell-mm in mm, None for "off"."""
+    return None if value <= SHELL_OFF else float(value)
+
+
+def spin_box_shell(shell_mm: Optional[float]) -> float:
+    """--pz-shell-mm (None: off) -> the spin box's value."""
+    return SHELL_OFF if shell_mm is None else float(shell_mm)
+
+
+def anterior_band_state(shell_mm: Optional[float]) -> tuple[bool, str]:
+    """(enabled?, tooltip) of the anterior band control: it acts only inside the shell step."""
+    return (True, BAND_TIP) if shell_mm is not None else (False, BAND_OFF_TIP)
 
 
 def zones_run_key(t2_node) -> str:
@@ -66,15 +93,20 @@ class ZonalLogic:
         """{"zones": (offered?, tooltip)}, from the library's capabilities."""
         return step_availability(self.capabilities, ("zones",))
 
-    def zones_arguments(self, t2_node, work_dir: Path, backend: str = BACKENDS[0],
-                        model: str = DEMO_MODEL) -> ZonesArguments:
-        """Write the T2 into work_dir and return the step's arguments (outputs go to work_dir/out)."""
-        return ZonesArguments(self.write_t2(t2_node, work_dir), Path(work_dir) / "out", backend, model)
+    def zones_arguments(self, t2_node, work_dir: Path, backend: str = BACKENDS[0], model: str = DEMO_MODEL,
+                        pz_shell_mm: Optional[float] = PZ_SHELL_MM,
+                        pz_anterior_band: float = ANTERIOR_BAND) -> ZonesArguments:
+        """Write the T2 into work_dir and return the step's arguments (outputs go to work_dir/out).
+        pz_shell_mm (None: off), pz_anterior_band: the PZ post-processing (`zones --pz-shell-mm`, ...)."""
+        return ZonesArguments(self.write_t2(t2_node, work_dir), Path(work_dir) / "out", backend, model,
+                              pz_shell_mm, pz_anterior_band)
 
     def zones_command(self, t2_node, work_dir: Path, backend: str = BACKENDS[0], model: str = DEMO_MODEL,
-                      python: Optional[str] = None) -> list[str]:
+                      python: Optional[str] = None, pz_shell_mm: Optional[float] = PZ_SHELL_MM,
+                      pz_anterior_band: float = ANTERIOR_BAND) -> list[str]:
         """The argv of `prostate-cad zones` on the T2 volume, written into work_dir."""
-        return self.zones_arguments(t2_node, work_dir, backend, model).command(self.capabilities, python)
+        return self.zones_arguments(t2_node, work_dir, backend, model, pz_shell_mm,
+                                    pz_anterior_band).command(self.capabilities, python)
 
     def write_t2(self, t2_node, folder: Path) -> Path:
         """The selected T2 volume as NRRD (LPS) for the child process."""

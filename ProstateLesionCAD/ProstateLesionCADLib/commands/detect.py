@@ -7,6 +7,7 @@ import sys
 import time
 
 from ._output_args import add_overwrite_argument, writes_output
+from ._zones_args import add_pz_arguments, pz_options
 
 HELP = ("Detect lesions in a case (or several: folders of studies, list files) with a detector model; "
         "writes detections.json and lesion-probability.nrrd.")
@@ -37,6 +38,7 @@ def add_arguments(parser) -> None:
                              "fast = 8 starts, released = the authors' released code")
     parser.add_argument("--zones-backend", default="taps", choices=("taps", "cascade"),
                         help="automatic zonal segmentation when --zones is not given (see prostate-cad zones)")
+    add_pz_arguments(parser, "automatic zonal segmentation (without --zones), as `zones`: ")
     parser.add_argument("--format", default="nrrd", choices=("nrrd", "nii.gz", "mha"), dest="image_format",
                         help="file format of the probability map (default nrrd); detections.json names the file")
     parser.add_argument("--all", action="store_true", dest="all_candidates",
@@ -68,6 +70,7 @@ def _run_one(args, path) -> int:
     register_preset = None if args.no_register else args.register_preset
     pkg = detector_package(args.model)
     check_options(pkg, drop, register_preset, args.zones_backend)  # e.g. --drop T2, before any work
+    pz_shell_mm, pz_anterior_band = pz_options(args)
     start = time.perf_counter()
     case = load_case(path, progress=sub_progress(progress, 0.0, 0.1))
     zones = read_image_file(args.zones, "zones image", label=True, max_label=2) if args.zones else None
@@ -76,7 +79,8 @@ def _run_one(args, path) -> int:
     result = run_pipeline(case, pkg, args.out, zones=zones, prostate=prostate, transform=transform,
                           register_preset=register_preset, zones_backend=args.zones_backend, drop=drop,
                           tta=args.tta, device=args.device, progress=sub_progress(progress, 0.1, 1.0),
-                          image_format=args.image_format, all_candidates=args.all_candidates)
+                          image_format=args.image_format, all_candidates=args.all_candidates,
+                          pz_shell_mm=pz_shell_mm, pz_anterior_band=pz_anterior_band)
     for message in result.messages:
         note(message)
     for stage, seconds in result.timings.items():
@@ -106,6 +110,7 @@ def _run_batch(args, paths) -> int:
     register_preset = None if args.no_register else args.register_preset
     pkg = detector_package(args.model)
     check_options(pkg, drop, register_preset, args.zones_backend)
+    pz_shell_mm, pz_anterior_band = pz_options(args)
     cases = discover_cases(paths)
     detail(f"{len(cases)} cases: " + ", ".join(c.name for c in cases))
 
@@ -118,7 +123,8 @@ def _run_batch(args, paths) -> int:
         report = detect_cases(cases, pkg, args.out, register_preset=register_preset,
                               zones_backend=args.zones_backend, drop=drop, tta=args.tta, device=args.device,
                               image_format=args.image_format, overwrite=args.overwrite,
-                              all_candidates=args.all_candidates,
+                              all_candidates=args.all_candidates, pz_shell_mm=pz_shell_mm,
+                              pz_anterior_band=pz_anterior_band,
                               progress=ConsoleProgress(), on_case=ended)
     if args.json:
         _print_json(report)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ._output_args import add_overwrite_argument, writes_output
 
-from ..zones import ANTERIOR_BAND, BACKENDS, DEMO_MODEL, PZ_SHELL_MM
+from ..zones import BACKENDS, DEMO_MODEL
+from ._zones_args import add_pz_arguments, pz_options
 
 HELP = ("Segment the prostate zones of a study's T2 (DICOM folder, case folder/.json, or a T2 image file): "
         "writes DIR/zones.nrrd (1 = CG, 2 = PZ) and DIR/zones.json.")
@@ -18,13 +19,7 @@ def add_arguments(parser) -> None:
                         help="prostate from the pretrained TAPS network (default) or from the cascade's CNN-1")
     parser.add_argument("--model", default=DEMO_MODEL, metavar="NAME|PATH",
                         help="zones model package (name of an installed one, or its folder) for the cascade")
-    parser.add_argument("--pz-shell-mm", default=str(PZ_SHELL_MM), metavar="MM|off",
-                        help="restrict the peripheral zone to the gland's posterior-lateral shell of this thickness "
-                             f"(default {PZ_SHELL_MM:g} mm; 'off' keeps the network's split)")
-    parser.add_argument("--pz-anterior-band", type=float, default=ANTERIOR_BAND, metavar="F",
-                        help="also give the CG the PZ in front of it, anterior to the gland's mid-coronal plane, "
-                             "within F times the CG's half-width of its midline (default 0: off; it lowers "
-                             "phantom Dice, see README)")
+    add_pz_arguments(parser)
     parser.add_argument("--png", action="store_true", help="also write zones.png with the zone contours")
     parser.add_argument("--format", default="nrrd", choices=("nrrd", "nii.gz", "mha"), dest="image_format",
                         help="file format of the label map (default nrrd); zones.json names the file")
@@ -40,7 +35,7 @@ def run(args) -> int:
     from ..zones.segment import contour_png, segment_zones, write_outputs
 
     progress = ConsoleProgress()
-    shell = _shell_mm(args.pz_shell_mm)
+    shell, band = pz_options(args)
     path = Path(args.path)
     if path.is_file() and is_image_file(path):
         from ..study.validation import check_image
@@ -55,7 +50,7 @@ def run(args) -> int:
         t2, case_id = case.t2, case.case_id
     result = segment_zones(t2, backend=args.backend, model=args.model, case_id=case_id,
                            progress=sub_progress(progress, 0.1, 0.98), pz_shell_mm=shell,
-                           pz_anterior_band=args.pz_anterior_band)
+                           pz_anterior_band=band)
     with staged_output_dir(args.out) as stage:
         written = write_outputs(result, stage, args.image_format)
         if args.png:
@@ -71,17 +66,3 @@ def run(args) -> int:
     progress(1.0, "zones done")
     return 0
 
-
-def _shell_mm(value: str):
-    """--pz-shell-mm: a positive number of mm, or 'off' (None: the step is skipped)."""
-    from ..errors import ParameterError
-
-    if value.strip().lower() == "off":
-        return None
-    try:
-        mm = float(value)
-    except ValueError:
-        mm = float("nan")
-    if not (mm > 0 and mm < float("inf")):
-        raise ParameterError(f"--pz-shell-mm must be a positive number of mm or 'off', got {value!r}.")
-    return mm
