@@ -210,8 +210,8 @@ def test_train_detector_cli_on_preprocessed_phantoms(tmp_path, capsys):
     assert {m["fold"] for m in pkg.card["ensemble"]["members"]} == {1}
     capsys.readouterr()
     (tmp_path / "list.json").write_text("[1, 2]")
-    for bad, message in ((["--config", str(tmp_path / "missing.json")], "cannot read the training config"),
-                         (["--config", str(tmp_path / "list.json")], "must be a JSON object"),
+    for bad, message in ((["--config", str(tmp_path / "missing.json")], "training config not found"),
+                         (["--config", str(tmp_path / "list.json")], "expected a JSON object"),
                          (["--folds", "first"], "--folds must be comma-separated")):
         assert cli.main(base + bad + ["--out", str(tmp_path / "bad")]) == 2
         assert message in capsys.readouterr().err

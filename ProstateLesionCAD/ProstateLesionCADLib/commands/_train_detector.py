@@ -3,7 +3,6 @@ builds its parser from here). A sub-verb of `train`, not a verb of its own."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from ._output_args import add_overwrite_argument, writes_output
@@ -27,16 +26,9 @@ def add_arguments(parser) -> None:
 def _config(path) -> dict:
     """The `--config` JSON object ({} without the option)."""
     from ..errors import ParameterError
+    from ..formats import load_json_object
 
-    if not path:
-        return {}
-    try:
-        config = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ParameterError(f"--config {path}: cannot read the training config JSON ({exc}).") from None
-    if not isinstance(config, dict):
-        raise ParameterError(f"--config {path}: the training config must be a JSON object.")
-    return config
+    return load_json_object(Path(path), ParameterError, "training config") if path else {}
 
 
 def _folds(text):

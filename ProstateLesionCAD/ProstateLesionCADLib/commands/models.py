@@ -64,19 +64,13 @@ def _network_config(path):
     """The network config of `--config FILE` (overrides of the published exp0 network), or None."""
     if not path:
         return None
-    import json
     from pathlib import Path
 
     from ..detection.retina_unet.network import make_config
     from ..errors import ModelError
+    from ..formats import load_json_object
 
-    try:
-        overrides = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{path}: cannot read the network config JSON ({exc}).") from None
-    if not isinstance(overrides, dict):
-        raise ModelError(f"{path}: the network config must be a JSON object.")
-    return make_config(**overrides)
+    return make_config(**load_json_object(Path(path), ModelError, "network config"))
 
 
 @writes_output()
