@@ -71,7 +71,7 @@ def test_every_panel_step_has_an_entry_and_the_table_is_consistent():
     assert not set(map(requirements.canonical, PACKAGES)) & set(map(requirements.canonical, BUNDLED))
     assert PACKAGES["lavlab-taps"].no_deps and PACKAGES["torch"].via_pytorch
     assert [p.name for p in requirements.step_needs(["detection", "registration"])] == [
-        "torch", "lavlab-taps", "onnxruntime", "scikit-image", "matplotlib", "pylibjpeg", "pylibjpeg-openjpeg"]
+        "torch", "lavlab-taps", "onnxruntime", "onnx", "scikit-image", "matplotlib", "pylibjpeg", "pylibjpeg-openjpeg"]
 
 
 def test_every_library_dependency_slicer_lacks_is_installed_by_a_step():
@@ -93,7 +93,7 @@ def test_missing_means_absent_too_old_or_not_importable():
     versions = {"torch": "2.13.0+cpu", "onnxruntime": "1.16.3", "lavlab-taps": "1.1.2"}
     missing = requirements.missing_packages(["zones"], versions.get, lambda module: module != "taps")
     # not importable; older than 1.17; not installed
-    assert [p.name for p in missing] == ["lavlab-taps", "onnxruntime", "pylibjpeg", "pylibjpeg-openjpeg"]
+    assert [p.name for p in missing] == ["lavlab-taps", "onnxruntime", "onnx", "pylibjpeg", "pylibjpeg-openjpeg"]
     assert requirements.release("2.13.0+cpu") == (2, 13, 0) and requirements.release("0.26.0rc1") == (0, 26, 0)
     assert requirements.missing_packages(["install"], lambda n: None, lambda m: False) == []
 
@@ -143,14 +143,14 @@ def test_installing_asks_once_reports_progress_and_keeps_slicers_packages(python
     done = dependencies.install_missing(["zones", "detection"], python.pip, python.torch,
                                         lambda text, details: questions.append((text, details)) or True,
                                         lambda fraction, message: progress.append((fraction, message)))
-    assert [p.name for p in done] == ["torch", "lavlab-taps", "onnxruntime", "scikit-image", "matplotlib",
+    assert [p.name for p in done] == ["torch", "lavlab-taps", "onnxruntime", "onnx", "scikit-image", "matplotlib",
                                       "pylibjpeg", "pylibjpeg-openjpeg"]
     assert len(questions) == 1 and questions[0][0].startswith("Zones and Detect need Python packages")
     assert "PyTorch" in questions[0][0] and "lavlab-taps>=1.1 (without its dependencies)" in questions[0][1]
     assert "take up to 2 GB" in questions[0][0] and "CPU build: no NVIDIA driver" in questions[0][1]
     assert python.torch_calls == ["torch>=2.2"]
     assert [c[2:] for c in python.pip_calls] == [["--no-deps", "lavlab-taps>=1.1"],
-                                                ["onnxruntime>=1.17", "scikit-image>=0.22", "matplotlib>=3.8",
+                                                ["onnxruntime>=1.17", "onnx>=1.15", "scikit-image>=0.22", "matplotlib>=3.8",
                                                  "pylibjpeg>=2.0", "pylibjpeg-openjpeg>=2.0"]]
     torch_constraints, pip_constraints = python.constraints[0], python.constraints[1]
     assert "numpy==2.4.6" in torch_constraints and "matplotlib==" not in torch_constraints

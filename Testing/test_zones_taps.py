@@ -1,6 +1,7 @@
-"""Pretrained gland backend (TAPS ONNX through plain onnxruntime) on the real ProstateX studies.
+"""Pretrained gland backend (the TAPS ONNX model, run with PyTorch or onnxruntime) on the real ProstateX studies.
 
-- agreement with the `taps` package itself on ProstateX-0000 (Dice ≥ 0.98). Running the
+- agreement with the `taps` package itself on ProstateX-0000 (Dice ≥ 0.98), and between the
+  PyTorch and onnxruntime engines (Dice ≥ 0.999). Running the
   package needs MONAI + nibabel and takes about a minute on 2 cores, so its mask is kept
   in pytest's cache folder (never in the repository), keyed by the sha256 of the input
   NIfTI, of the ONNX file and the taps version: a fresh checkout always runs taps itself;
@@ -91,6 +92,16 @@ def test_matches_taps_package_on_prostatex_0000(t2_0000, ours_0000, request, tmp
     idx = t2_0000.TransformPhysicalPointToIndex(LESION_0000_LPS)
     assert ours[idx[2], idx[1], idx[0]] == 1
     assert ours_0000.windows_run == ours_0000.windows_total  # no window is pure padding on this study
+
+
+@pytest.mark.slow
+def test_pytorch_and_onnxruntime_engines_give_the_same_gland(t2_0000, ours_0000):
+    """The default engine runs the ONNX graph with PyTorch; onnxruntime's mask is the same."""
+    assert ours_0000.model["engine"].startswith("pytorch")
+    theirs = taps_backend.segment_gland(t2_0000, session=taps_backend.open_session(engine="onnxruntime"))
+    assert theirs.model["engine"].startswith("onnxruntime")
+    d = dice(sitk.GetArrayFromImage(ours_0000.mask), sitk.GetArrayFromImage(theirs.mask))
+    assert d >= 0.999, f"Dice between the engines {d:.5f}"
 
 
 @pytest.mark.slow

@@ -51,6 +51,7 @@ class Package:
 PACKAGES: dict[str, Package] = {p.name: p for p in (
     Package("torch", "torch", "2.2", "PyTorch", via_pytorch=True),
     Package("onnxruntime", "onnxruntime", "1.17", "ONNX Runtime"),
+    Package("onnx", "onnx", "1.15", "ONNX (reads the gland model for PyTorch)"),
     Package("lavlab-taps", "taps", "1.1", "TAPS prostate gland model (lavlab-taps)", no_deps=True),
     Package("scikit-image", "skimage", "0.22", "scikit-image"),
     Package("matplotlib", "matplotlib", "3.8", "Matplotlib"),
@@ -66,9 +67,9 @@ STEP_PACKAGES: dict[str, tuple[str, ...]] = {
     "registration": ("matplotlib", "pylibjpeg", "pylibjpeg-openjpeg"),  # the checkerboard figure
     # TAPS gland network + the cascade's CNN-2; the decoders come with the first install because
     # any step may be the first to read a compressed DICOM study
-    "zones": ("torch", "onnxruntime", "lavlab-taps", "pylibjpeg", "pylibjpeg-openjpeg"),
+    "zones": ("torch", "onnxruntime", "onnx", "lavlab-taps", "pylibjpeg", "pylibjpeg-openjpeg"),
     # zones and registration when not given, Retina U-Net (torch) or FocalNet (scikit-image peaks)
-    "detection": ("torch", "onnxruntime", "lavlab-taps", "scikit-image", "matplotlib", "pylibjpeg",
+    "detection": ("torch", "onnxruntime", "onnx", "lavlab-taps", "scikit-image", "matplotlib", "pylibjpeg",
                   "pylibjpeg-openjpeg"),
     "install": (),
     # `prostate-cad export --dicom-seg --dicom-sr`: the SEG and SR are written with highdicom

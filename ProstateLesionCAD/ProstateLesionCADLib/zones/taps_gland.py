@@ -1,4 +1,4 @@
-"""Pretrained whole-gland segmentation: the TAPS network (lavlab-taps, MIT) run with plain onnxruntime.
+"""Pretrained whole-gland segmentation: the TAPS network (lavlab-taps, MIT), without the package's runtime.
 
 The main paper (methods, "Automated prostate zonal segmentation") obtains the prostate
 from a published T2 network whose weights are not public; this backend stands in for
@@ -16,8 +16,9 @@ nibabel is needed at run time:
 7. our post-processing: largest component, holes filled; QC flags (qc.py).
 
 Speed: windows lying completely outside the image data (pure zero padding of the crop)
-are not run; onnxruntime's worker threads do not busy-wait (a large gain on a shared
-CPU); on CUDA machines the CUDA provider is used.
+are not run. The network runs with PyTorch (onnx_torch.py; on the GPU when there is one),
+or with plain onnxruntime (its worker threads do not busy-wait, a large gain on a shared
+CPU) when the `onnx` package is missing.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from ..errors import CaseError, ModelError
+from ..errors import CaseError, ModelError, ParameterError
 from ..image_files import check_grid_size
 from ..orientation import onto_grid, to_canonical
 from ..progress import ProgressCallback, silent
@@ -93,13 +94,37 @@ def onnx_providers() -> list[str]:
     return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
 
 
-def open_session(model_path: Optional[Path] = None):
-    """An onnxruntime session on the gland model; a corrupt file raises ModelError."""
-    import onnxruntime as ort
+ENGINES = ("auto", "pytorch", "onnxruntime")
 
+
+def open_session(model_path: Optional[Path] = None, engine: str = "auto", precision: str = "auto"):
+    """The gland network, ready to run windows; a missing or corrupt file raises ModelError.
+
+    engine "pytorch": the ONNX graph run with PyTorch (onnx_torch.py: oneDNN 3D convolutions,
+    on the GPU when there is one); "onnxruntime": plain onnxruntime; "auto": PyTorch, or
+    onnxruntime when the `onnx` package is missing or the graph has an operator the PyTorch
+    runner does not implement. `precision` (PyTorch only): see onnx_torch.py.
+    """
+    if engine not in ENGINES:
+        raise ParameterError(f"gland engine must be one of {', '.join(ENGINES)}, got {engine!r}.")
     path = Path(model_path) if model_path else taps_model_path()
     if not path.is_file():
         raise ModelError(f"Gland model file {path} does not exist.")
+    if engine != "onnxruntime":
+        from .onnx_torch import open_torch_network
+
+        try:
+            return open_torch_network(path, precision=precision)
+        except ModelError:
+            if engine == "pytorch":
+                raise
+    return open_onnxruntime_session(path)
+
+
+def open_onnxruntime_session(path: Path):
+    """An onnxruntime session on the gland model (CUDA provider first when this build has it)."""
+    import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.log_severity_level = 3
     # No busy-waiting worker threads: on a shared or busy CPU spinning costs more than it saves.
@@ -109,6 +134,14 @@ def open_session(model_path: Optional[Path] = None):
     except Exception as exc:  # onnxruntime raises its own exception types for bad files
         raise ModelError(f"Gland model file {path} cannot be loaded by onnxruntime "
                          f"(corrupt or not an ONNX model): {str(exc).splitlines()[0][:160]}") from None
+
+
+def engine_name(session) -> str:
+    from .onnx_torch import OnnxTorchNetwork
+
+    if isinstance(session, OnnxTorchNetwork):
+        return f"pytorch ({session.device.type}, {session.precision})"
+    return "onnxruntime (" + ", ".join(p.replace("ExecutionProvider", "") for p in session.get_providers()) + ")"
 
 
 def check_t2(t2: sitk.Image, name: str = "T2") -> None:
@@ -280,5 +313,5 @@ def segment_gland(t2: sitk.Image, model_path: Optional[Path] = None, progress: O
     out = onto_grid(out, user_t2)
     progress(1.0, f"gland network: {qc.volume_cm3:.1f} cm³")
     model = {"backend": BACKEND_NAME, "name": "TAPS prostate (lavlab-taps)", "version": taps_version(),
-             "licence": "MIT", "file": str(model_path or taps_model_path())}
+             "licence": "MIT", "file": str(model_path or taps_model_path()), "engine": engine_name(session)}
     return GlandResult(mask=out, qc=qc, model=model, windows_run=run, windows_total=total)
