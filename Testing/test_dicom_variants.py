@@ -251,7 +251,7 @@ def test_detect_on_the_enhanced_copy_gives_the_same_detections(study_0000, built
     results = {}
     for name, source in (("classic", study_0000), ("enhanced", folder)):
         out = tmp_path / name
-        # --all: every local maximum (the phantom demo's working point keeps none on this real study)
+        # --all: every local maximum (the phantom demo's working point keeps 14 of 257 on this real study)
         assert cli.main(["detect", str(source), "--model", "focalnet-demo", "--no-register", "--zones-backend",
                          "cascade", "--device", "cpu", "--out", str(out), "--all"]) == 0
         data = json.loads((out / "detections.json").read_text())

@@ -102,6 +102,17 @@ def copy_bundled(name: str, to: Path) -> tuple[Path, dict]:
     return to, json.loads((to / "model.json").read_text())
 
 
+def single_network_focalnet(to: Path) -> tuple[Path, dict]:
+    """The bundled FocalNet (one network per fold) cut down to its first fold's network, stored as
+    `train focalnet` without --folds stores one: `focalnet.pt`, no ensemble (really trained weights)."""
+    root, card = copy_bundled(FOCALNET, to)
+    member = card.pop("ensemble")["members"][0]["file"]
+    (root / member).rename(root / "focalnet.pt")
+    shutil.rmtree(root / "members")
+    write_model_card(root, card, ["focalnet.pt"])
+    return root, json.loads((root / "model.json").read_text())
+
+
 @pytest.fixture
 def world(tmp_path, monkeypatch):
     """A user's home: a models folder holding one package, and folders a bad name could reach."""
@@ -285,16 +296,23 @@ def _cascade_default_unlisted(tmp: Path):
 
 
 def _focalnet_unlisted(tmp: Path):
-    root, card = copy_bundled(FOCALNET, tmp / "pkg")
+    root, card = single_network_focalnet(tmp / "pkg")
     card["files"] = []
     return root, card, "the FocalNet weights 'focalnet.pt' is not listed"
+
+
+def _focalnet_member_unlisted(tmp: Path):
+    root, card = copy_bundled(FOCALNET, tmp / "pkg")
+    card["files"] = [f for f in card["files"] if f["path"] != "members/fold2.pt"]
+    return root, card, "ensemble.members[2].file 'members/fold2.pt' is not listed"
 
 
 LOADER_CASES = {"member outside": (_member_outside, "detect"), "member absolute": (_member_absolute, "detect"),
                 "member unlisted": (_member_unlisted, "detect"), "cascade outside": (_cascade_outside, "zones"),
                 "cascade unlisted": (_cascade_unlisted, "zones"),
                 "cascade default unlisted": (_cascade_default_unlisted, "zones"),
-                "focalnet unlisted": (_focalnet_unlisted, "detect")}
+                "focalnet unlisted": (_focalnet_unlisted, "detect"),
+                "focalnet member unlisted": (_focalnet_member_unlisted, "detect")}
 
 
 @pytest.mark.parametrize("which", LOADER_CASES)
@@ -393,12 +411,12 @@ def test_detector_and_focalnet_weights_not_plain_or_truncated(world, capsys, pha
     code, err = run(capsys, *detect_args(phantom_case, det2, world.root / "o2"))
     assert code == 2
     one_sentence(err, "does not fit the network of its model.json")
-    foc, _ = copy_bundled(FOCALNET, world.root / "foc")
+    foc, _ = single_network_focalnet(world.root / "foc")
     _rewrite(foc, "focalnet.pt", _pickled_object())
     code, err = run(capsys, *detect_args(phantom_case, foc, world.root / "o3"))
     assert code == 2
     one_sentence(err, "focalnet.pt cannot be loaded: it holds Python objects besides tensors")
-    foc2, _ = copy_bundled(FOCALNET, world.root / "foc2")
+    foc2, _ = single_network_focalnet(world.root / "foc2")
     _rewrite(foc2, "focalnet.pt", (foc2 / "focalnet.pt").read_bytes()[:3000])
     code, err = run(capsys, *detect_args(phantom_case, foc2, world.root / "o4"))
     assert code == 2
@@ -409,7 +427,19 @@ def test_detector_and_focalnet_weights_not_plain_or_truncated(world, capsys, pha
     code, err = run(capsys, *detect_args(phantom_case, foc2, world.root / "o5"))
     assert code == 2
     one_sentence(err, "focalnet.pt cannot be loaded", "no FocalNet config")
-    assert not any((world.root / f"o{i}").exists() for i in range(1, 6))
+    # a package trained with --folds: each fold network is checked the same way
+    foc3, card3 = copy_bundled(FOCALNET, world.root / "foc3")
+    member = card3["ensemble"]["members"][3]["file"]
+    weights = (foc3 / member).read_bytes()
+    _rewrite(foc3, member, _pickled_object())
+    code, err = run(capsys, *detect_args(phantom_case, foc3, world.root / "o6"))
+    assert code == 2
+    one_sentence(err, f"{member} cannot be loaded: it holds Python objects besides tensors")
+    _rewrite(foc3, member, weights[:3000])
+    code, err = run(capsys, *detect_args(phantom_case, foc3, world.root / "o7"))
+    assert code == 2
+    one_sentence(err, f"{member} cannot be loaded", "truncated or corrupt")
+    assert not any((world.root / f"o{i}").exists() for i in range(1, 8))
 
 
 def test_a_file_changed_after_listing_is_caught_by_size_and_sha256(tmp_path):
