@@ -6,17 +6,12 @@ bench's sentence names the install command."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ProstateLesionCAD"))
-
-from ProstateLesionCADLib.demo.benchmarks import _elastix  # noqa: E402
+from ProstateLesionCADLib.demo.benchmarks import _elastix
 
 SHIFT_MM = np.array([3.0, -2.0, 2.5])
 
