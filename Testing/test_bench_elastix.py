@@ -27,8 +27,13 @@ def _pair():
     fixed.SetOrigin((-30.0, 40.0, 10.0))
     c, s = np.cos(0.3), np.sin(0.3)
     fixed.SetDirection((c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0))
-    # moving(p) = fixed(p - shift): the content sits SHIFT_MM further along
-    moving = sitk.Resample(fixed, fixed, sitk.TranslationTransform(3, tuple(-SHIFT_MM)), sitk.sitkLinear, 0.0)
+    # moving(p) = fixed(p - shift): the content sits SHIFT_MM further along; on a grid of its own
+    # (coarser, other origin and field of view), as an ADC map beside its T2
+    grid = sitk.Image([40, 44, 30], sitk.sitkFloat32)
+    grid.SetSpacing((1.6, 1.5, 2.2))
+    grid.SetOrigin(tuple(np.add(fixed.GetOrigin(), (-2.0, 3.0, -1.0))))
+    grid.SetDirection(fixed.GetDirection())
+    moving = sitk.Resample(fixed, grid, sitk.TranslationTransform(3, tuple(-SHIFT_MM)), sitk.sitkLinear, 0.0)
     return fixed, moving
 
 

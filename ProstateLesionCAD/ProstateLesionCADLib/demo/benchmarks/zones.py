@@ -74,6 +74,7 @@ def _taps_package(t2_path: str, work_dir: str, mask_path: str) -> dict:
     written = segment(nifti, Path(work_dir) / "taps-mask.nii.gz", None, device="cpu", exact=True)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     mask = sitk.ReadImage(str(written))
+    nifti.unlink()  # a copy of the sample's T2: not worth keeping in the report folder
     # the NIfTI round trip keeps the voxels; put the mask back on the exact T2 grid
     mask = sitk.Resample(mask, t2, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
     sitk.WriteImage(mask, mask_path, True)
