@@ -55,7 +55,14 @@ test: $(STAMP) $(STAMP512)
 slicer-api-list: $(STAMP512)
 	$(PY512) Testing/slicer_api.py --write
 
-bench: $(STAMP)
+# the benchmark-only extra (itk-elastix and its ITK wheels, about 300 MB; nibabel for the taps
+# package's own run): the registration and zones benches compare against them
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -c requirements-lock.txt -e '.[bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(VENV)/bin/prostate-cad bench --out bench-output --overwrite
 
 # on a machine with an NVIDIA GPU: its own .venv-gpu (CUDA PyTorch), every stage on the GPU,

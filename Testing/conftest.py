@@ -5,7 +5,9 @@ of the published network and the authors' registration transforms, so that a fre
 the suite on its own. The large ProstateX-0218 study (91 MB) is not: the tests that need it
 are marked `extended` and run when a data folder holding `prostatex/ProstateX-0218` is given
 (PROSTATE_CAD_DATA, or ../shared/data beside the clone as in CI); otherwise they are skipped
-and the summary says how many and why."""
+and the summary says how many and why. Tests marked `bench_extra` need the benchmark-only extra
+(itk-elastix, about 300 MB of ITK wheels, so `make test` does not install it); without it they
+are skipped and counted the same way."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ STUDY_0218 = EXTENDED_DATA / "prostatex" / "ProstateX-0218"
 EXTENDED_REASON = (f"ProstateX-0218 not found in {EXTENDED_DATA} "
                    "(set PROSTATE_CAD_DATA=<folder holding prostatex/ProstateX-0218>)")
 MISSING_SLICE = "1-06.dcm"
+BENCH_EXTRA_REASON = "itk-elastix (the benchmark-only extra) is not installed (pip install -e '.[bench]')"
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
@@ -35,28 +38,47 @@ def _extended_available() -> bool:
     return STUDY_0218.is_dir()
 
 
+def _bench_extra_available() -> bool:
+    import importlib.metadata
+
+    try:  # the distribution, not an import: importing itk takes seconds
+        importlib.metadata.version("itk-elastix")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
 def pytest_collection_modifyitems(config, items):
-    if _extended_available():
-        return
-    skip = pytest.mark.skip(reason=EXTENDED_REASON)
-    for item in items:
-        if item.get_closest_marker("extended"):
-            item.add_marker(skip)
+    for marker, available, reason in (("extended", _extended_available(), EXTENDED_REASON),
+                                      ("bench_extra", _bench_extra_available(), BENCH_EXTRA_REASON)):
+        if available:
+            continue
+        skip = pytest.mark.skip(reason=reason)
+        for item in items:
+            if item.get_closest_marker(marker):
+                item.add_marker(skip)
+
+
+def _skipped_for(report, reason: str) -> bool:
+    longrepr = report.longrepr
+    return (report.skipped and isinstance(longrepr, tuple) and len(longrepr) == 3
+            and reason in str(longrepr[2]))
 
 
 def _is_extended_skip(report) -> bool:
-    longrepr = report.longrepr
-    return (report.skipped and isinstance(longrepr, tuple) and len(longrepr) == 3
-            and EXTENDED_REASON in str(longrepr[2]))
+    return _skipped_for(report, EXTENDED_REASON)
 
 
 NOT_RUN = "extended not run"
+EXTRA_NOT_RUN = "bench-extra not run"
 
 
 def pytest_report_teststatus(report, config):
     # a category of its own, so that pytest's final line reads "N passed, M extended not run"
     if _is_extended_skip(report):
         return NOT_RUN, "e", "EXTENDED NOT RUN"
+    if _skipped_for(report, BENCH_EXTRA_REASON):
+        return EXTRA_NOT_RUN, "b", "BENCH EXTRA NOT RUN"
     return None
 
 
@@ -67,6 +89,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                                     f"not passed): {EXTENDED_REASON}", yellow=True, bold=True)
     elif _extended_available():
         terminalreporter.write_line(f"extended tests ran with {STUDY_0218}")
+    count = len(terminalreporter.stats.get(EXTRA_NOT_RUN, []))
+    if count:
+        terminalreporter.write_line(f"{count} bench-extra test{'s' if count != 1 else ''} not run (skipped, "
+                                    f"not passed): {BENCH_EXTRA_REASON}", yellow=True, bold=True)
 
 
 def _require_0218() -> Path:

@@ -17,6 +17,18 @@ split) and every preset is given them, as `prostate-cad detect` does
 (PROSTATE_CAD_BENCH_REGISTRATION_ZONES=0: the presets get no mask, as `prostate-cad register`
 on a bare study; the criterion still uses the prostate).
 
+Yardstick (goal 2 of the speed work: "the ratio to one itk-elastix registration of the same images
+in the same run"): in the same measured process as the presets, right after them, one itk-elastix
+registration of the same pair the presets get — fixed = the case's T2, moving = its ADC map, both as
+loaded by `load_case` (raw intensities, own grids; no mask, no initial transform) — with elastix's
+own default "bspline" parameter map at 3 resolutions, unchanged (BSpline, Mattes MI + bending
+energy, adaptive stochastic gradient descent, 2048 random samples; `_elastix`). Its wall and CPU
+seconds (registration only) are the unit of the ratio table: each preset's wall (whole
+`register_case`) and CPU (sum over its starts) divided by elastix's. Its transform is scored with
+the same criterion, as one more candidate row. itk-elastix is a benchmark-only extra
+(`pip install -e '.[bench]'`, which `make bench` runs); without it the report says so in one
+sentence and the rest of the bench runs as before.
+
 Cost (2 cores): zones about 25 s (ProstateX-0000) and 2 min (ProstateX-0218, with its 70 DCE
 series to load); fast about 1 min and released about 2 min per study; paper 10–15 min per
 study. Environment: PROSTATE_CAD_BENCH_REGISTRATION_PRESETS (default "fast,released,paper"),
@@ -31,7 +43,8 @@ import os
 import time
 from pathlib import Path
 
-TITLE = "Registration (ADC/DWI → T2): presets, the authors' transforms, phantom TRE"
+TITLE = "Registration (ADC/DWI → T2): presets, the authors' transforms, itk-elastix, phantom TRE"
+ELASTIX = "itk-elastix (default bspline map, 3 levels)"
 STUDIES = ("ProstateX-0000", "ProstateX-0218")
 CRITERION_SIGMA_MM = 1.0
 CRITERION_MARGIN_MM = 3.0
@@ -101,6 +114,22 @@ def authors_transform(path: Path, geometry):
     return sitk.CompositeTransform([frame, theirs, frame.GetInverse()])  # the last one added acts first
 
 
+def elastix_candidate(t2, adc, prostate) -> tuple[dict | None, str | None]:
+    """One itk-elastix registration of adc → t2 as a candidate row (with its timing), or, without
+    the extra, no row and the one-sentence note that says how to install it."""
+    from . import _elastix
+
+    if not _elastix.elastix_available():
+        return None, _elastix.missing_sentence("the ratio of each preset to one itk-elastix registration")
+    try:
+        run = _elastix.register_bspline(t2, adc)
+    except RuntimeError as exc:  # elastix's own failure (ITK raises RuntimeError): the presets' rows stay
+        return None, f"itk-elastix failed on this study ({exc}), so there is no ratio to it."
+    return {"candidate": ELASTIX, "transform": run.transform, "elastix": True,
+            "criterion": gradient_criterion(t2, adc, run.transform, prostate),
+            "cpu_s": run.cpu_s, "wall_s": run.wall_s, "threads": run.threads, "version": run.version}, None
+
+
 def _chosen(result) -> str:
     """Which start won, and for a mixed multi-start which variant it ran."""
     if result.identity_kept:
@@ -145,6 +174,9 @@ def _study(path: str, reference: str, presets: list[str], starts: dict, png: str
                      "chosen": _chosen(result),
                      "score": f"{result.identity_score.total:.4f} → {result.chosen_score.total:.4f}",
                      "cpu_s": result.timings["starts_cpu"], "wall_s": time.perf_counter() - began})
+    elastix_row, elastix_note = elastix_candidate(case.t2, case.adc, prostate)
+    if elastix_row is not None:
+        rows.append(elastix_row)
     fig, axes = plt.subplots(1, len(rows), figsize=(4 * len(rows), 4.3))
     for ax, row in zip(axes, rows):
         ax.imshow(checkerboard(case.t2, case.adc, row["transform"]), cmap="gray")
@@ -156,7 +188,7 @@ def _study(path: str, reference: str, presets: list[str], starts: dict, png: str
     plt.close(fig)
     for row in rows:
         del row["transform"]
-    return {"case": case.case_id, "zones_s": zones_s, "rows": rows}
+    return {"case": case.case_id, "zones_s": zones_s, "rows": rows, "elastix_note": elastix_note}
 
 
 def _phantoms(presets: list[str], n: int, starts: int) -> dict:
@@ -215,7 +247,7 @@ def run(out_dir, progress) -> str:
     ph = measure(_phantoms, presets, n_phantoms, phantom_starts)
     progress(1.0, "registration bench done")
 
-    candidates = ["identity", "authors' transform"] + [f"preset {p}" for p in presets]
+    candidates = ["identity", "authors' transform"] + [f"preset {p}" for p in presets] + [ELASTIX]
     rows = []
     for candidate in candidates:
         row = {"candidate": candidate}
@@ -229,6 +261,9 @@ def run(out_dir, progress) -> str:
                 cell += (f" ({found['starts']} starts, {found['chosen']}, score {found['score']}, "
                          f"{found['cpu_s']:.0f} CPU s, {found['cpu_s'] / max(1, found['starts']):.1f} per start, "
                          f"{found['wall_s']:.0f} s on {found['workers']} processes)")
+            elif found.get("elastix"):
+                cell += (f" (itk-elastix {found['version']}: {found['cpu_s']:.1f} CPU s, {found['wall_s']:.1f} s on "
+                         f"{found['threads']} threads)")
             row[result["case"]] = cell
         rows.append(row)
     text = ("Criterion: correlation of the T2 and registered-ADC gradient magnitudes (Gaussian "
@@ -238,6 +273,7 @@ def run(out_dir, progress) -> str:
             + ", ".join(f"{r['case']} {r['zones_s']:.0f} s (peak {mb:.0f} MB, checkerboards in {png})"
                         for r, mb, png in studies) + ".\n\n"
             + table(rows, ["candidate"] + [r["case"] for r, _, _ in studies]))
+    text += _ratio_text(studies, presets)
     if ph["error"]:
         notes.append(f"phantoms: {ph['error']}")
     else:
@@ -256,3 +292,35 @@ def run(out_dir, progress) -> str:
     if notes:
         text += "\n" + "\n".join(f"- {n}" for n in notes) + "\n"
     return text
+
+
+def _ratio_text(studies, presets: list[str]) -> str:
+    """Each preset's wall and CPU time as a multiple of the one itk-elastix registration of the
+    same study in the same process, or the sentence saying why there is none."""
+    from ._measure import table
+
+    rows, missing = [], set()
+    for result, _, _ in studies:
+        elastix = next((r for r in result["rows"] if r.get("elastix")), None)
+        if elastix is None:
+            if result.get("elastix_note"):
+                missing.add(result["elastix_note"])
+            continue
+        for preset in presets:
+            found = next((r for r in result["rows"] if r["candidate"] == f"preset {preset}"), None)
+            if found is None:
+                continue
+            rows.append({"study": result["case"], "preset": preset,
+                         "wall s (preset / elastix)": f"{found['wall_s']:.1f} / {elastix['wall_s']:.1f}",
+                         "wall ratio": f"{found['wall_s'] / elastix['wall_s']:.1f}×",
+                         "CPU s (preset / elastix)": f"{found['cpu_s']:.1f} / {elastix['cpu_s']:.1f}",
+                         "CPU ratio": f"{found['cpu_s'] / elastix['cpu_s']:.1f}×",
+                         "criterion (preset / elastix)": f"{found['criterion']:.3f} / {elastix['criterion']:.3f}"})
+    if not rows:
+        return "\n" + " ".join(sorted(missing)) + "\n" if missing else ""
+    return ("\nRatio to one itk-elastix registration of the same T2/ADC pair in the same process (elastix's "
+            "default bspline map, 3 levels, no mask; registration time only). Preset wall: the whole "
+            "`register_case`; preset CPU: the sum over its starts (worker processes); elastix CPU: its "
+            "threads.\n\n"
+            + table(rows, ["study", "preset", "wall s (preset / elastix)", "wall ratio", "CPU s (preset / elastix)",
+                           "CPU ratio", "criterion (preset / elastix)"]))
