@@ -39,15 +39,17 @@ def _pair():
 
 @pytest.mark.slow
 @pytest.mark.bench_extra
-def test_elastix_bspline_recovers_a_known_translation():
+def test_elastix_bspline_recovers_a_known_translation(tmp_path, monkeypatch):
     from ProstateLesionCADLib.demo.benchmarks.registration import elastix_candidate, gradient_criterion
 
+    monkeypatch.chdir(tmp_path)  # transformix must not leave its deformation field in the working folder
     fixed, moving = _pair()
     blob = sitk.Cast(sitk.GetImageFromArray((sitk.GetArrayFromImage(fixed) > 1.0).astype(np.uint8)), sitk.sitkUInt8)
     blob.CopyInformation(fixed)
     row, note = elastix_candidate(fixed, moving, blob)  # the bench's own candidate row
     assert note is None and row["elastix"]
     assert row["wall_s"] > 0 and row["cpu_s"] > 0 and row["threads"] >= 1 and row["version"]
+    assert list(tmp_path.iterdir()) == []
     # points inside the blob, where the images have structure
     for index in [(27.5, 27.5, 15.5), (20, 20, 10), (35, 30, 20), (28, 36, 16)]:
         p = fixed.TransformContinuousIndexToPhysicalPoint(index)

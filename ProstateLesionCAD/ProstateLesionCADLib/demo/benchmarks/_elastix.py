@@ -16,6 +16,7 @@ installs it). Imported inside the functions so the bench runs without it.
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -87,7 +88,10 @@ def register_bspline(fixed: sitk.Image, moving: sitk.Image, threads: int | None 
     wall, cpu = time.perf_counter(), time.process_time()
     method.UpdateLargestPossibleRegion()
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    field = itk.transformix_deformation_field(moving_itk, method.GetTransformParameterObject())
+    # transformix writes deformationField.nii into its output folder (the working folder by default)
+    with tempfile.TemporaryDirectory(prefix="elastix-") as folder:
+        field = itk.transformix_deformation_field(moving_itk, method.GetTransformParameterObject(),
+                                                  output_directory=folder)
     return ElastixRun(transform=_displacement_transform(field), wall_s=wall, cpu_s=cpu,
                       threads=int(threads or os.cpu_count() or 1),
                       version=importlib.metadata.version("itk-elastix"))
