@@ -13,8 +13,9 @@ from ProstateLesionCADLib.phantoms.generate import make_phantom
 from ProstateLesionCADLib.registration import register as reg
 from ProstateLesionCADLib.registration.multistart import PRESETS, run_start
 
+# every start alike (no variants), every voxel of a 1.5 mm grid: each option below is added to this
 FAST = dataclasses.replace(PRESETS["fast"], metric_fraction=None, metric_margin_mm=None, level_shrink=(),
-                           convergence_window=0)
+                           convergence_window=0, start_variants=(), working_spacing_mm=(1.5, 1.5, 3.0))
 
 
 @pytest.fixture(scope="module")
