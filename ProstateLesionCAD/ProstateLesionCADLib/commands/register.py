@@ -14,7 +14,7 @@ def add_arguments(parser) -> None:
     add_overwrite_argument(parser)
     parser.add_argument("--preset", default="paper", choices=["paper", "fast", "released"],
                         help="paper: 50 starts on a 1 mm grid, half with the metric over the zones + 10 mm (default); "
-                             "fast: 8 starts on a 1.5 mm grid; "
+                             "fast: the same with 8 starts (the Slicer panel's); "
                              "released: the authors' released code (50 runs differing in random sampling)")
     parser.add_argument("--starts", type=int, default=None, help="number of starts (overrides the preset)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the start initialisations")
