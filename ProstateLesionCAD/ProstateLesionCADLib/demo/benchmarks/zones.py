@@ -34,19 +34,37 @@ def _zones(t2_path: str, backend: str, out_dir: str) -> dict:
     return {"volumes": result.report["volumes_cm3"], "flags": result.report["qc"]["flags"]}
 
 
-def _gland_only(t2_path: str, layout: str, mask_path: str | None = None) -> dict:
+def _gland_only(t2_path: str, layout: str, mask_path: str | None = None, engine: str = "auto",
+                precision: str = "auto") -> dict:
     import SimpleITK as sitk
 
-    from ...zones.taps_gland import segment_gland
+    from ...zones.taps_gland import open_session, segment_gland
 
     t2 = sitk.ReadImage(t2_path)
     wall, cpu = time.perf_counter(), time.process_time()
-    result = segment_gland(t2, layout=layout)
+    result = segment_gland(t2, layout=layout, session=open_session(engine=engine, precision=precision))
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     if mask_path:
         sitk.WriteImage(result.mask, mask_path, True)
     return {"volume": result.qc.volume_cm3, "windows": f"{result.windows_run}/{result.windows_total}",
-            "call_s": wall, "cpu_s": cpu}
+            "call_s": wall, "cpu_s": cpu, "engine": result.model["engine"]}
+
+
+# The gland network's other engines, each against the default one's mask (zones/onnx_torch.py)
+OTHER_ENGINES = (("onnxruntime", "auto"), ("pytorch", "float32"))
+
+
+def _other_engines(t2_path: str, out_dir: Path, default_mask: str) -> list[dict]:
+    rows = []
+    for engine, precision in OTHER_ENGINES:
+        mask = str(out_dir / f"gland-{engine}-{precision}.nrrd")
+        m = measure(_gland_only, t2_path, "taps", mask, engine, precision)
+        r = m["result"] or {}
+        rows.append({"stage": f"TAPS gland only, {r.get('engine', engine)}", "seconds": f"{m['seconds']:.1f}",
+                     "peak MB": f"{m['peak_mb']:.0f}",
+                     "note": m["error"] or (f"{r['volume']:.1f} cm³; call {r['call_s']:.1f} s, {r['cpu_s']:.1f} CPU s; "
+                                           f"Dice to the default engine's mask {mask_dice(mask, default_mask):.5f}")})
+    return rows
 
 
 TAPS_PACKAGE_MODULES = ("taps", "monai", "nibabel")
@@ -97,10 +115,13 @@ def _versus_taps_package(t2_path: str, out_dir: Path, progress) -> tuple[list[di
     progress(0.7, "bench: TAPS gland only, default window layout")
     ours = measure(_gland_only, t2_path, "taps", ours_mask)
     r = ours["result"] or {}
-    rows = [{"stage": "TAPS gland only, taps windows (ours, default)", "seconds": f"{ours['seconds']:.1f}",
-             "peak MB": f"{ours['peak_mb']:.0f}",
+    rows = [{"stage": f"TAPS gland only, taps windows (ours, default: {r.get('engine', '?')})",
+             "seconds": f"{ours['seconds']:.1f}", "peak MB": f"{ours['peak_mb']:.0f}",
              "note": ours["error"] or (f"{r['volume']:.1f} cm³, windows run {r['windows']}; call {r['call_s']:.1f} s, "
                                        f"{r['cpu_s']:.1f} CPU s")}]
+    if not ours["error"]:
+        progress(0.75, "bench: TAPS gland only, the other engines")
+        rows += _other_engines(t2_path, out_dir, ours_mask)
     missing = taps_package_missing()
     if missing:
         return rows, missing
@@ -147,6 +168,6 @@ def run(out_dir, progress) -> str:
     progress(1.0, "bench: zones done")
     return ("Each stage in a fresh process. `cascade`: both CNNs of the bundled demo model (trained on phantoms; on "
             "real MRI its output is not meaningful, timing only). `taps`: the pretrained TAPS gland network "
-            "(onnxruntime) + CNN-2 for the central gland. The `cover` layout runs fewer windows but agrees less "
+            "(its default engine, named in its row) + CNN-2 for the central gland. The `cover` layout runs fewer windows but agrees less "
             "with the taps package (Dice 0.962 on ProstateX-0000), so it is not the default. Contours: "
             "`<backend>/zones.png`.\n\n" + table(rows, ["stage", "seconds", "peak MB", "note"]) + "\n" + versus + "\n")
