@@ -6,8 +6,9 @@ and on a phantom, with times and memory.
 
     python -m ProstateLesionCADLib.commands.bench_gpu --out bench-output
 
-Zonal segmentation (TAPS through onnxruntime, CNN-2) and registration run on the CPU in
-this version: their rows show what a GPU machine's CPU adds to the detector's time.
+Zonal segmentation runs on the GPU too (the TAPS gland network with PyTorch, zones/onnx_torch.py,
+and the cascade's CNN-2); registration runs on the CPU: its row shows what a GPU machine's CPU
+adds to the detector's time.
 """
 
 from __future__ import annotations

@@ -30,8 +30,8 @@ the same criterion, as one more candidate row. itk-elastix is a benchmark-only e
 sentence and the rest of the bench runs as before.
 
 Cost (2 cores): zones about 25 s (ProstateX-0000) and 2 min (ProstateX-0218, with its 70 DCE
-series to load); fast about 1 min and released about 2 min per study; paper 10–15 min per
-study. Environment: PROSTATE_CAD_BENCH_REGISTRATION_PRESETS (default "fast,released,paper"),
+series to load); fast (8 starts) about 10 s, released about 2 min and paper (50 starts) about 1
+min per study on an idle machine. Environment: PROSTATE_CAD_BENCH_REGISTRATION_PRESETS (default "fast,released,paper"),
 PROSTATE_CAD_BENCH_REGISTRATION_PAPER_STARTS (default: the preset's 50),
 PROSTATE_CAD_BENCH_REGISTRATION_PHANTOMS (default 6) and ..._PHANTOM_STARTS (default 8 for every
 preset, to keep the phantom part within minutes).
