@@ -30,6 +30,16 @@ ANGLE = math.radians(10)
 DIRECTION = (math.cos(ANGLE), -math.sin(ANGLE), 0, math.sin(ANGLE), math.cos(ANGLE), 0, 0, 0, 1)
 
 
+def _saved_and_reloaded(scene, path):
+    """The scene written to `path` and read back into a new scene."""
+    scene.SetURL(str(path))
+    assert scene.Commit()
+    reloaded = slicer.vtkMRMLScene()
+    reloaded.SetURL(str(path))
+    assert reloaded.Connect()
+    return reloaded
+
+
 def _t2_image() -> sitk.Image:
     img = sitk.Image([80, 80, 12], sitk.sitkFloat32)
     img.SetSpacing((0.5, 0.5, 3.0))
@@ -222,11 +232,7 @@ def test_parameters_survive_a_saved_and_reloaded_scene(tmp_path, case_files, sce
         storage.SetFileName(str(tmp_path / name))
         assert storage.WriteData(node)
         node.SetAndObserveStorageNodeID(storage.GetID())
-    scene.SetURL(str(tmp_path / "scene.mrml"))
-    assert scene.Commit()
-    reloaded = slicer.vtkMRMLScene()
-    reloaded.SetURL(str(tmp_path / "scene.mrml"))
-    assert reloaded.Connect()
+    reloaded = _saved_and_reloaded(scene, tmp_path / "scene.mrml")
     q = parameters(reloaded, create=False)
     assert q is not None and reloaded.GetNumberOfNodesByClass("vtkMRMLScriptedModuleNode") == 1
     assert (q.model, q.device, q.min_ggg, q.score_threshold, q.case_id) == ("tiny-demo", "cpu", 3, 0.37, "P1")
@@ -660,11 +666,7 @@ def test_panel_options_reach_the_commands_and_survive_a_saved_scene(tmp_path, ca
     assert "--all" not in logic.step_command("detection", tmp_path / "d4")
     # saved and reloaded with the scene
     p.all_candidates, p.pz_shell_mm, p.pz_anterior_band = True, None, 0.25
-    scene.SetURL(str(tmp_path / "scene.mrml"))
-    assert scene.Commit()
-    reloaded = slicer.vtkMRMLScene()
-    reloaded.SetURL(str(tmp_path / "scene.mrml"))
-    assert reloaded.Connect()
+    reloaded = _saved_and_reloaded(scene, tmp_path / "scene.mrml")
     q = parameters(reloaded, create=False)
     assert (q.all_candidates, q.pz_shell_mm, q.pz_anterior_band) == (True, None, 0.25)
     q.pz_shell_mm, q.all_candidates = 9.5, False
