@@ -92,3 +92,28 @@ def test_demo_recipe_phantom_plan(tmp_path):
     assert not (tmp_path / "m").exists()
     images, labels = zones_model.write_phantom_pairs(1, 5, tmp_path / "pairs", appearance="mixed")
     assert len(images) == len(labels) == 2 and all(p.is_file() for p in images + labels)
+
+
+def test_appearance_eval_raw_split_is_the_cascade_before_post_processing():
+    """demo/zones_appearance_eval.raw_cg is CNN-2's split that run_cascade post-processes: the
+    shipped post-processing of it gives run_cascade's CG exactly (bundled model, a held-out
+    phantom in a non-canonical voxel order)."""
+    from ProstateLesionCADLib.demo.zones_appearance_eval import phantom_dice, raw_cg
+    from ProstateLesionCADLib.zones.cascade import load_cascade, run_cascade
+    from ProstateLesionCADLib.zones.postprocess import one_piece_cg, posterior_lateral_pz
+
+    nets = load_cascade()
+    ph = make_phantom(9905, with_dce=False, with_ktrans=False, appearance="realistic")
+    t2 = sitk.Flip(ph.case.t2, [True, False, False])
+    gland = sitk.Flip(ph.case.prostate, [True, False, False])
+    prostate = sitk.GetArrayFromImage(gland) > 0
+    raw = raw_cg(nets, t2, prostate)
+    assert raw.shape == prostate.shape and raw.any() and not (raw & ~prostate).any()
+    shipped = run_cascade(nets, t2, prostate=gland).zones == 1
+    # the post-processing works in the canonical order: undo the flip before applying it
+    unflip = np.flip(raw, axis=2)
+    expected = posterior_lateral_pz(one_piece_cg(unflip, np.flip(prostate, axis=2)), np.flip(prostate, axis=2),
+                                    ph.case.t2)
+    assert np.array_equal(np.flip(expected, axis=2), shipped)
+    scores = phantom_dice(nets, "default", 1, 9901)
+    assert scores["n"] == 1 and scores["prostate"] > 0.85 and 0.0 < scores["pz"] <= 1.0
