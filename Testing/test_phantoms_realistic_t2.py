@@ -117,3 +117,13 @@ def test_appearance_eval_raw_split_is_the_cascade_before_post_processing():
     assert np.array_equal(np.flip(expected, axis=2), shipped)
     scores = phantom_dice(nets, "default", 1, 9901)
     assert scores["n"] == 1 and scores["prostate"] > 0.85 and 0.0 < scores["pz"] <= 1.0
+
+
+def test_appearance_eval_tool_refuses_bad_input(tmp_path):
+    import subprocess
+    import sys
+
+    tool = [sys.executable, "-m", "ProstateLesionCADLib.commands.eval_zones_appearance"]
+    proc = subprocess.run(tool + ["--out", str(tmp_path / "x"), "--n", "0"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "--n" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "x").exists()

@@ -7,14 +7,11 @@ for both appearances), and on real T2 studies the zones.json split QC (`zones.qc
 CG islands, slices with the CG in pieces, PZ share behind the gland's centroid, CG roughness) of
 the default backend (TAPS gland + CNN-2), for CNN-2's raw split and after the post-processing.
 No labelled real zones are at hand: the real-study figures are shape checks, not accuracy.
-Run it as `python -m ProstateLesionCADLib.demo.zones_appearance_eval [--models M...] [--n N]
+Run it as `python -m ProstateLesionCADLib.commands.eval_zones_appearance [--models M...] [--n N]
 [--first-seed S] [--real T2...]` (T2: image files or DICOM series folders).
 """
 
 from __future__ import annotations
-
-import argparse
-import json
 
 import numpy as np
 import SimpleITK as sitk
@@ -106,19 +103,3 @@ def measure(models: list[str], n: int = 8, first_seed: int = 9901, real_t2: tupl
             entry[name] = qc
         result[model] = entry
     return result
-
-
-def main(argv=None) -> None:
-    from ..zones import DEMO_MODEL
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", nargs="+", default=[DEMO_MODEL], help="zones model packages (names or folders)")
-    parser.add_argument("--n", type=int, default=8, help="held-out phantoms per appearance (default 8)")
-    parser.add_argument("--first-seed", type=int, default=9901, help="held-out set seed (default 9901)")
-    parser.add_argument("--real", nargs="*", default=[], help="more real T2 images or DICOM series folders")
-    args = parser.parse_args(argv)
-    print(json.dumps(measure(args.models, args.n, args.first_seed, tuple(args.real)), indent=1, ensure_ascii=False))
-
-
-if __name__ == "__main__":
-    main()
