@@ -1,7 +1,7 @@
 """Developer tool: retrain the bundled zones demo model with its recipe (demo/zones_model.py).
 
 Not a `prostate-cad` verb (cli.DEVELOPER_TOOLS); run it as
-`python -m ProstateLesionCADLib.commands.train_demo_zones --out DIR [--cases N --steps N]`.
+`python -m ProstateLesionCADLib.commands.train_demo_zones --out DIR [--cases N --steps N --appearance default|realistic|mixed]`.
 The defaults reproduce the shipped `zones-demo-cascade` package.
 """
 

@@ -5,7 +5,9 @@ trained on synthetic phantoms with `zones.training.train_zones`.
 DEMO_TRAIN_SEED and trains with DEMO_RECIPE: small on purpose (3 levels, 8-32 channels,
 1.25 mm pixels, 400 steps of 6 slices), weights well under 1 MB; the shipped package
 records its training time and validation Dice in model.json. Run it with
-`python -m ProstateLesionCADLib.commands.train_demo_zones --out DIR`.
+`python -m ProstateLesionCADLib.commands.train_demo_zones --out DIR`. `appearance` picks the T2 of
+the training phantoms (phantom_plan): the shipped model's default one, the realistic one
+(phantoms/t2_appearance.py) or both; README (Zonal segmentation) has what each gave.
 """
 
 from __future__ import annotations
