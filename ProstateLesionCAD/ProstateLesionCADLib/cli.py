@@ -46,6 +46,7 @@ VERBS: dict[str, ModuleType] = {
 DEVELOPER_TOOLS: dict[str, str] = {
     "accuracy": "`make accuracy`: the demo detector's lesion AUC on held-out phantoms (demo/accuracy.py)",
     "train_demo_zones": "retrain the bundled zones demo model (demo/zones_model.py)",
+    "eval_zones_appearance": "zones models on default and realistic phantoms and real split QC (demo/zones_appearance_eval.py)",
     "bench_gpu": "`make bench-gpu`: every stage on a CUDA device, REPORT-gpu.md (demo/benchmarks/_gpu.py)",
     "seg_figure": "a DICOM SEG read back and drawn over its T2 images (demo/dicom_seg_figure.py)",
 }

@@ -25,6 +25,9 @@ def add_arguments(parser) -> None:
                         help="T2 in-plane voxel size in mm (default 0.625; 1.25 with --size 64 keeps the field of view)")
     parser.add_argument("--oblique-deg", type=float, default=0.0,
                         help="tilt of the axial slices about the left-right axis (default 0)")
+    parser.add_argument("--appearance", choices=("default", "realistic"), default="default",
+                        help="T2 appearance: default, or realistic (BPH nodules, capsule, levator ani, fat septa, "
+                             "coil bias, more noise; phantoms/t2_appearance.py). Same anatomy and truth either way")
     parser.add_argument("--no-dce", action="store_true", help="leave out the DCE time series")
     parser.add_argument("--no-ktrans", action="store_true", help="leave out the Ktrans map")
     parser.add_argument("--dwi-layout", choices=("single_series", "per_b"), default="single_series",
@@ -66,7 +69,7 @@ def run(args) -> int:
                                      deformation_mm=args.deformation_mm,
                                      single_modality_fraction=args.single_modality_fraction,
                                      size_xy=args.size, n_slices=args.slices, oblique_deg=args.oblique_deg,
-                                     **_spacing(args))
+                                     appearance=args.appearance, **_spacing(args))
         print(f"{args.n} phantoms written to {out} as a PI-CAI archive (ground truth: its marksheet and delineations)")
         return 0
     out = make_phantom_set(args.n, args.seed, args.out, fmt=args.format, progress=ConsoleProgress(),
@@ -74,6 +77,7 @@ def run(args) -> int:
                            single_modality_fraction=args.single_modality_fraction,
                            size_xy=args.size, n_slices=args.slices,
                            oblique_deg=args.oblique_deg, with_dce=not args.no_dce, with_ktrans=not args.no_ktrans,
+                           appearance=args.appearance,
                            **_spacing(args),
                            **({"dwi_layout": args.dwi_layout, "dce_layout": args.dce_layout,
                                "b_value_tag": args.b_value_tag} if args.format == "dicom" else {}))

@@ -1,7 +1,7 @@
 """Developer tool: retrain the bundled zones demo model with its recipe (demo/zones_model.py).
 
 Not a `prostate-cad` verb (cli.DEVELOPER_TOOLS); run it as
-`python -m ProstateLesionCADLib.commands.train_demo_zones --out DIR [--cases N --steps N]`.
+`python -m ProstateLesionCADLib.commands.train_demo_zones --out DIR [--cases N --steps N --appearance default|realistic|mixed]`.
 The defaults reproduce the shipped `zones-demo-cascade` package.
 """
 
@@ -15,7 +15,7 @@ HELP = "Train the bundled zones demo model (zonal cascade on synthetic phantoms)
 
 
 def add_arguments(parser) -> None:
-    from ..demo.zones_model import DEMO_CASES, DEMO_RECIPE, DEMO_TRAIN_SEED
+    from ..demo.zones_model import DEMO_APPEARANCE, DEMO_CASES, DEMO_RECIPE, DEMO_TRAIN_SEED
 
     parser.add_argument("--out", required=True, metavar="DIR", help="folder of the model package to write")
     add_overwrite_argument(parser)
@@ -25,6 +25,9 @@ def add_arguments(parser) -> None:
                         help=f"training iterations (default {DEMO_RECIPE['steps']})")
     parser.add_argument("--seed", type=int, default=DEMO_TRAIN_SEED,
                         help=f"phantom-set seed (default {DEMO_TRAIN_SEED}, the shipped model's)")
+    parser.add_argument("--appearance", choices=("default", "realistic", "mixed"), default=DEMO_APPEARANCE,
+                        help="T2 appearance of the training phantoms: default, realistic (phantoms/t2_appearance.py) "
+                             "or mixed (--cases of each, different anatomies)")
 
 
 @writes_output()
@@ -34,7 +37,7 @@ def run(args) -> int:
     from ._train_zones import print_result
 
     result = train_demo_cascade(args.out, n_cases=args.cases, seed=args.seed, steps=args.steps,
-                                progress=ConsoleProgress())
+                                appearance=args.appearance, progress=ConsoleProgress())
     print_result(result)
     return 0
 

@@ -50,6 +50,7 @@ DCE_N_TIMES = 30
 DCE_DT_S = 9.0
 DCE_ARRIVAL_S = 27.0  # bolus arrival in the prostate, around the 4th time point
 LESION_COUNT_P = (0.15, 0.45, 0.28, 0.12)  # 0, 1, 2, 3 lesions
+APPEARANCES = ("default", "realistic")  # T2 renderings (make_phantom's `appearance`)
 
 
 @dataclass
@@ -205,7 +206,8 @@ def make_phantom(seed: int, *, n_lesions: Optional[int] = None, ggg: Optional[li
                  with_dce: bool = True, with_ktrans: bool = True, case_id: Optional[str] = None,
                  oblique_deg: float = 0.0, dwi_spacing_xy: float = DWI_SPACING_XY,
                  lesion_zones: Optional[list[str]] = None,
-                 lesion_diameters: Optional[list[float]] = None, min_lesion_distance_mm: float = 0.0) -> Phantom:
+                 lesion_diameters: Optional[list[float]] = None, min_lesion_distance_mm: float = 0.0,
+                 appearance: str = "default") -> Phantom:
     """Draw one synthetic study (deterministic for `seed`; see the module docstring).
 
     n_lesions / ggg: number of lesions (0–3 drawn when both are None) and their GGG (0..3,
@@ -217,7 +219,12 @@ def make_phantom(seed: int, *, n_lesions: Optional[int] = None, ggg: Optional[li
     dwi_spacing_xy: in-plane spacing of the DWI/ADC grid (use `spacing[0]` for the T2 grid spacing).
     min_lesion_distance_mm: lesion centres at least this far apart (e.g. the 15 mm matching radius
     of the evaluation, so that no lesion can be scored by its neighbour's detection).
+    appearance: "default" (the flat-tissue T2 every test and bundled model was made with) or
+    "realistic" (t2_appearance.py: BPH nodules, capsule, levator ani, fat septa, coil bias, more
+    noise). The anatomy, the truth and every other sequence are the same for a seed either way.
     """
+    if appearance not in APPEARANCES:
+        raise ParameterError(f"appearance must be one of {', '.join(APPEARANCES)}, got {appearance!r}.")
     if ggg is not None:
         if n_lesions is not None and n_lesions != len(ggg):
             raise ParameterError(f"n_lesions={n_lesions} does not match the {len(ggg)} GGG values given.")
@@ -282,6 +289,13 @@ def make_phantom(seed: int, *, n_lesions: Optional[int] = None, ggg: Optional[li
     t2 *= 1.0 + 0.03 * texture + gland_soft * (0.05 * texture + cg_soft * 0.10 * nodules)
     t2 *= _bias(rng, u_t2, 0.2)
     t2 = _rician(rng, t2, 12.0)
+    if appearance == "realistic":
+        # its own random stream: the default draws above stay as they were, so DWI, DCE and
+        # Ktrans (drawn after them) are those of the default phantom of this seed
+        from .t2_appearance import render_realistic_t2
+
+        t2 = render_realistic_t2(anatomy, dist_t2, u_t2, width_t2, shape_zyx, spacing,
+                                 np.random.default_rng([int(seed) & 0xFFFFFFFFFFFF, 24]))
     t2_img = _image(_scanner_int(t2).reshape(shape_zyx), t2_ref)
 
     zones_arr = np.where(dist_t2["prostate"] < 0, np.where(dist_t2["cg"] < 0, 1, 2), 0).astype(np.uint8)
