@@ -3,9 +3,9 @@
 Why: the project installs plain onnxruntime (CPU only; onnxruntime-gpu is a separate build
 that would conflict with it), so without this runner the gland network never used a GPU;
 PyTorch runs it on the GPU the detector uses. On a CPU with native bfloat16 arithmetic it
-runs the convolutions in bfloat16 (below), which onnxruntime's CPU provider does not. In
-float32 on the CPU it costs what onnxruntime costs (45.0 against 44.7 CPU-s for the 9
-windows of ProstateX-0000).
+runs the convolutions in bfloat16 (below), which onnxruntime's CPU provider does not. The 9
+windows of ProstateX-0000 on 2 idle cores: 19.8 CPU-s in bfloat16, 36.1 in float32, 39.5 with
+onnxruntime (README, "Speed and memory").
 
 The graph is read with the `onnx` package (never executed as code: only its operators listed
 below are run) and evaluated node by node. Two patterns of the exported graph are run as the
@@ -19,8 +19,7 @@ auto_pad), raises ModelError; the caller then runs the graph with onnxruntime.
 Precision: on a CPU with native bfloat16 arithmetic (AMX or AVX512-BF16, as oneDNN reports it)
 the convolutions run under bfloat16 autocast by default, everything else in float32: on
 ProstateX-0000 the gland then differs from onnxruntime's float32 one in 17 of about 45 000
-voxels (Dice 0.99984), for about 31% less CPU time (45 → 31 CPU-s for its 9 windows,
-measured on the development machine under load). `precision="float32"` gives the float32
+voxels (Dice 0.99984), for about half the CPU time. `precision="float32"` gives the float32
 result (2 voxels differ from onnxruntime's). On a GPU the network runs in float32.
 
 It offers the two methods of an onnxruntime session the sliding window uses
