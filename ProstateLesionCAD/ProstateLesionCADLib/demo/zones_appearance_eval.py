@@ -39,27 +39,20 @@ def phantom_dice(nets, appearance: str, n: int, first_seed: int) -> dict:
 def raw_cg(nets, t2: sitk.Image, prostate: np.ndarray) -> np.ndarray:
     """CNN-2's central gland inside a given gland, before any post-processing (T2 grid)."""
     from ..orientation import array_onto_grid, to_canonical
-    from ..zones.cascade import normalise, predict_volume, resample, to_t2_grid, working_grid
+    from ..zones.cascade import cnn2_central_gland
 
     canonical = to_canonical(t2)
-    gland = sitk.GetImageFromArray(prostate.astype(np.float32))
+    gland = sitk.GetImageFromArray(prostate.astype(np.uint8))
     gland.CopyInformation(t2)
-    gland = to_canonical(gland)
-    grid = working_grid(canonical, nets.spacing_xy)
-    image = normalise(sitk.GetArrayFromImage(resample(canonical, grid)))
-    gland_grid = (sitk.GetArrayFromImage(resample(gland, grid)) > 0.5).astype(np.float32)
-    c = predict_volume(nets.cnn2, [image, gland_grid], nets.device)
-    cg = (to_t2_grid(c, grid, canonical) > 0.5) & (sitk.GetArrayFromImage(gland) > 0)
+    cg = cnn2_central_gland(nets, canonical, sitk.GetArrayFromImage(to_canonical(gland)) > 0)
     return array_onto_grid(cg, canonical, t2)
 
 
 def _split_qc(cg: np.ndarray, prostate: np.ndarray, t2: sitk.Image) -> dict:
-    from ..zones.postprocess import zones_from_masks
     from ..zones.qc import check_zone_split, voxel_volume_cm3
+    from .zones_postprocess_eval import _zones_image
 
-    img = sitk.GetImageFromArray(zones_from_masks(prostate, cg))
-    img.CopyInformation(t2)
-    qc = check_zone_split(img)
+    qc = check_zone_split(_zones_image(cg, prostate, t2))
     qc["cg_cm3"] = round(float(cg.sum()) * voxel_volume_cm3(t2), 2)
     return qc
 

@@ -158,6 +158,20 @@ def run_cascade(nets: CascadeNets, t2: sitk.Image, prostate: Optional[sitk.Image
     return CascadeOutput(*(array_onto_grid(a, t2, user_t2) for a in (out.prostate, out.cg, out.zones)))
 
 
+def cnn2_central_gland(nets: CascadeNets, t2: sitk.Image, prostate_t2: np.ndarray, grid: Optional[sitk.Image] = None,
+                       image: Optional[np.ndarray] = None) -> np.ndarray:
+    """CNN-2's central gland inside `prostate_t2` (bool, T2 grid), before any post-processing; `t2` in
+    the canonical voxel order. `grid`, `image`: the working grid and normalised T2 when already made."""
+    if grid is None or image is None:
+        grid = working_grid(t2, nets.spacing_xy)
+        image = normalise(sitk.GetArrayFromImage(resample(t2, grid)))
+    pimg = sitk.GetImageFromArray(prostate_t2.astype(np.float32))
+    pimg.CopyInformation(t2)
+    prostate_grid = (sitk.GetArrayFromImage(resample(pimg, grid)) > 0.5).astype(np.float32)
+    c = predict_volume(nets.cnn2, [image, prostate_grid], nets.device)
+    return (to_t2_grid(c, grid, t2) > 0.5) & prostate_t2
+
+
 def _run_canonical(nets: CascadeNets, t2: sitk.Image, prostate: Optional[sitk.Image],
                    progress: ProgressCallback, pz_shell_mm: Optional[float],
                    pz_anterior_band: float) -> CascadeOutput:
@@ -172,12 +186,7 @@ def _run_canonical(nets: CascadeNets, t2: sitk.Image, prostate: Optional[sitk.Im
     if not prostate_t2.any():
         return CascadeOutput(prostate_t2, prostate_t2.copy(), np.zeros(prostate_t2.shape, np.uint8))
     progress(0.5, "cascade: CNN-2 (central gland)")
-    pimg = sitk.GetImageFromArray(prostate_t2.astype(np.float32))
-    pimg.CopyInformation(t2)
-    prostate_grid = (sitk.GetArrayFromImage(resample(pimg, grid)) > 0.5).astype(np.float32)
-    c = predict_volume(nets.cnn2, [image, prostate_grid], nets.device)
-    cg = to_t2_grid(c, grid, t2) > 0.5
-    cg &= prostate_t2
+    cg = cnn2_central_gland(nets, t2, prostate_t2, grid, image)
     if cg.any():
         cg = one_piece_cg(cg, prostate_t2)
         if pz_shell_mm is not None:
