@@ -181,9 +181,8 @@ class Pipeline:
                  detector: Any = None, all_candidates: bool = False, pz_shell_mm: Optional[float] = PZ_SHELL_MM,
                  pz_anterior_band: float = ANTERIOR_BAND):
         self.kind = check_options(model_package, drop, register_preset, zones_backend)
-        if pz_shell_mm is not None:
-            from .zones.postprocess import check_pz_restriction
-            check_pz_restriction(pz_shell_mm, pz_anterior_band)  # before the detector loads
+        from .zones.postprocess import check_pz_restriction
+        check_pz_restriction(pz_shell_mm, pz_anterior_band)  # before the detector loads
         self.all_candidates = all_candidates  # FocalNet: every local maximum, not only the working point's
         # the PZ post-processing of zones segmented here (zones.segment.segment_zones; None: off)
         self.pz_shell_mm, self.pz_anterior_band = pz_shell_mm, pz_anterior_band

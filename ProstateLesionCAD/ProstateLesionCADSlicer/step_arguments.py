@@ -48,10 +48,9 @@ def _checked(step: Step, flag: str, value: str, what: str) -> str:
 def _pz_arguments(step: Step, shell_mm: Optional[float], anterior_band: float) -> list[str]:
     """--pz-shell-mm / --pz-anterior-band (zones.postprocess.posterior_lateral_pz; shell None = off), each
     passed when the step takes it; a library whose step lacks one refuses a value other than its default."""
-    if shell_mm is not None:
-        from ProstateLesionCADLib.zones.postprocess import check_pz_restriction
+    from ProstateLesionCADLib.zones.postprocess import check_pz_restriction
 
-        check_pz_restriction(shell_mm, anterior_band)
+    check_pz_restriction(shell_mm, anterior_band)
     args = []
     for flag, value, default, given in (("--pz-shell-mm", shell_mm, PZ_SHELL_MM, True),
                                         ("--pz-anterior-band", anterior_band, ANTERIOR_BAND, shell_mm is not None)):

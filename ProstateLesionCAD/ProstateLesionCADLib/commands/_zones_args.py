@@ -27,8 +27,7 @@ def pz_options(args) -> tuple[Optional[float], float]:
     from ..zones.postprocess import check_pz_restriction
 
     shell = shell_mm(args.pz_shell_mm)
-    if shell is not None:
-        check_pz_restriction(shell, args.pz_anterior_band)
+    check_pz_restriction(shell, args.pz_anterior_band)
     return shell, args.pz_anterior_band
 
 

@@ -7,6 +7,8 @@ uses 1 = CG, 2 = PZ; the prostate is their union.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 from scipy import ndimage
 
@@ -112,10 +114,13 @@ def _patient_coordinates(shape: tuple[int, ...], image) -> tuple[np.ndarray, np.
     return out[0], out[1]
 
 
-def check_pz_restriction(shell_mm: float, anterior_band: float) -> None:
-    """ParameterError unless the shell is a positive, finite number of mm and the band is ≥ 0."""
+def check_pz_restriction(shell_mm: Optional[float], anterior_band: float) -> None:
+    """ParameterError unless the shell is a positive, finite number of mm and the band is ≥ 0; a shell
+    of None (the step is off) leaves nothing to check."""
     from ..errors import ParameterError
 
+    if shell_mm is None:
+        return
     if not (np.isfinite(shell_mm) and shell_mm > 0 and anterior_band >= 0):
         raise ParameterError(f"The PZ shell must be a positive number of mm and the anterior band 0 or more, "
                              f"got {shell_mm} mm and {anterior_band}.")

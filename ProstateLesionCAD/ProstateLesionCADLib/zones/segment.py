@@ -63,8 +63,7 @@ def segment_zones(t2: sitk.Image, backend: str = "taps", model: str | os.PathLik
     if backend not in BACKENDS:
         raise ParameterError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}.")
     check_t2(t2)
-    if pz_shell_mm is not None:
-        check_pz_restriction(pz_shell_mm, pz_anterior_band)  # before the slow networks
+    check_pz_restriction(pz_shell_mm, pz_anterior_band)  # before the slow networks
     # Every network below sees the canonical voxel order; zones.nrrd goes back onto the T2's grid.
     user_t2, t2 = t2, to_canonical(t2)
     nets = load_cascade(model)  # fail early on a bad model, before the slow gland network
