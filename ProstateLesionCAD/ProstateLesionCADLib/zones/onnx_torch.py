@@ -37,7 +37,6 @@ import numpy as np
 
 from ..errors import ModelError, ParameterError
 
-ENGINE_NAME = "pytorch"
 PRECISIONS = ("auto", "float32", "bfloat16")
 
 

@@ -17,8 +17,7 @@ split) and every preset is given them, as `prostate-cad detect` does
 (PROSTATE_CAD_BENCH_REGISTRATION_ZONES=0: the presets get no mask, as `prostate-cad register`
 on a bare study; the criterion still uses the prostate).
 
-Yardstick (goal 2 of the speed work: "the ratio to one itk-elastix registration of the same images
-in the same run"): in the same measured process as the presets, right after them, one itk-elastix
+Yardstick, so that a preset's cost reads against a widely used registration tool: in the same measured process as the presets, right after them, one itk-elastix
 registration of the same pair the presets get — fixed = the case's T2, moving = its ADC map, both as
 loaded by `load_case` (raw intensities, own grids; no mask, no initial transform) — with elastix's
 own default "bspline" parameter map at 3 resolutions, unchanged (BSpline, Mattes MI + bending
