@@ -186,6 +186,15 @@ def lesion_visible(visibility: str, modality: str) -> bool:
     return visibility == "both"
 
 
+def smooth_texture(rng: np.random.Generator, shape: tuple[int, ...], sigma_vox) -> np.ndarray:
+    """Zero-mean, unit-std smooth random texture (scipy's Gaussian filter of white noise): gland
+    heterogeneity, BPH nodularity, fat septa."""
+    from scipy.ndimage import gaussian_filter
+
+    t = gaussian_filter(rng.normal(size=shape), sigma_vox, mode="wrap")
+    return (t - t.mean()) / (t.std() + 1e-9)
+
+
 def occupancy(distance: np.ndarray, width: float) -> np.ndarray:
     """Soft inside-ness from a signed distance: partial volume over about one voxel."""
     return 0.5 * (1.0 - np.tanh(distance / width))

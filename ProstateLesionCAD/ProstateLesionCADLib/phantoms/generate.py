@@ -190,14 +190,6 @@ def _rician(rng: np.random.Generator, signal: np.ndarray, sigma: float) -> np.nd
     return np.sqrt(re * re + im * im)
 
 
-def _texture(rng: np.random.Generator, shape: tuple[int, ...], sigma_vox: tuple[float, float, float]) -> np.ndarray:
-    """Zero-mean, unit-std smooth random texture (gland heterogeneity, BPH nodularity)."""
-    from scipy.ndimage import gaussian_filter
-
-    t = gaussian_filter(rng.normal(size=shape), sigma_vox, mode="wrap")
-    return (t - t.mean()) / (t.std() + 1e-9)
-
-
 # ---------------------------------------------------------------- the generator
 
 def make_phantom(seed: int, *, n_lesions: Optional[int] = None, ggg: Optional[list[int]] = None,
@@ -283,8 +275,8 @@ def make_phantom(seed: int, *, n_lesions: Optional[int] = None, ggg: Optional[li
     t2 = pa.composite(layers, ("t2",))["t2"]
     shape_zyx = (n_slices, size_xy, size_xy)
     gland_soft = layers[len(anatomy.others)][1]
-    texture = _texture(rng, shape_zyx, (0.5, 3.0, 3.0)).ravel()
-    nodules = _texture(rng, shape_zyx, (1.0, 5.0, 5.0)).ravel()
+    texture = pa.smooth_texture(rng, shape_zyx, (0.5, 3.0, 3.0)).ravel()
+    nodules = pa.smooth_texture(rng, shape_zyx, (1.0, 5.0, 5.0)).ravel()
     cg_soft = layers[len(anatomy.others) + 1][1]
     t2 *= 1.0 + 0.03 * texture + gland_soft * (0.05 * texture + cg_soft * 0.10 * nodules)
     t2 *= _bias(rng, u_t2, 0.2)

@@ -35,9 +35,8 @@ CG_OVER_PZ = (0.38, 0.65)  # the CG/PZ contrast varies between patients (BPH, pr
 
 
 def _field(rng: np.random.Generator, shape, sigma_vox) -> np.ndarray:
-    """Zero-mean, unit-std Gaussian random field (scipy's Gaussian filter of white noise)."""
-    t = gaussian_filter(rng.standard_normal(size=shape), sigma_vox, mode="wrap")
-    return ((t - t.mean()) / (t.std() + 1e-9)).ravel()
+    """anatomy.smooth_texture, flattened to the body points' order."""
+    return pa.smooth_texture(rng, shape, sigma_vox).ravel()
 
 
 def _ridges(rng: np.random.Generator, shape, sigma_vox, width: float) -> np.ndarray:
