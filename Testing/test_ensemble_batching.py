@@ -1,6 +1,7 @@
-"""Ensemble members run in one batched call (the CUDA path, `ensemble.StackedMembers`) give the
-outputs of the members run one after the other, on the CPU: the published tiny test vectors, a
-random 25-member ensemble and the demo model; the faster decoding gives the toolkit's boxes."""
+"""Ensemble members run in one batched call (the CUDA path, `ensemble.StackedMembers`: the full
+network) give the outputs of the members run one after the other in their inference form
+(`inference_network.InferenceNetwork`), on the CPU: the published tiny test vectors, a random
+25-member ensemble and the demo model; the faster decoding gives the toolkit's boxes."""
 
 from __future__ import annotations
 

@@ -50,6 +50,40 @@ def _paper_size(n_members: int) -> dict:
             "threads": torch.get_num_threads()}
 
 
+def _member_forward(repeats: int = 3) -> dict:
+    """One paper-size member's forward pass, median of `repeats`: the full network (the
+    reference, as the detector ran it before), and its inference form with the box regressor
+    at no anchor (random weights: nothing reaches the score threshold) and at every anchor
+    (the most a trained member can need)."""
+    import numpy as np
+    import torch
+
+    from ...detection.retina_unet.inference import cpu_threads_for_torch
+    from ...detection.retina_unet.inference_network import InferenceNetwork
+    from ...detection.retina_unet.network import RetinaUNet, feature_shapes, make_config
+
+    cpu_threads_for_torch()
+    cfg = make_config()
+    torch.manual_seed(0)
+    net = RetinaUNet(cfg).eval()
+    x = torch.from_numpy(np.random.default_rng(0).normal(size=(1, 8, 160, 160, 24)).astype(np.float32))
+    every = torch.arange(sum(y * xx * z for y, xx, z in feature_shapes(cfg)) * cfg["n_anchors_per_pos"])
+    runs = {"full network": lambda: net(x),
+            "inference form, deltas at no anchor": lambda: InferenceNetwork(net)(x, 0.25, torch.arange(0)),
+            "inference form, deltas at every anchor": lambda: InferenceNetwork(net)(x, 0.25, every)}
+    seconds = {}
+    with torch.inference_mode():
+        for name, run in runs.items():
+            run()  # warm-up
+            times = []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                run()
+                times.append(time.perf_counter() - t)
+            seconds[name] = float(np.median(times))
+    return seconds
+
+
 def _shares(timings: dict) -> str:
     total = sum(v for k, v in timings.items() if "not part" not in k)
     return ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in sorted(timings.items(), key=lambda kv: -kv[1])
@@ -63,6 +97,8 @@ def run(out_dir, progress) -> str:
         demo = measure(_demo_case, str(Path(tmp) / "demo"))
     progress(0.3, "detector: paper-size network, 25 members")
     paper = measure(_paper_size, 25)
+    progress(0.8, "detector: one paper-size member's forward pass")
+    member = measure(_member_forward)
     for label, m in (("demo model (phantom, whole pipeline)", demo), ("paper-size exp0, random weights", paper)):
         if m["error"]:
             rows.append({"model": label, "seconds per case": "error", "peak MB": "", "members": "",
@@ -76,6 +112,12 @@ def run(out_dir, progress) -> str:
                      f"peak memory ratio: {paper['peak_mb'] / demo['peak_mb']:.1f}x.")
     notes.append("The paper-size run uses the exp0 topology (5.64 M parameters, 8x160x160x24 input) with one set of "
                  "random weights loaded 25 times (load + forward + decoding per member, then weighted box clustering); "
-                 "random weights give few boxes above 0.25, so decoding/WBC time is a lower bound.")
+                 "random weights give no box above 0.25, so decoding/WBC time is a lower bound and the box "
+                 "regressor runs at no anchor (`inference_network`); the next line gives its cost at every anchor.")
+    if member["error"]:
+        notes.append(f"One member's forward pass: {member['error']}")
+    else:
+        notes.append("One paper-size member's forward pass (median of 3, s): " + "; ".join(
+            f"{k} {v:.3f}" for k, v in member["result"].items()) + ".")
     progress(1.0, "detector bench done")
     return table(rows, ["model", "seconds per case", "peak MB", "members", "share per stage"]) + "\n" + "\n".join(notes)

@@ -28,6 +28,7 @@ from ...progress import silent
 from .anchors import anchors_tensor
 from .decoding import refine_detections
 from .ensemble import StackedMembers, member_id, members, network_config, read_member, wbc_pooling
+from .inference_network import InferenceNetwork, MemberOutput, usable_anchors
 from .network import RetinaUNet
 from .weighted_box_clustering import Box, weighted_box_clustering
 
@@ -117,19 +118,33 @@ def _device(choice: str) -> torch.device:
 
 
 def decode_member(class_logits: torch.Tensor, bbox_deltas: torch.Tensor, anchors: torch.Tensor,
-                  cfg: dict[str, Any], min_confidence: float) -> list[list[Box]]:
+                  cfg: dict[str, Any], min_confidence: float, usable: Optional[torch.Tensor] = None) -> list[list[Box]]:
     """`refine_detections` restricted to the anchors where some foreground class reaches
     `min_confidence`: the same boxes, faster. The other anchors only ever give boxes below
     the threshold, which `refine_detections` drops at the end; on the way they rank below
     every box that survives, so neither the top-k, the NMS (a box only suppresses boxes
-    of lower score) nor the 30-best cut of the surviving boxes changes without them."""
-    probs = torch.softmax(class_logits.float(), dim=2)
-    usable = (probs[:, :, 1:] >= min_confidence).any(dim=2).any(dim=0)
-    idx = torch.nonzero(usable).flatten()
-    if idx.numel() == 0:
+    of lower score) nor the 30-best cut of the surviving boxes changes without them.
+
+    `usable` (from `inference_network.usable_anchors`) says `bbox_deltas` holds those
+    anchors' deltas only."""
+    if usable is None:
+        usable = usable_anchors(class_logits, min_confidence)
+        bbox_deltas = bbox_deltas[:, usable]
+    if usable.numel() == 0:
         return [[] for _ in range(class_logits.shape[0])]
-    return refine_detections(class_logits[:, idx], bbox_deltas[:, idx], anchors[idx], cfg,
+    return refine_detections(class_logits[:, usable], bbox_deltas, anchors[usable], cfg,
                              min_confidence=min_confidence)
+
+
+def lesion_map(seg: torch.Tensor, is_margin: bool, seg_mode: str) -> torch.Tensor:
+    """One member's lesion map (Y, X, Z) from its seg logits (classes, Y, X, Z) or its
+    margin l1 - l0: the argmax label map (the toolkit's vote), or with "softmax_mean" the
+    probability of any lesion class (for two classes, the sigmoid of the margin)."""
+    if is_margin:
+        return torch.sigmoid(seg) if seg_mode == "softmax_mean" else (seg > 0).float()
+    if seg_mode == "softmax_mean":
+        return torch.softmax(seg, dim=0)[1:].sum(0)
+    return (torch.argmax(seg, dim=0) > 0).float()
 
 
 def cpu_threads_for_torch() -> None:
@@ -199,9 +214,10 @@ class RetinaUNetDetector:
         return [state if state is not None else read_member(self.pkg, member) for member, state in chunk]
 
     def forward_members(self, states: list[dict], batch: torch.Tensor,
-                        stacked: Optional["StackedMembers"] = None) -> list[tuple[torch.Tensor, ...]]:
-        """Raw (class_logits, bbox_deltas, seg_logits) of each member on `batch`: one after
-        the other, or in one call through `stacked`."""
+                        stacked: Optional["StackedMembers"] = None) -> list[MemberOutput]:
+        """Each member's outputs on `batch`: one after the other (`InferenceNetwork`: folded
+        BatchNorm, the seg margin, box deltas where the decoding reads them), or in one call
+        through `stacked` (the full network's outputs)."""
         amp = (torch.autocast("cuda", dtype=self.cuda_autocast) if self.device.type == "cuda" and self.cuda_autocast
                else nullcontext())
         if stacked is None:
@@ -209,11 +225,15 @@ class RetinaUNetDetector:
             for state in states:
                 self.net.load_state_dict(state)
                 with torch.inference_mode(), amp:
-                    outs.append(self.net(batch))
+                    outs.append(InferenceNetwork(self.net)(batch, self.min_confidence))
             return outs
         with torch.inference_mode(), amp:
             cls, deltas, seg = stacked(stacked.stack(states, self.device), batch)
-        return [(cls[k], deltas[k], seg[k]) for k in range(len(states))]
+            outs = []
+            for k in range(len(states)):
+                usable = usable_anchors(cls[k], self.min_confidence)
+                outs.append(MemberOutput(cls[k], usable, deltas[k][:, usable], seg[k], False))
+        return outs
 
     def predict(self, x: np.ndarray, tta: bool = False,
                 progress: Optional[Callable[[float, str], None]] = None) -> EnsembleOutput:
@@ -249,9 +269,9 @@ class RetinaUNetDetector:
                 t1 = time.perf_counter()
                 timings["network"] += t1 - t0
                 with torch.inference_mode():
-                    for (member, _), (cls, deltas, seg) in zip(chunk, outs):
-                        per_aug = decode_member(cls.float(), deltas.float(), self.anchors, self.cfg,
-                                                self.min_confidence)
+                    for (member, _), out in zip(chunk, outs):
+                        per_aug = decode_member(out.class_logits.float(), out.deltas.float(), self.anchors, self.cfg,
+                                                self.min_confidence, usable=out.usable)
                         for a, (flip, found) in enumerate(zip(flips, per_aug)):
                             mid = member_id(member, a, self.pooling)
                             for b in found:
@@ -261,13 +281,8 @@ class RetinaUNetDetector:
                                 if 3 in flip:
                                     co[1], co[3] = xx - 1 - co[3], xx - 1 - co[1]
                                 boxes.append(Box(co, b.score, b.cls, mid, b.class_probs))
-                            s = seg[a].float()
-                            if flip:
-                                s = torch.flip(s, [d - 1 for d in flip])
-                            if self.seg_mode == "softmax_mean":
-                                seg_sum += torch.softmax(s, dim=0)[1:].sum(0)
-                            else:  # toolkit: argmax label map per model, then the mean over models
-                                seg_sum += (torch.argmax(s, dim=0) > 0).float()
+                            lesion = lesion_map(out.seg[a].float(), out.seg_is_margin, self.seg_mode)
+                            seg_sum += torch.flip(lesion, [d - 2 for d in flip]) if flip else lesion
                 timings["decoding"] += time.perf_counter() - t1
         n_pred = len(self.states) * len(flips)
         t2 = time.perf_counter()
