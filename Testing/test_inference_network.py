@@ -111,3 +111,56 @@ def test_lesion_map_from_the_margin_equals_the_one_from_the_logits(mode):
     torch.testing.assert_close(from_margin, from_logits, atol=1e-6, rtol=0)
     if mode == "argmax_vote":
         assert from_margin[0, 0, 0] == 0 and set(from_margin.unique().tolist()) == {0.0, 1.0}
+
+
+def test_the_path_without_onednn_gives_the_same_outputs(reference_dir):
+    """GPUs and CPUs without oneDNN run plain `conv3d`: the same outputs."""
+    net, x, expected = _published(reference_dir, "")
+    prepared = InferenceNetwork(net)
+    prepared.onednn = False
+    with torch.inference_mode():
+        out = prepared(x, min_confidence=0.0)
+    torch.testing.assert_close(out.class_logits, expected["class_logits"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.deltas, expected["bbox_deltas"], atol=1e-5, rtol=0)
+
+
+def test_runs_under_autocast_as_the_full_network_does(reference_dir):
+    """Mixed precision (float16 autocast on CUDA; bfloat16 on the CPU here): half-precision
+    convolution outputs meet float32 ones in the in-place sums, and the outputs stay as close
+    to float32 as the full network's under the same autocast."""
+    net, x, expected = _published(reference_dir, "_stress")
+    prepared = InferenceNetwork(net)
+    prepared.onednn = False  # the plain path autocast applies to, as on a GPU
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = prepared(x, min_confidence=0.0)
+        full = net(x)
+    ref = expected["class_logits"]
+    assert out.class_logits.dtype == torch.bfloat16
+    ours_err = (out.class_logits.float() - ref).abs().max()
+    full_err = (full[0].float() - ref).abs().max()
+    assert 0 < ours_err < 3 * full_err + 1e-3
+
+
+def test_seg_margin_equals_the_chain_it_replaces():
+    """lateral0(C0) + up(P1), then the 3x3x3 margin convolution, at every voxel: the border
+    rows and columns (where zero padding meets the upsampled image) and the interior."""
+    import torch.nn.functional as F
+
+    from ProstateLesionCADLib.detection.retina_unet.seg_margin import SegMargin
+
+    gen = torch.Generator().manual_seed(5)
+    c0 = torch.randn(2, 15, 32, 64, 8, generator=gen)
+    p1 = torch.randn(2, 30, 16, 32, 8, generator=gen)
+    v, v_b = torch.randn(1, 30, 3, 3, 3, generator=gen), torch.randn(1, generator=gen)
+    lat_w, lat_b = torch.randn(30, 15, 1, 1, 1, generator=gen), torch.randn(30, generator=gen)
+    p0 = F.conv3d(c0, lat_w, lat_b) + F.interpolate(p1, scale_factor=(2, 2, 1), mode="trilinear",
+                                                    align_corners=False)
+    expected = F.conv3d(p0, v, v_b, padding=1)[:, 0]
+    margin = SegMargin(v, v_b, lat_w, lat_b, torch.contiguous_format)(
+        c0, p1, lambda x, w, padding: F.conv3d(x, w, None, 1, padding))
+    assert margin.shape == expected.shape == (2, 32, 64, 8)
+    scale = float(expected.abs().max())
+    for region in (margin[:, 0] - expected[:, 0], margin[:, -1] - expected[:, -1],
+                   margin[:, :, 0] - expected[:, :, 0], margin[:, :, -1] - expected[:, :, -1],
+                   margin[:, 1:-1, 1:-1] - expected[:, 1:-1, 1:-1]):
+        assert float(region.abs().max()) < 1e-5 * scale

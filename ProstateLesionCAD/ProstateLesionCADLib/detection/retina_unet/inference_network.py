@@ -10,7 +10,8 @@ computed with less work.
 - P0's 3x3x3 output convolution (30 -> 30) and the 1x1x1 segmentation head (30 -> 2) are
   linear with nothing in between: one 3x3x3 convolution 30 -> 2 with their composed
   weights. With two classes the head only ever feeds an argmax or a softmax, both
-  functions of the margin l1 - l0 alone, so that convolution has one output, the margin.
+  functions of the margin l1 - l0 alone: `seg_margin.SegMargin` computes that margin from C0
+  and P1 without building P0 at all.
 - The box regressor's output is only read at anchors where some foreground class reaches
   the score threshold (`decoding.refine_detections` drops every other box; see
   `inference.decode_member`). It runs on the bounding box of those anchors' positions per
@@ -31,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from .network import ConvUnit, RetinaUNet
+from .seg_margin import SegMargin
 
 CHANNELS_LAST = torch.channels_last_3d
 
@@ -38,7 +40,7 @@ CHANNELS_LAST = torch.channels_last_3d
 @dataclass
 class _Conv:
     weight: torch.Tensor
-    bias: torch.Tensor
+    bias: Optional[torch.Tensor]
     stride: tuple
     padding: tuple
     relu: bool = False
@@ -102,9 +104,11 @@ class InferenceNetwork:
             seg_w = torch.einsum("oc,cikjl->oikjl", head_w, smooth0.weight)
             seg_b = head_w @ smooth0.bias + net.seg_head.bias
             self.seg_is_margin = seg_w.shape[0] == 2
-            if self.seg_is_margin:
-                seg_w, seg_b = (seg_w[1] - seg_w[0]).unsqueeze(0), (seg_b[1] - seg_b[0]).view(1)
             self.seg = _Conv(seg_w.contiguous(memory_format=CHANNELS_LAST), seg_b, (1, 1, 1), (1, 1, 1))
+            if self.seg_is_margin:
+                lateral0 = dec.lateral[0]
+                self.margin = SegMargin((seg_w[1] - seg_w[0]).unsqueeze(0), (seg_b[1] - seg_b[0]).view(1),
+                                        lateral0.weight, lateral0.bias, CHANNELS_LAST)
         self.n_anchors = net.config["n_anchors_per_pos"]
         self.onednn = torch.backends.mkldnn.is_available() and next(net.parameters()).device.type == "cpu"
 
@@ -114,6 +118,9 @@ class InferenceNetwork:
         else:
             y = F.conv3d(x, c.weight, c.bias, c.stride, c.padding)
         return F.relu_(y) if c.relu else y
+
+    def _conv_with(self, x: torch.Tensor, weight: torch.Tensor, padding: tuple) -> torch.Tensor:
+        return self._conv(x, _Conv(weight, None, (1, 1, 1), padding))
 
     def _encoder(self, x: torch.Tensor) -> list[torch.Tensor]:
         c0 = self._conv(self._conv(x, self.c0[0]), self.c0[1])
@@ -133,7 +140,7 @@ class InferenceNetwork:
         for k in (4, 3, 2):
             pre = self._conv(feats[k], self.lateral[k]).add_(F.interpolate(pre, scale_factor=2, mode="nearest"))
             pres[k] = pre
-        for k in (1, 0):
+        for k in ((1,) if self.seg_is_margin else (1, 0)):  # the margin needs no P0
             up = F.interpolate(pre, scale_factor=(2, 2, 1), mode="trilinear", align_corners=False)
             pre = self._conv(feats[k], self.lateral[k]).add_(up)
             pres[k] = pre
@@ -176,7 +183,8 @@ class InferenceNetwork:
         """`usable`: the anchors whose deltas to compute (default: those reaching
         `min_confidence`)."""
         x = x.contiguous(memory_format=CHANNELS_LAST)
-        pres = self._pre_outputs(self._encoder(x))
+        feats = self._encoder(x)
+        pres = self._pre_outputs(feats)
         levels = [self._conv(pres[k], self.smooth[k]) for k in (2, 3, 4, 5)]
         cls_head = self.heads[0]
         class_logits = torch.cat([self._head(cls_head, p).permute(0, 2, 3, 4, 1).reshape(p.shape[0], -1, cls_head[2])
@@ -184,7 +192,8 @@ class InferenceNetwork:
         if usable is None:
             usable = usable_anchors(class_logits, min_confidence)
         deltas = self._regressor_at(levels, usable)
-        seg = self._conv(pres[0], self.seg)
         if self.seg_is_margin:
-            seg = seg[:, 0]
+            seg = self.margin(feats[0], pres[1], self._conv_with)
+        else:
+            seg = self._conv(pres[0], self.seg)
         return MemberOutput(class_logits, usable, deltas, seg, self.seg_is_margin)
