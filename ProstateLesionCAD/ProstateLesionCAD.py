@@ -287,7 +287,8 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
         self.ui.exportDicomButton.enabled = offered and not running
         self.ui.exportDicomButton.toolTip = tip
         self.ui.resetRegistrationButton.enabled = self.cad.params.registration_transform is not None and not running
-        self.ui.cancelButton.enabled = self.logic.runner.running or self._dicomImport is not None
+        self.ui.cancelButton.enabled = (self.logic.runner.running or self._dicomImport is not None
+                                        or (self.growQueue is not None and self.growQueue.running))
         self.ui.installDependenciesButton.enabled = not running
         self.updatePresetButtons()
         self.updateAnnotateButtons()
@@ -685,6 +686,7 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             else:
                 self.ui.annotateStatusLabel.text = "Growing…"
                 self._growTimer.start()
+        self.updateButtons()  # Cancel stops a grow too
 
     def onGrowPoll(self):
         update = self.growQueue.poll()
@@ -695,6 +697,7 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
             self.showGrown(update)
         if not self.growQueue.running:
             self._growTimer.stop()
+            self.updateButtons()
 
     def showGrown(self, update):
         """A finished grow: its outcome in the status line, the table refreshed; a failure in one sentence."""
@@ -748,6 +751,8 @@ class ProstateLesionCADWidget(ScriptedLoadableModuleWidget, VTKObservationMixin)
     def onCancel(self):
         if self._dicomImport is not None:
             self.onCancelDicomImport()
+        if self.growQueue is not None:
+            self.growQueue.cancel()
         self.logic.runner.cancel()
 
     def onPoll(self):

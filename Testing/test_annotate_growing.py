@@ -168,3 +168,19 @@ def test_a_point_list_removed_while_it_grows_gets_no_segmentation(scene_setup):
     [update] = queue.wait(TIMEOUT_S)
     assert not update.error and update.outcome.grown == [] and update.outcome.changed_meanwhile == ids
     assert scene.GetNodesByClass("vtkMRMLSegmentationNode").GetNumberOfItems() == 0
+
+
+def test_a_cancelled_grow_changes_nothing_and_drops_the_waiting_request(scene_setup):
+    from ProstateLesionCADSlicer.annotate_growing import CANCELLED_MESSAGE
+
+    scene, t2, t2_node, seeds, logic, ids = scene_setup
+    queue = GrowQueue(logic)
+    assert queue.request(seeds, t2_node) is None and queue.running
+    assert queue.request(seeds, t2_node, [ids[1]]) is None and queue.waiting
+    queue.cancel()  # the panel's Cancel
+    assert not queue.waiting
+    [update] = queue.wait(TIMEOUT_S)
+    assert update.finished and not update.error and update.outcome is None
+    assert update.message == CANCELLED_MESSAGE
+    assert not queue.running and logic.segmentation_of(seeds) is None
+    assert _grow(queue, seeds, t2_node).grown == ids  # the next grow runs as usual

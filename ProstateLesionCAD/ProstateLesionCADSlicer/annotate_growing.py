@@ -42,9 +42,10 @@ from ProstateLesionCADLib.lesions.growing import GrowParams, Seed
 from . import mrml_volumes
 from .annotate_logic import (MOVE_TOLERANCE_MM, AnnotateLogic, GrowOutcome, check_can_grow, segment_fingerprint,
                              segment_id_for)
-from .background_process import SUCCEEDED, ProcessRunner, StepUpdate, cli_command
+from .background_process import CANCELLED, SUCCEEDED, ProcessRunner, StepUpdate, cli_command
 
 STEP = "grow"
+CANCELLED_MESSAGE = "Growing cancelled; the lesions are as they were."
 MOVED = "moved"  # a request for the seeds that moved since they were grown, resolved when it starts
 CASE_FOLDER = "case"
 SEEDS_FILE = "seeds.csv"
@@ -324,6 +325,8 @@ class GrowQueue:
         return result
 
     def _finish(self, job: GrowJob, update: StepUpdate) -> GrowUpdate:
+        if update.state == CANCELLED:
+            return GrowUpdate(True, CANCELLED_MESSAGE, outcome=None, log=update.log)
         if update.state != SUCCEEDED:
             return GrowUpdate(True, update.status_text(), error=update.error or update.status_text(), log=update.log)
         outcome = apply_grow_result(self.logic, job, update.out_dir)
@@ -343,6 +346,13 @@ class GrowQueue:
             else:
                 time.sleep(interval)
         return finished
+
+    def cancel(self) -> None:
+        """The user's Cancel: drop a waiting request and ask the running grow to end; the next
+        polls report it finished with CANCELLED_MESSAGE, the segments as they were."""
+        self._pending = None
+        if self._job is not None:
+            self.runner.cancel()
 
     def stop(self) -> None:
         """Cancel the running grow and drop a waiting one (the panel or the scene is closing)."""

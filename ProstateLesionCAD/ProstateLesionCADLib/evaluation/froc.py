@@ -71,6 +71,7 @@ class LesionRegions:
         self.mask = mask
         self.array = sitk.GetArrayFromImage(mask)  # (z, y, x)
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._annotated = self.array.reshape(self.array.shape[0], -1).any(axis=1)  # per slice
 
     def voxels(self, label: int) -> tuple[np.ndarray, np.ndarray]:
         if label not in self._cache:
@@ -88,11 +89,7 @@ class LesionRegions:
     def annotated(self, point: Sequence[float]) -> bool:
         """Whether the point's slice of the mask grid holds any lesion voxel."""
         z = self.slice_of(point)
-        if not 0 <= z < self.array.shape[0]:
-            return False
-        if not hasattr(self, "_annotated"):
-            self._annotated = self.array.reshape(self.array.shape[0], -1).any(axis=1)
-        return bool(self._annotated[z])
+        return 0 <= z < self.array.shape[0] and bool(self._annotated[z])
 
     def largest_diameter(self, label: int) -> Optional[float]:
         """Longest in-plane diameter (mm, between voxel centres) of the lesion over its slices:
@@ -117,8 +114,9 @@ def _diameter(points: np.ndarray) -> float:
             points = points[ConvexHull(points).vertices]
         except QhullError:  # collinear: the extreme points along the line hold the diameter
             points = points[[np.argmin(points @ (points[-1] - points[0])), np.argmax(points @ (points[-1] - points[0]))]]
-    diffs = points[:, None, :] - points[None, :, :]
-    return float(np.sqrt((diffs ** 2).sum(-1)).max())
+    from scipy.spatial.distance import pdist
+
+    return float(pdist(points).max())
 
 
 def index_lesion(gt_case: GroundTruthCase, regions: Optional[LesionRegions] = None) -> Optional[Lesion]:

@@ -14,7 +14,9 @@ composed, zero padding). Everything in that chain is linear, so:
   padding meets the upsampled image; they are computed from the upsampled border strips.
 
 Same arithmetic in another order: the margin agrees with the full network's to float32
-rounding, at about a third of the time (the 30-channel full-resolution tensors are never made).
+rounding, and no 30-channel full-resolution tensor is made (for a paper-size member on two
+CPU cores, about 45 ms instead of 115 ms for lateral0, the upsampling, the sum and the margin
+convolution).
 """
 
 from __future__ import annotations
