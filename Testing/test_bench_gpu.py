@@ -1,6 +1,6 @@
 """`make bench-gpu` stops with one sentence where there is no CUDA device (before installing
 anything), and its report code runs on the CPU: the published tiny vectors under float32 and
-bfloat16 autocast."""
+bfloat16 autocast, and the ensemble's rows."""
 
 from __future__ import annotations
 
@@ -47,3 +47,14 @@ def test_report_code_on_the_cpu(tmp_path):
     assert rows["float32"].rstrip(" |").endswith("yes")  # the published vectors, through the report's own code
     # bfloat16 keeps about 3 significant digits: far outside the published 1e-5, so autocast stays a CUDA float16 choice
     assert rows["autocast bfloat16"].rstrip(" |").endswith("no")
+
+
+def test_ensemble_rows_on_the_cpu(tmp_path):
+    """The ensemble part as a GPU runs it, on the CPU with two members: the members one by one in
+    their inference form and batched through the full network give the same lesion map."""
+    report = run_gpu_bench(tmp_path, device="cpu", parts=["ensemble"], members=2).read_text(encoding="utf-8")
+    rows = {line.split("|")[1].strip(): line.split("|") for line in report.splitlines() if line.startswith("| ")}
+    one, batched = rows["one by one (inference form), float32"], rows["batched (full network), float32"]
+    assert one[2].strip() == "1" and batched[2].strip() == "2"
+    assert float(batched[5]) <= 1e-5  # max seg difference against the first row
+    assert not any("autocast" in name for name in rows)  # float16 autocast rows are CUDA only
