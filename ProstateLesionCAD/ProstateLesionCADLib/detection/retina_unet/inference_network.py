@@ -66,7 +66,7 @@ def usable_anchors(class_logits: torch.Tensor, min_confidence: float) -> torch.T
     return torch.nonzero((probs[:, :, 1:] >= min_confidence).any(dim=2).any(dim=0)).flatten()
 
 
-def _fold(unit: ConvUnit) -> _Conv:
+def _fold(unit: ConvUnit, layout: torch.memory_format) -> _Conv:
     conv = unit.conv
     weight, bias = conv.weight, conv.bias
     if unit.norm is not None:
@@ -74,12 +74,12 @@ def _fold(unit: ConvUnit) -> _Conv:
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
         weight = weight * scale.view(-1, 1, 1, 1, 1)
         bias = (bias - bn.running_mean) * scale + bn.bias
-    return _Conv(weight.contiguous(memory_format=CHANNELS_LAST), bias.contiguous(), conv.stride, conv.padding,
+    return _Conv(weight.contiguous(memory_format=layout), bias.contiguous(), conv.stride, conv.padding,
                  unit.act)
 
 
-def _plain(conv: torch.nn.Conv3d, relu: bool = False) -> _Conv:
-    return _Conv(conv.weight.contiguous(memory_format=CHANNELS_LAST), conv.bias, conv.stride, conv.padding, relu)
+def _plain(conv: torch.nn.Conv3d, layout: torch.memory_format, relu: bool = False) -> _Conv:
+    return _Conv(conv.weight.contiguous(memory_format=layout), conv.bias, conv.stride, conv.padding, relu)
 
 
 class InferenceNetwork:
@@ -87,16 +87,19 @@ class InferenceNetwork:
     call it on a (b, C, Y, X, Z) batch with the score threshold of the decoding."""
 
     def __init__(self, net: RetinaUNet):
+        device = next(net.parameters()).device.type
+        # channels-last where oneDNN (CPU) and cuDNN (CUDA) have kernels for it; others as stored
+        self.layout = layout = CHANNELS_LAST if device in ("cpu", "cuda") else torch.contiguous_format
         with torch.no_grad():
             enc, dec = net.encoder, net.decoder
-            self.c0 = [_fold(u) for u in enc.c0]
-            self.c1 = _fold(enc.c1)
-            self.stages = [[(_fold(b.conv1), _fold(b.conv2), _fold(b.conv3),
-                             _fold(b.downsample) if b.downsample is not None else None) for b in stage]
+            self.c0 = [_fold(u, layout) for u in enc.c0]
+            self.c1 = _fold(enc.c1, layout)
+            self.stages = [[(_fold(b.conv1, layout), _fold(b.conv2, layout), _fold(b.conv3, layout),
+                             _fold(b.downsample, layout) if b.downsample is not None else None) for b in stage]
                            for stage in enc.stages]
-            self.lateral = [_plain(c) for c in dec.lateral]
-            self.smooth = [_plain(c) for c in dec.smooth]
-            self.heads = [([_plain(c, relu=True) for c in head.convs], _plain(head.final), head.n_out)
+            self.lateral = [_plain(c, layout) for c in dec.lateral]
+            self.smooth = [_plain(c, layout) for c in dec.smooth]
+            self.heads = [([_plain(c, layout, relu=True) for c in head.convs], _plain(head.final, layout), head.n_out)
                           for head in (net.classifier, net.box_regressor)]
             # P0's output convolution followed by the 1x1x1 head: one 3x3x3 convolution
             head_w = net.seg_head.weight.flatten(1)
@@ -104,13 +107,13 @@ class InferenceNetwork:
             seg_w = torch.einsum("oc,cikjl->oikjl", head_w, smooth0.weight)
             seg_b = head_w @ smooth0.bias + net.seg_head.bias
             self.seg_is_margin = seg_w.shape[0] == 2
-            self.seg = _Conv(seg_w.contiguous(memory_format=CHANNELS_LAST), seg_b, (1, 1, 1), (1, 1, 1))
+            self.seg = _Conv(seg_w.contiguous(memory_format=layout), seg_b, (1, 1, 1), (1, 1, 1))
             if self.seg_is_margin:
                 lateral0 = dec.lateral[0]
                 self.margin = SegMargin((seg_w[1] - seg_w[0]).unsqueeze(0), (seg_b[1] - seg_b[0]).view(1),
-                                        lateral0.weight, lateral0.bias, CHANNELS_LAST)
+                                        lateral0.weight, lateral0.bias, layout)
         self.n_anchors = net.config["n_anchors_per_pos"]
-        self.onednn = torch.backends.mkldnn.is_available() and next(net.parameters()).device.type == "cpu"
+        self.onednn = torch.backends.mkldnn.is_available() and device == "cpu"
 
     def _conv(self, x: torch.Tensor, c: _Conv) -> torch.Tensor:
         if self.onednn and x.dtype == torch.float32:
@@ -170,7 +173,7 @@ class InferenceNetwork:
             iy, ix, iz = pos // (nx * nz), (pos // nz) % nx, pos % nz
             lo = [max(0, int(v.min()) - radius) for v in (iy, ix, iz)]
             hi = [min(n, int(v.max()) + radius + 1) for v, n in zip((iy, ix, iz), (ny, nx, nz))]
-            crop = level[:, :, lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].contiguous(memory_format=CHANNELS_LAST)
+            crop = level[:, :, lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].contiguous(memory_format=self.layout)
             out = self._head(head, crop).permute(0, 2, 3, 4, 1)
             out = out.reshape(*out.shape[:4], a, head[2])
             parts.append(out[:, iy - lo[0], ix - lo[1], iz - lo[2], anchor])
@@ -182,7 +185,7 @@ class InferenceNetwork:
                  usable: Optional[torch.Tensor] = None) -> MemberOutput:
         """`usable`: the anchors whose deltas to compute (default: those reaching
         `min_confidence`)."""
-        x = x.contiguous(memory_format=CHANNELS_LAST)
+        x = x.contiguous(memory_format=self.layout)
         feats = self._encoder(x)
         pres = self._pre_outputs(feats)
         levels = [self._conv(pres[k], self.smooth[k]) for k in (2, 3, 4, 5)]
