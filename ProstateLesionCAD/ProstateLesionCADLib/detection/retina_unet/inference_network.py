@@ -47,6 +47,13 @@ class _Conv:
 
 
 @dataclass
+class _Head:
+    convs: list[_Conv]  # 3x3x3 + ReLU
+    final: _Conv
+    n_out: int  # outputs per anchor
+
+
+@dataclass
 class MemberOutput:
     """One member's outputs on a batch. `deltas` holds the raw box deltas of the anchors
     `usable` only (b, len(usable), 6), in the order of `usable`. `seg` is the lesion margin
@@ -99,19 +106,21 @@ class InferenceNetwork:
                            for stage in enc.stages]
             self.lateral = [_plain(c, layout) for c in dec.lateral]
             self.smooth = [_plain(c, layout) for c in dec.smooth]
-            self.heads = [([_plain(c, layout, relu=True) for c in head.convs], _plain(head.final, layout), head.n_out)
-                          for head in (net.classifier, net.box_regressor)]
+            self.classifier, self.regressor = (
+                _Head([_plain(c, layout, relu=True) for c in head.convs], _plain(head.final, layout), head.n_out)
+                for head in (net.classifier, net.box_regressor))
             # P0's output convolution followed by the 1x1x1 head: one 3x3x3 convolution
             head_w = net.seg_head.weight.flatten(1)
             smooth0 = dec.smooth[0]
             seg_w = torch.einsum("oc,cikjl->oikjl", head_w, smooth0.weight)
             seg_b = head_w @ smooth0.bias + net.seg_head.bias
             self.seg_is_margin = seg_w.shape[0] == 2
-            self.seg = _Conv(seg_w.contiguous(memory_format=layout), seg_b, (1, 1, 1), (1, 1, 1))
-            if self.seg_is_margin:
+            if self.seg_is_margin:  # the margin alone, from C0 and P1
                 lateral0 = dec.lateral[0]
                 self.margin = SegMargin((seg_w[1] - seg_w[0]).unsqueeze(0), (seg_b[1] - seg_b[0]).view(1),
                                         lateral0.weight, lateral0.bias, layout)
+            else:
+                self.seg = _Conv(seg_w.contiguous(memory_format=layout), seg_b, (1, 1, 1), (1, 1, 1))
         self.n_anchors = net.config["n_anchors_per_pos"]
         self.onednn = torch.backends.mkldnn.is_available() and device == "cpu"
 
@@ -149,17 +158,16 @@ class InferenceNetwork:
             pres[k] = pre
         return pres
 
-    def _head(self, head, x: torch.Tensor) -> torch.Tensor:
-        convs, final, _ = head
-        for c in convs:
+    def _head(self, head: _Head, x: torch.Tensor) -> torch.Tensor:
+        for c in head.convs:
             x = self._conv(x, c)
-        return self._conv(x, final)
+        return self._conv(x, head.final)
 
     def _regressor_at(self, levels: list[torch.Tensor], usable: torch.Tensor) -> torch.Tensor:
         """Raw box deltas (b, len(usable), 6) of the anchors `usable`, each pyramid level's head
         run on the bounding box of the positions needed plus its receptive radius."""
-        head = self.heads[1]
-        radius = len(head[0]) + 1  # one voxel per 3x3x3 convolution
+        head = self.regressor
+        radius = len(head.convs) + 1  # one voxel per 3x3x3 convolution
         a = self.n_anchors
         parts, offset = [], 0
         for level in levels:
@@ -175,10 +183,10 @@ class InferenceNetwork:
             hi = [min(n, int(v.max()) + radius + 1) for v, n in zip((iy, ix, iz), (ny, nx, nz))]
             crop = level[:, :, lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].contiguous(memory_format=self.layout)
             out = self._head(head, crop).permute(0, 2, 3, 4, 1)
-            out = out.reshape(*out.shape[:4], a, head[2])
+            out = out.reshape(*out.shape[:4], a, head.n_out)
             parts.append(out[:, iy - lo[0], ix - lo[1], iz - lo[2], anchor])
         if not parts:
-            return levels[0].new_zeros((levels[0].shape[0], 0, self.heads[1][2]))
+            return levels[0].new_zeros((levels[0].shape[0], 0, head.n_out))
         return torch.cat(parts, dim=1)
 
     def __call__(self, x: torch.Tensor, min_confidence: float,
@@ -189,9 +197,8 @@ class InferenceNetwork:
         feats = self._encoder(x)
         pres = self._pre_outputs(feats)
         levels = [self._conv(pres[k], self.smooth[k]) for k in (2, 3, 4, 5)]
-        cls_head = self.heads[0]
-        class_logits = torch.cat([self._head(cls_head, p).permute(0, 2, 3, 4, 1).reshape(p.shape[0], -1, cls_head[2])
-                                  for p in levels], dim=1)
+        class_logits = torch.cat([self._head(self.classifier, p).permute(0, 2, 3, 4, 1)
+                                  .reshape(p.shape[0], -1, self.classifier.n_out) for p in levels], dim=1)
         if usable is None:
             usable = usable_anchors(class_logits, min_confidence)
         deltas = self._regressor_at(levels, usable)
